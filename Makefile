@@ -1,0 +1,49 @@
+# Custody. `make run` is the main job, `make test` what CI runs.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+GO ?= go
+STACK := scripts/stack
+STATICCHECK_VERSION := v0.8.2
+GOTESTSUM := $(GO) run gotest.tools/gotestsum@v1.13.0
+# The stack's addresses and generated credentials, exported for the command.
+WITH_STACK := set -a; . .stack/env; set +a;
+
+.PHONY: build test test-unit run bench lint stack-up stack-down stack-status clean
+
+build:
+	$(GO) build -o bin/custody ./cmd/custody
+
+# Unit and integration tests together against the real Kafka and MinIO. The
+# stack is brought down whether the tests pass or not; the exit code is the
+# tests'.
+test:
+	$(STACK) up
+	rc=0; $(WITH_STACK) $(GOTESTSUM) --format pkgname-and-test-fails -- -race -count=1 -timeout 30m ./... || rc=$$?; \
+	$(STACK) down; exit $$rc
+
+# Fast tests only: integration tests skip under -short.
+test-unit:
+	$(GO) test -short -count=1 ./...
+
+run: build stack-up
+	$(WITH_STACK) bin/custody config check --config configs/custody.yaml
+	@echo "stack is up: Kafka on 127.0.0.1:9092, MinIO on 127.0.0.1:9000 (scripts/stack status; make stack-down to stop)"
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+
+lint:
+	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+stack-up:
+	$(STACK) up
+
+stack-down:
+	$(STACK) down
+
+stack-status:
+	$(STACK) status
+
+clean: stack-down
+	rm -rf bin .stack

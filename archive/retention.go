@@ -1,0 +1,82 @@
+// Package archive holds what is common to the archive's writers and readers:
+// retention classes and how long their segments are kept.
+package archive
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+)
+
+// Retention is the `retention` section.
+type Retention struct {
+	// DefaultClass is used for events that name no class.
+	DefaultClass string `yaml:"default_class"`
+	// Mode is the object-lock mode put on every segment: COMPLIANCE (no one,
+	// root included, can delete early) or GOVERNANCE (a privileged user can).
+	Mode    string  `yaml:"mode"`
+	Classes []Class `yaml:"classes"`
+}
+
+// Class is one retention class. Its name is the first element of every
+// object key, so that one lifecycle rule per prefix can expire it.
+type Class struct {
+	Name string `yaml:"name"`
+	Days int    `yaml:"days"`
+}
+
+// DefaultRetention keeps security data for one year under COMPLIANCE lock.
+func DefaultRetention() Retention {
+	return Retention{DefaultClass: "security", Mode: "COMPLIANCE", Classes: []Class{{Name: "security", Days: 365}}}
+}
+
+var className = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
+
+// maxDays bounds retention at ten years: a typo of 36500 days under a
+// COMPLIANCE lock would make data undeletable for a century.
+const maxDays = 3650
+
+// Validate reports each problem as "key: reason".
+func (r *Retention) Validate() error {
+	var errs []error
+	if r.Mode != "COMPLIANCE" && r.Mode != "GOVERNANCE" {
+		errs = append(errs, fmt.Errorf("mode: %q is not COMPLIANCE or GOVERNANCE", r.Mode))
+	}
+	if len(r.Classes) == 0 {
+		errs = append(errs, errors.New("classes: at least one class is required"))
+	}
+	seen := map[string]int{}
+	for i, c := range r.Classes {
+		if !className.MatchString(c.Name) {
+			errs = append(errs, fmt.Errorf("classes[%d].name: %q must match %s", i, c.Name, className))
+		}
+		if j, dup := seen[c.Name]; dup {
+			errs = append(errs, fmt.Errorf("classes[%d].name: %q is already defined at classes[%d]", i, c.Name, j))
+		}
+		seen[c.Name] = i
+		if c.Days < 1 || c.Days > maxDays {
+			errs = append(errs, fmt.Errorf("classes[%d].days: %d is outside 1-%d", i, c.Days, maxDays))
+		}
+	}
+	if _, ok := seen[r.DefaultClass]; !ok {
+		errs = append(errs, fmt.Errorf("default_class: %q is not one of the classes", r.DefaultClass))
+	}
+	return errors.Join(errs...)
+}
+
+// Class returns the class named name.
+func (r *Retention) Class(name string) (Class, bool) {
+	for _, c := range r.Classes {
+		if c.Name == name {
+			return c, true
+		}
+	}
+	return Class{}, false
+}
+
+// RetainUntil is when a segment of the given event hour may be deleted: the
+// end of that hour plus the class's retention period.
+func (c Class) RetainUntil(hour time.Time) time.Time {
+	return hour.UTC().Truncate(time.Hour).Add(time.Hour).AddDate(0, 0, c.Days)
+}

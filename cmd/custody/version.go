@@ -1,0 +1,23 @@
+package main
+
+import (
+	"fmt"
+	"runtime/debug"
+
+	"github.com/spf13/cobra"
+)
+
+func newVersionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the build's module version and Go version",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			v, gov := "(devel)", "unknown"
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				v, gov = bi.Main.Version, bi.GoVersion
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "custody %s %s\n", v, gov)
+		},
+	}
+}

@@ -1,0 +1,143 @@
+// Package ingest is the producing side of Custody: event schema,
+// validation and redaction, the HTTP endpoint, agents, spool and producer.
+package ingest
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/custodylog/custody/internal/bytesize"
+	"github.com/custodylog/custody/internal/secret"
+)
+
+// Config is the `ingest` section.
+type Config struct {
+	// Listen is the address of the HTTP endpoint (POST /v1/events).
+	Listen string `yaml:"listen"`
+	// MetricsListen serves /metrics, /healthz and /readyz.
+	MetricsListen   string        `yaml:"metrics_listen"`
+	MaxEventBytes   bytesize.Size `yaml:"max_event_bytes"`
+	MaxRequestBytes bytesize.Size `yaml:"max_request_bytes"`
+	// MaxFutureSkew rejects events stamped further ahead than this.
+	MaxFutureSkew time.Duration `yaml:"max_future_skew"`
+	// LateAfter marks events older than this as late; they are still kept.
+	LateAfter time.Duration `yaml:"late_after"`
+	// SpoolDir holds the durable queue used while Kafka is unavailable.
+	SpoolDir      string        `yaml:"spool_dir"`
+	SpoolMaxBytes bytesize.Size `yaml:"spool_max_bytes"`
+	Tokens        []Token       `yaml:"tokens"`
+}
+
+// Token authorises one service to write for the listed tenants. Its value
+// comes from CUSTODY_INGEST_TOKEN_<NAME> (upper case, '-' as '_'), from
+// token_file, or from token.
+type Token struct {
+	Name      string        `yaml:"name"`
+	Token     secret.String `yaml:"token"`
+	TokenFile string        `yaml:"token_file"`
+	Tenants   []string      `yaml:"tenants"`
+}
+
+// Defaults returns the configuration for the local stack.
+func Defaults() Config {
+	return Config{
+		Listen:          "127.0.0.1:8080",
+		MetricsListen:   "127.0.0.1:9464",
+		MaxEventBytes:   16 << 10,
+		MaxRequestBytes: 8 << 20,
+		MaxFutureSkew:   5 * time.Minute,
+		LateAfter:       time.Hour,
+		SpoolDir:        "../.stack/spool/ingest",
+		SpoolMaxBytes:   1 << 30,
+	}
+}
+
+var tokenName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,62}$`)
+
+// TokenEnv is the environment variable that overrides the named token.
+func TokenEnv(name string) string {
+	return "CUSTODY_INGEST_TOKEN_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// Resolve reads token values from the environment or files, and paths.
+func (c *Config) Resolve(baseDir string) error {
+	c.SpoolDir = secret.Path(baseDir, c.SpoolDir)
+	for i := range c.Tokens {
+		t := &c.Tokens[i]
+		v, err := secret.Resolve(t.Token, t.TokenFile, TokenEnv(t.Name), baseDir)
+		if err != nil {
+			return fmt.Errorf("tokens[%d].token_file: %w", i, err)
+		}
+		t.Token = v
+	}
+	return nil
+}
+
+// Validate reports each problem as "key: reason".
+func (c *Config) Validate() error {
+	var errs []error
+	for _, a := range []struct{ key, addr string }{{"listen", c.Listen}, {"metrics_listen", c.MetricsListen}} {
+		if _, _, err := net.SplitHostPort(a.addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %q is not host:port", a.key, a.addr))
+		}
+	}
+	if c.Listen != "" && c.Listen == c.MetricsListen {
+		errs = append(errs, errors.New("metrics_listen: must differ from listen"))
+	}
+	if c.MaxEventBytes < 256 {
+		errs = append(errs, fmt.Errorf("max_event_bytes: %s is below the 256 B minimum", c.MaxEventBytes))
+	}
+	if c.MaxRequestBytes < c.MaxEventBytes {
+		errs = append(errs, fmt.Errorf("max_request_bytes: %s is smaller than max_event_bytes %s", c.MaxRequestBytes, c.MaxEventBytes))
+	}
+	if c.MaxFutureSkew <= 0 {
+		errs = append(errs, fmt.Errorf("max_future_skew: %s is not a positive duration", c.MaxFutureSkew))
+	}
+	if c.LateAfter <= 0 {
+		errs = append(errs, fmt.Errorf("late_after: %s is not a positive duration", c.LateAfter))
+	}
+	if c.SpoolDir == "" {
+		errs = append(errs, errors.New("spool_dir: is required"))
+	} else if fi, err := os.Stat(c.SpoolDir); err == nil && !fi.IsDir() {
+		errs = append(errs, fmt.Errorf("spool_dir: %s is not a directory", c.SpoolDir))
+	}
+	if c.SpoolMaxBytes < c.MaxRequestBytes {
+		errs = append(errs, fmt.Errorf("spool_max_bytes: %s is smaller than max_request_bytes %s", c.SpoolMaxBytes, c.MaxRequestBytes))
+	}
+	names := map[string]int{}
+	values := map[string]int{}
+	for i, t := range c.Tokens {
+		if !tokenName.MatchString(t.Name) {
+			errs = append(errs, fmt.Errorf("tokens[%d].name: %q must match %s", i, t.Name, tokenName))
+		}
+		if j, dup := names[t.Name]; dup {
+			errs = append(errs, fmt.Errorf("tokens[%d].name: %q is already used by tokens[%d]", i, t.Name, j))
+		}
+		names[t.Name] = i
+		switch {
+		case t.Token == "":
+			errs = append(errs, fmt.Errorf("tokens[%d].token: is empty (set token_file or %s)", i, TokenEnv(t.Name)))
+		case len(t.Token) < 16:
+			errs = append(errs, fmt.Errorf("tokens[%d].token: is %d characters; at least 16 are required", i, len(t.Token)))
+		default:
+			if j, dup := values[t.Token.Reveal()]; dup {
+				errs = append(errs, fmt.Errorf("tokens[%d].token: has the same value as tokens[%d]; each service needs its own", i, j))
+			}
+			values[t.Token.Reveal()] = i
+		}
+		if len(t.Tenants) == 0 {
+			errs = append(errs, fmt.Errorf("tokens[%d].tenants: at least one tenant is required", i))
+		}
+		for k, tn := range t.Tenants {
+			if strings.TrimSpace(tn) == "" {
+				errs = append(errs, fmt.Errorf("tokens[%d].tenants[%d]: is empty", i, k))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

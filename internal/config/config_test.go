@@ -1,0 +1,129 @@
+package config
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// clearEnv makes each test independent of the developer's stack env file.
+func clearEnv(t *testing.T) {
+	for _, k := range []string{"CUSTODY_KAFKA_BROKERS", "CUSTODY_S3_ENDPOINT", "CUSTODY_S3_BUCKET",
+		"CUSTODY_S3_ACCESS_KEY", "CUSTODY_S3_SECRET_KEY", "CUSTODY_KAFKA_SASL_PASSWORD", "CUSTODY_KEYRING",
+		"CUSTODY_INGEST_TOKEN_WEB_FRONTEND", "CUSTODY_INGEST_TOKEN_GIT_SERVER"} {
+		t.Setenv(k, "")
+	}
+}
+
+func TestValidConfig(t *testing.T) {
+	clearEnv(t)
+	c, err := Load(filepath.Join("testdata", "valid.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Problems(); len(p) != 0 {
+		t.Fatalf("Problems() = %q; want none", p)
+	}
+	if got := c.S3.SecretKey.Reveal(); got != "file-secret-key" {
+		t.Errorf("s3.secret_key from file = %q; want file-secret-key", got)
+	}
+	if got := c.Ingest.Tokens[1].Token.Reveal(); got != "git-server-token-0123456789" {
+		t.Errorf("ingest.tokens[1] from file = %q", got)
+	}
+	// Defaults survive for keys the file does not mention.
+	if c.Retention.DefaultClass != "security" || c.Retention.Classes[0].Days != 365 {
+		t.Errorf("retention defaults = %+v; want security/365", c.Retention)
+	}
+	if c.Ingest.MaxEventBytes != 16<<10 {
+		t.Errorf("ingest.max_event_bytes default = %d; want 16384", c.Ingest.MaxEventBytes)
+	}
+}
+
+func TestEnvOverrides(t *testing.T) {
+	clearEnv(t)
+	t.Setenv("CUSTODY_KAFKA_BROKERS", "10.0.0.1:9092,10.0.0.2:9092")
+	t.Setenv("CUSTODY_S3_SECRET_KEY", "env-secret")
+	t.Setenv("CUSTODY_INGEST_TOKEN_WEB_FRONTEND", "web-token-from-env-0123")
+	c, err := Load(filepath.Join("testdata", "valid.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.Kafka.Brokers, ","); got != "10.0.0.1:9092,10.0.0.2:9092" {
+		t.Errorf("brokers = %s; want the env value", got)
+	}
+	if got := c.S3.SecretKey.Reveal(); got != "env-secret" {
+		t.Errorf("env must win over secret_key_file: got %q", got)
+	}
+	if got := c.Ingest.Tokens[0].Token.Reveal(); got != "web-token-from-env-0123" {
+		t.Errorf("env must win over inline token: got %q", got)
+	}
+}
+
+func TestBrokenConfigs(t *testing.T) {
+	clearEnv(t)
+	// f loads a broken file and expects each of want to be one problem line,
+	// in full, so that a message that stops naming its key fails the test.
+	f := func(name string, loadErr string, want ...string) {
+		t.Helper()
+		c, err := Load(filepath.Join("testdata", name))
+		if loadErr != "" {
+			if err == nil || !strings.Contains(err.Error(), loadErr) {
+				t.Errorf("Load(%s) error = %v; want it to contain %q", name, err, loadErr)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("Load(%s): %v", name, err)
+		}
+		got := c.Problems()
+		have := map[string]bool{}
+		for _, p := range got {
+			have[p] = true
+		}
+		for _, w := range want {
+			if !have[w] {
+				t.Errorf("Problems(%s) lacks %q; got:\n  %s", name, w, strings.Join(got, "\n  "))
+			}
+		}
+	}
+	f("unknown-key.yaml", "line 3: field retenton not found")
+	f("bad-size.yaml", `line 2: "sixteen kilobytes" is not a size`)
+	f("missing-secret.yaml", "s3.secret_key_file: cannot read secret file")
+	f("no-credentials.yaml", "",
+		"s3.access_key: is required (set access_key_file or CUSTODY_S3_ACCESS_KEY)",
+		"s3.secret_key: is required (set secret_key_file or CUSTODY_S3_SECRET_KEY)",
+	)
+	f("bad-values.yaml", "",
+		`kafka.brokers[0]: "127.0.0.1" is not host:port`,
+		`kafka.brokers[1]: "host:99999" has port "99999" outside 1-65535`,
+		`kafka.topic: "events/all" has '/' at byte 6; only a-z A-Z 0-9 . _ - are allowed`,
+		"kafka.dlq_topic: is required",
+		"kafka.partitions: 0 is not a positive count",
+		`kafka.sasl.mechanism: "kerberos" is not one of plain, scram-sha-256, scram-sha-512`,
+		`s3.endpoint: "https://s3.example.com" must be host:port without a scheme; set tls.enabled for https`,
+		`s3.bucket: "Custody_Archive" has 'C' at byte 0; only lowercase letters, digits, '-' and '.' are allowed`,
+		"ingest.max_request_bytes: 1.0 KiB is smaller than max_event_bytes 16 KiB",
+		"ingest.tokens[0].token: is 5 characters; at least 16 are required",
+		"ingest.tokens[0].tenants: at least one tenant is required",
+		"archive.flush_age: 10ms is below the 1s minimum",
+		`retention.mode: "strict" is not COMPLIANCE or GOVERNANCE`,
+		"retention.classes[0].days: 0 is outside 1-3650",
+		`retention.classes[1].name: "security" is already defined at classes[0]`,
+		`retention.default_class: "legal" is not one of the classes`,
+	)
+}
+
+func TestProblemsNeverRevealSecrets(t *testing.T) {
+	clearEnv(t)
+	c, err := Parse([]byte("ingest:\n  tokens:\n    - name: a\n      token: tok-abcdefghijklmnop\n      tenants: [x]\n    - name: b\n      token: tok-abcdefghijklmnop\n      tenants: [x]\n"), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := strings.Join(c.Problems(), "\n")
+	if !strings.Contains(ps, "ingest.tokens[1].token: has the same value as tokens[0]") {
+		t.Errorf("duplicate token not reported; problems:\n%s", ps)
+	}
+	if strings.Contains(ps, "tok-abcdefghijklmnop") {
+		t.Errorf("problems reveal a token value:\n%s", ps)
+	}
+}

@@ -1,0 +1,196 @@
+// Package kafkaconn holds the Kafka connection configuration shared by the
+// producing side (ingest) and the consuming side (pipeline), and builds
+// kafka-go dialers and transports from it.
+package kafkaconn
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/plain"
+	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/custodylog/custody/internal/keyerr"
+	"github.com/custodylog/custody/internal/secret"
+	"github.com/custodylog/custody/internal/tlsconfig"
+)
+
+// Config is the `kafka` section.
+type Config struct {
+	Brokers []string `yaml:"brokers"`
+	// Topic receives every event; DLQTopic receives records the archiver
+	// cannot decode, with the reason in headers.
+	Topic    string `yaml:"topic"`
+	DLQTopic string `yaml:"dlq_topic"`
+	// Partitions and ReplicationFactor are used when Custody creates a
+	// missing topic; an existing topic is never altered.
+	Partitions        int              `yaml:"partitions"`
+	ReplicationFactor int              `yaml:"replication_factor"`
+	ClientID          string           `yaml:"client_id"`
+	DialTimeout       time.Duration    `yaml:"dial_timeout"`
+	TLS               tlsconfig.Config `yaml:"tls"`
+	SASL              SASL             `yaml:"sasl"`
+}
+
+// SASL is the `kafka.sasl` section. The password may come from
+// CUSTODY_KAFKA_SASL_PASSWORD or password_file instead of the YAML.
+type SASL struct {
+	// Mechanism is empty (no SASL), "plain", "scram-sha-256" or "scram-sha-512".
+	Mechanism    string        `yaml:"mechanism"`
+	Username     string        `yaml:"username"`
+	Password     secret.String `yaml:"password"`
+	PasswordFile string        `yaml:"password_file"`
+}
+
+// Defaults returns the configuration for the local stack.
+func Defaults() Config {
+	return Config{
+		Brokers:           []string{"127.0.0.1:9092"},
+		Topic:             "custody.events",
+		DLQTopic:          "custody.events.dlq",
+		Partitions:        6,
+		ReplicationFactor: 1,
+		ClientID:          "custody",
+		DialTimeout:       10 * time.Second,
+	}
+}
+
+// Resolve reads secrets from the environment or files and resolves paths.
+func (c *Config) Resolve(baseDir string) error {
+	c.TLS.ResolvePaths(baseDir)
+	p, err := secret.Resolve(c.SASL.Password, c.SASL.PasswordFile, "CUSTODY_KAFKA_SASL_PASSWORD", baseDir)
+	if err != nil {
+		return fmt.Errorf("sasl.password_file: %w", err)
+	}
+	c.SASL.Password = p
+	return nil
+}
+
+// Validate reports each problem as "key: reason".
+func (c *Config) Validate() error {
+	var errs []error
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("brokers: at least one broker is required"))
+	}
+	for i, b := range c.Brokers {
+		if err := validateHostPort(b); err != nil {
+			errs = append(errs, fmt.Errorf("brokers[%d]: %q %w", i, b, err))
+		}
+	}
+	if err := validateTopic(c.Topic); err != nil {
+		errs = append(errs, fmt.Errorf("topic: %w", err))
+	}
+	if err := validateTopic(c.DLQTopic); err != nil {
+		errs = append(errs, fmt.Errorf("dlq_topic: %w", err))
+	}
+	if c.Topic != "" && c.Topic == c.DLQTopic {
+		errs = append(errs, errors.New("dlq_topic: must differ from topic"))
+	}
+	if c.Partitions < 1 {
+		errs = append(errs, fmt.Errorf("partitions: %d is not a positive count", c.Partitions))
+	}
+	if c.ReplicationFactor < 1 {
+		errs = append(errs, fmt.Errorf("replication_factor: %d is not a positive count", c.ReplicationFactor))
+	}
+	if c.DialTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("dial_timeout: %s is not a positive duration", c.DialTimeout))
+	}
+	if err := c.TLS.Validate(); err != nil {
+		errs = append(errs, keyerr.Prefix("tls.", err))
+	}
+	switch c.SASL.Mechanism {
+	case "":
+		if c.SASL.Username != "" {
+			errs = append(errs, errors.New("sasl.mechanism: username is set but mechanism is empty; use plain, scram-sha-256 or scram-sha-512"))
+		}
+	case "plain", "scram-sha-256", "scram-sha-512":
+		if c.SASL.Username == "" {
+			errs = append(errs, errors.New("sasl.username: required when sasl.mechanism is set"))
+		}
+		if c.SASL.Password == "" {
+			errs = append(errs, errors.New("sasl.password: required when sasl.mechanism is set (set password_file or CUSTODY_KAFKA_SASL_PASSWORD)"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("sasl.mechanism: %q is not one of plain, scram-sha-256, scram-sha-512", c.SASL.Mechanism))
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) mechanism() (sasl.Mechanism, error) {
+	switch c.SASL.Mechanism {
+	case "":
+		return nil, nil
+	case "plain":
+		return plain.Mechanism{Username: c.SASL.Username, Password: c.SASL.Password.Reveal()}, nil
+	case "scram-sha-256":
+		return scram.Mechanism(scram.SHA256, c.SASL.Username, c.SASL.Password.Reveal())
+	case "scram-sha-512":
+		return scram.Mechanism(scram.SHA512, c.SASL.Username, c.SASL.Password.Reveal())
+	}
+	return nil, fmt.Errorf("unknown sasl mechanism %q", c.SASL.Mechanism)
+}
+
+// Dialer builds a dialer for readers and admin connections.
+func (c *Config) Dialer() (*kafka.Dialer, error) {
+	tc, err := c.TLS.Build()
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.mechanism()
+	if err != nil {
+		return nil, err
+	}
+	return &kafka.Dialer{ClientID: c.ClientID, Timeout: c.DialTimeout, DualStack: true, TLS: tc, SASLMechanism: m}, nil
+}
+
+// Transport builds a transport for kafka.Writer and kafka.Client.
+func (c *Config) Transport() (*kafka.Transport, error) {
+	tc, err := c.TLS.Build()
+	if err != nil {
+		return nil, err
+	}
+	m, err := c.mechanism()
+	if err != nil {
+		return nil, err
+	}
+	return &kafka.Transport{ClientID: c.ClientID, DialTimeout: c.DialTimeout, TLS: tc, SASL: m}, nil
+}
+
+func validateHostPort(s string) error {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return errors.New("is not host:port")
+	}
+	if host == "" {
+		return errors.New("has an empty host")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+		return fmt.Errorf("has port %q outside 1-65535", port)
+	}
+	return nil
+}
+
+// validateTopic applies Kafka's own rule: 1-249 characters of [a-zA-Z0-9._-].
+func validateTopic(t string) error {
+	if t == "" {
+		return errors.New("is required")
+	}
+	if len(t) > 249 {
+		return fmt.Errorf("%q is longer than 249 characters", t)
+	}
+	if t == "." || t == ".." {
+		return fmt.Errorf("%q is not a legal topic name", t)
+	}
+	if i := strings.IndexFunc(t, func(r rune) bool {
+		return !(r == '.' || r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+	}); i >= 0 {
+		return fmt.Errorf("%q has %q at byte %d; only a-z A-Z 0-9 . _ - are allowed", t, t[i], i)
+	}
+	return nil
+}

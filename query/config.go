@@ -1,0 +1,33 @@
+// Package query answers investigators' questions over the archive.
+package query
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/custodylog/custody/internal/bytesize"
+)
+
+// Config is the `query` section.
+type Config struct {
+	// Concurrency bounds how many segments are fetched and decoded at once.
+	Concurrency int `yaml:"concurrency"`
+	// MaxSegmentBytes caps the decompressed size of one segment, so a
+	// decompression bomb cannot exhaust memory.
+	MaxSegmentBytes bytesize.Size `yaml:"max_segment_bytes"`
+}
+
+// Defaults returns the documented defaults.
+func Defaults() Config { return Config{Concurrency: 4, MaxSegmentBytes: 1 << 30} }
+
+// Validate reports each problem as "key: reason".
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Concurrency < 1 || c.Concurrency > 256 {
+		errs = append(errs, fmt.Errorf("concurrency: %d is outside 1-256", c.Concurrency))
+	}
+	if c.MaxSegmentBytes < 1<<20 {
+		errs = append(errs, fmt.Errorf("max_segment_bytes: %s is below the 1 MiB minimum", c.MaxSegmentBytes))
+	}
+	return errors.Join(errs...)
+}

@@ -80,13 +80,16 @@ func buildInvalid(t *testing.T, name string, good []byte) map[string][]byte {
 	clearedFinal := bytes.Clone(good)
 	clearedFinal[lastFrame] &^= 0x80
 	return map[string][]byte{
-		"bad-magic.cseg":       flip(0),
-		"version-2.cseg":       func() []byte { b := bytes.Clone(good); b[len(Magic)] = 2; return b }(),
-		"header-count.cseg":    reheader(func(h *Header) { h.Count-- }),
-		"header-maxtime.cseg":  reheader(func(h *Header) { h.MaxTime = h.MaxTime.Add(time.Second) }),
-		"wrapped-key.cseg":     reheader(func(h *Header) { h.WrappedKey[20] ^= 1 }),
-		"unknown-key.cseg":     reheader(func(h *Header) { h.KeyID = "2026-10.v1" }),
-		"moved-hour.cseg":      reheader(func(h *Header) { sh := time.Hour; h.Hour, h.MinTime, h.MaxTime = h.Hour.Add(sh), h.MinTime.Add(sh), h.MaxTime.Add(sh) }),
+		"bad-magic.cseg":      flip(0),
+		"version-2.cseg":      func() []byte { b := bytes.Clone(good); b[len(Magic)] = 2; return b }(),
+		"header-count.cseg":   reheader(func(h *Header) { h.Count-- }),
+		"header-maxtime.cseg": reheader(func(h *Header) { h.MaxTime = h.MaxTime.Add(time.Second) }),
+		"wrapped-key.cseg":    reheader(func(h *Header) { h.WrappedKey[20] ^= 1 }),
+		"unknown-key.cseg":    reheader(func(h *Header) { h.KeyID = "2026-10.v1" }),
+		"moved-hour.cseg": reheader(func(h *Header) {
+			sh := time.Hour
+			h.Hour, h.MinTime, h.MaxTime = h.Hour.Add(sh), h.MinTime.Add(sh), h.MaxTime.Add(sh)
+		}),
 		"header-json.cseg":     spacedHeader(hb, rest),
 		"index-byte.cseg":      flip(preambleSize + len(hb) + 4 + 3),
 		"index-length.cseg":    flip(preambleSize + len(hb) + 3),

@@ -1,0 +1,197 @@
+// Package store keeps segments in an S3 bucket through minio-go: MinIO,
+// AWS S3 or any S3-compatible store with object lock.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"net/http"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// ErrExists is returned by Put when an object of that name is already
+// stored: a segment is written once, and a second writer is fenced off.
+var ErrExists = errors.New("object already exists")
+
+// ErrNotFound is returned by Get and Stat for an absent object.
+var ErrNotFound = errors.New("object not found")
+
+// Store is one bucket. It is safe for concurrent use.
+type Store struct {
+	mc     *minio.Client
+	bucket string
+}
+
+// New connects lazily: no request is made until the first call.
+func New(cfg Config) (*Store, error) {
+	tc, err := cfg.TLS.Build()
+	if err != nil {
+		return nil, fmt.Errorf("s3.tls: %w", err)
+	}
+	opts := &minio.Options{
+		Creds:  credentials.NewStaticV4(cfg.AccessKey.Reveal(), cfg.SecretKey.Reveal(), ""),
+		Secure: cfg.TLS.Enabled,
+		Region: cfg.Region,
+	}
+	if tc != nil {
+		tr, err := minio.DefaultTransport(true)
+		if err != nil {
+			return nil, err
+		}
+		tr.TLSClientConfig = tc
+		opts.Transport = tr
+	}
+	mc, err := minio.New(cfg.Endpoint, opts)
+	if err != nil {
+		return nil, fmt.Errorf("cannot create S3 client for %s: %w", cfg.Endpoint, err)
+	}
+	return &Store{mc: mc, bucket: cfg.Bucket}, nil
+}
+
+// Bucket is the bucket's name.
+func (s *Store) Bucket() string { return s.bucket }
+
+// Lock is the object-lock retention put on an object.
+type Lock struct {
+	Mode  string // COMPLIANCE or GOVERNANCE
+	Until time.Time
+}
+
+// Put stores r (size bytes) under name with the given retention. It is a
+// conditional write (If-None-Match: *), so it fails with ErrExists rather
+// than add a second version when name is already stored; that is the fence
+// against a stale archiver re-uploading a segment.
+func (s *Store) Put(ctx context.Context, name string, r io.Reader, size int64, lock Lock) error {
+	mode := minio.RetentionMode(lock.Mode)
+	if !mode.IsValid() {
+		return fmt.Errorf("cannot upload segment %s: lock mode %q is not COMPLIANCE or GOVERNANCE", name, lock.Mode)
+	}
+	opts := minio.PutObjectOptions{
+		ContentType:     "application/vnd.custody.segment",
+		Mode:            mode,
+		RetainUntilDate: lock.Until.UTC(),
+		// Single-part uploads up to 128 MiB: segments are bounded by the
+		// flush size, and a single PUT is atomic.
+		PartSize: 128 << 20,
+	}
+	opts.SetMatchETagExcept("*")
+	if _, err := s.mc.PutObject(ctx, s.bucket, name, r, size, opts); err != nil {
+		if isPreconditionFailed(err) {
+			return fmt.Errorf("cannot upload segment %s: %w", name, ErrExists)
+		}
+		return fmt.Errorf("cannot upload segment %s: %w", name, err)
+	}
+	return nil
+}
+
+func isPreconditionFailed(err error) bool {
+	r := minio.ToErrorResponse(err)
+	return r.StatusCode == http.StatusPreconditionFailed || r.Code == "PreconditionFailed"
+}
+
+func isNotFound(err error) bool {
+	r := minio.ToErrorResponse(err)
+	return r.StatusCode == http.StatusNotFound || r.Code == "NoSuchKey"
+}
+
+// Get streams the object. The caller closes the reader.
+func (s *Store) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	return s.get(ctx, name, minio.GetObjectOptions{})
+}
+
+// GetRange streams length bytes from offset off.
+func (s *Store) GetRange(ctx context.Context, name string, off, length int64) (io.ReadCloser, error) {
+	var o minio.GetObjectOptions
+	if err := o.SetRange(off, off+length-1); err != nil {
+		return nil, err
+	}
+	return s.get(ctx, name, o)
+}
+
+func (s *Store) get(ctx context.Context, name string, o minio.GetObjectOptions) (io.ReadCloser, error) {
+	obj, err := s.mc.GetObject(ctx, s.bucket, name, o)
+	if err != nil {
+		return nil, fmt.Errorf("cannot get segment %s: %w", name, err)
+	}
+	// GetObject is lazy; Stat makes a missing object an error here rather
+	// than on the first Read.
+	if _, err := obj.Stat(); err != nil {
+		obj.Close()
+		if isNotFound(err) {
+			return nil, fmt.Errorf("cannot get segment %s: %w", name, ErrNotFound)
+		}
+		return nil, fmt.Errorf("cannot get segment %s: %w", name, err)
+	}
+	return obj, nil
+}
+
+// Object is one listed object.
+type Object struct {
+	Name         string
+	Size         int64
+	LastModified time.Time
+}
+
+// List yields the objects under prefix in lexical order. Iteration stops at
+// the first error, which is yielded last.
+func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[Object, error] {
+	return func(yield func(Object, error) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel() // stops minio-go's listing goroutine if we stop early
+		for o := range s.mc.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+			if o.Err != nil {
+				yield(Object{}, fmt.Errorf("cannot list %s/%s: %w", s.bucket, prefix, o.Err))
+				return
+			}
+			if !yield(Object{Name: o.Key, Size: o.Size, LastModified: o.LastModified}, nil) {
+				return
+			}
+		}
+	}
+}
+
+// Stat returns the object's size, or ErrNotFound.
+func (s *Store) Stat(ctx context.Context, name string) (Object, error) {
+	info, err := s.mc.StatObject(ctx, s.bucket, name, minio.StatObjectOptions{})
+	if err != nil {
+		if isNotFound(err) {
+			return Object{}, fmt.Errorf("cannot stat segment %s: %w", name, ErrNotFound)
+		}
+		return Object{}, fmt.Errorf("cannot stat segment %s: %w", name, err)
+	}
+	return Object{Name: info.Key, Size: info.Size, LastModified: info.LastModified}, nil
+}
+
+// Retention reads back the lock on the current version of name.
+func (s *Store) Retention(ctx context.Context, name string) (Lock, error) {
+	mode, until, err := s.mc.GetObjectRetention(ctx, s.bucket, name, "")
+	if err != nil {
+		return Lock{}, fmt.Errorf("cannot read retention of %s: %w", name, err)
+	}
+	var l Lock
+	if mode != nil {
+		l.Mode = string(*mode)
+	}
+	if until != nil {
+		l.Until = *until
+	}
+	return l, nil
+}
+
+// Ping checks that the bucket is reachable, for readiness probes.
+func (s *Store) Ping(ctx context.Context) error {
+	ok, err := s.mc.BucketExists(ctx, s.bucket)
+	if err != nil {
+		return fmt.Errorf("bucket %s unreachable: %w", s.bucket, err)
+	}
+	if !ok {
+		return fmt.Errorf("bucket %s does not exist; run `custody archive init`", s.bucket)
+	}
+	return nil
+}

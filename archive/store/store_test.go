@@ -1,0 +1,282 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7/pkg/lifecycle"
+
+	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/archive/segment"
+	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/internal/secret"
+	"github.com/custodylog/custody/internal/stacktest"
+)
+
+// newStore returns a Store on a fresh bucket of the real stack, initialised
+// as `custody archive init` would.
+func newStore(t *testing.T, r archive.Retention) *Store {
+	t.Helper()
+	st := stacktest.Get(t)
+	s, err := New(Config{Endpoint: st.S3Endpoint, Bucket: stacktest.Name(t, "store"), Region: "us-east-1",
+		AccessKey: secret.String(st.S3AccessKey), SecretKey: secret.String(st.S3SecretKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := s.Init(context.Background(), r, "us-east-1", true)
+	if err != nil {
+		t.Fatalf("Init: %v", err)
+	}
+	if !rep.Created {
+		t.Fatalf("Init on a new bucket reported Created=false")
+	}
+	return s
+}
+
+func TestInitRulesAndDrift(t *testing.T) {
+	ctx := context.Background()
+	r := archive.Retention{DefaultClass: "security", Mode: "COMPLIANCE", Classes: []archive.Class{{Name: "security", Days: 365}, {Name: "analytics", Days: 180}}}
+	s := newStore(t, r)
+
+	rep, err := s.Init(ctx, r, "us-east-1", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Created || len(rep.Drift) != 0 {
+		t.Fatalf("second Init = %+v; want no creation and no drift", rep)
+	}
+	want := []string{
+		`custody-analytics-markers: status=Enabled prefix="analytics/" expiration_days=0 expired_delete_marker=true noncurrent_days=0`,
+		`custody-analytics: status=Enabled prefix="analytics/" expiration_days=180 expired_delete_marker=false noncurrent_days=1`,
+		`custody-security-markers: status=Enabled prefix="security/" expiration_days=0 expired_delete_marker=true noncurrent_days=0`,
+		`custody-security: status=Enabled prefix="security/" expiration_days=365 expired_delete_marker=false noncurrent_days=1`,
+	}
+	if strings.Join(rep.Rules, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("rules read back:\n%s\nwant:\n%s", strings.Join(rep.Rules, "\n"), strings.Join(want, "\n"))
+	}
+
+	// Someone shortens the security rule and adds a rule of their own.
+	lc := lifecycle.NewConfiguration()
+	lc.Rules = append(wantRules(r.Classes[1:]),
+		lifecycle.Rule{ID: "custody-security", Status: "Enabled", RuleFilter: lifecycle.Filter{Prefix: "security/"}, Expiration: lifecycle.Expiration{Days: 30}},
+		lifecycle.Rule{ID: "ops-tmp", Status: "Enabled", RuleFilter: lifecycle.Filter{Prefix: "tmp/"}, Expiration: lifecycle.Expiration{Days: 2}},
+	)
+	if err := s.mc.SetBucketLifecycle(ctx, s.bucket, lc); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = s.Init(ctx, r, "us-east-1", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(rep.Drift, "\n")
+	if !strings.Contains(got, "rule custody-security is {") || !strings.Contains(got, "expiration_days=30") ||
+		!strings.Contains(got, "rule custody-security-markers is missing") || len(rep.Drift) != 2 {
+		t.Fatalf("drift = %q; want the shortened rule and the missing markers rule", rep.Drift)
+	}
+	if rep, err = s.Init(ctx, r, "us-east-1", true); err != nil || len(rep.Drift) != 2 {
+		t.Fatalf("Init fix = %+v, %v", rep, err)
+	}
+	if rep, err = s.Init(ctx, r, "us-east-1", false); err != nil || len(rep.Drift) != 0 {
+		t.Fatalf("after fixing, drift = %q, %v; want none", rep.Drift, err)
+	}
+	after, err := s.lifecycle(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign := false
+	for _, rule := range after {
+		foreign = foreign || rule.ID == "ops-tmp"
+	}
+	if !foreign {
+		t.Error("Init removed a lifecycle rule it does not own")
+	}
+}
+
+func TestPutFencedGetList(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t, archive.DefaultRetention())
+	until := time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
+	body := bytes.Repeat([]byte("0123456789"), 100000)
+	name := "security/connection/2026/11/29/05/custody.events+0+00000000000000000000.cseg"
+	if err := s.Put(ctx, name, bytes.NewReader(body), int64(len(body)), Lock{Mode: "COMPLIANCE", Until: until}); err != nil {
+		t.Fatal(err)
+	}
+	err := s.Put(ctx, name, bytes.NewReader([]byte("other")), 5, Lock{Mode: "COMPLIANCE", Until: until})
+	if !errors.Is(err, ErrExists) {
+		t.Fatalf("second Put of the same name: %v; want ErrExists", err)
+	}
+	lock, err := s.Retention(ctx, name)
+	if err != nil || lock.Mode != "COMPLIANCE" || !lock.Until.Equal(until) {
+		t.Fatalf("Retention = %+v, %v; want COMPLIANCE until %v", lock, err, until)
+	}
+	rc, err := s.Get(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, body) {
+		t.Fatalf("Get returned %d bytes, %v; want the first upload intact", len(got), err)
+	}
+	rc, err = s.GetRange(ctx, name, 10, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ = io.ReadAll(rc)
+	rc.Close()
+	if string(got) != "01234" {
+		t.Errorf("GetRange(10, 5) = %q; want 01234", got)
+	}
+	if _, err := s.Get(ctx, "security/absent"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get of an absent object: %v; want ErrNotFound", err)
+	}
+	for i := 1; i <= 3; i++ {
+		n := fmt.Sprintf("security/login/2026/11/29/0%d/x+0+%020d.cseg", i, i)
+		if err := s.Put(ctx, n, strings.NewReader("x"), 1, Lock{Mode: "COMPLIANCE", Until: until}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var names []string
+	for o, err := range s.List(ctx, "security/login/") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, o.Name)
+	}
+	if len(names) != 3 || !strings.Contains(names[0], "/01/") || !strings.Contains(names[2], "/03/") {
+		t.Errorf("List = %q; want the three login segments in order", names)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+}
+
+// TestNoPlaintextAtRest archives 10,000 events full of distinctive markers
+// and scans every stored byte, through the S3 API and in MinIO's own data
+// directory. A control object stored in clear proves the scan can see a
+// marker when there is one.
+func TestNoPlaintextAtRest(t *testing.T) {
+	ctx := context.Background()
+	st := stacktest.Get(t)
+	if st.MinIOData == "" {
+		t.Fatal("CUSTODY_MINIO_DATA is not set; scripts/stack exports it")
+	}
+	s := newStore(t, archive.DefaultRetention())
+	kr := keyring.New()
+	if _, err := kr.Generate(time.Now(), "2026-11", "2026-11"); err != nil {
+		t.Fatal(err)
+	}
+	kek, _ := kr.Get("2026-11.v1")
+	hour := time.Date(2026, 11, 29, 5, 0, 0, 0, time.UTC)
+	run := stacktest.Name(t, "m")
+	marker := "ZQXMARK" + strings.ToUpper(strings.ReplaceAll(run, "-", "")) // unique to this run
+	const total, perSegment = 10000, 2500
+	until := time.Now().Add(24 * time.Hour)
+	var names []string
+	for first := 0; first < total; first += perSegment {
+		ix := segment.NewIndexBuilder()
+		var body bytes.Buffer
+		for i := first; i < first+perSegment; i++ {
+			ip := fmt.Sprintf("198.51.100.%d", i%250)
+			ix.AddIP(ip)
+			ix.Add(segment.FieldLogin, fmt.Sprintf("%s-login-%d", marker, i))
+			fmt.Fprintf(&body, `{"v":1,"id":"%s-id-%d","time":"%s","kind":"login","ip":"%s","login":"%s-login-%d","user_agent":"%s-agent/%d","result":"success"}`+"\n",
+				marker, i, hour.Add(time.Duration(i)*time.Millisecond).Format(time.RFC3339Nano), ip, marker, i, marker, i)
+		}
+		m := segment.Meta{Class: "security", Kind: "login", Hour: hour, Topic: "custody.events", Partition: 0,
+			FirstOffset: int64(first), LastOffset: int64(first + perSegment - 1), Count: perSegment,
+			MinTime: hour.Add(time.Duration(first) * time.Millisecond), MaxTime: hour.Add(time.Duration(first+perSegment-1) * time.Millisecond)}
+		var seg bytes.Buffer
+		w, err := segment.NewWriter(&seg, m, ix, kek, segment.WriterOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write(body.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(ctx, w.Name(), &seg, int64(seg.Len()), Lock{Mode: "COMPLIANCE", Until: until}); err != nil {
+			t.Fatal(err)
+		}
+		names = append(names, w.Name())
+	}
+	control := []byte("control object in clear: " + marker + "-control")
+	if err := s.Put(ctx, "control/plain.txt", bytes.NewReader(control), int64(len(control)), Lock{Mode: "GOVERNANCE", Until: until}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Event content only: the header's metadata (class, kind, hour, offsets)
+	// is cleartext by design and is also in the object name.
+	needles := [][]byte{[]byte(marker), []byte("198.51.100."), []byte(`"result":"success"`)}
+	// Through the S3 API: every segment's raw bytes.
+	read := 0
+	for _, n := range names {
+		rc, err := s.Get(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(rc)
+		rc.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		read += len(b)
+		for _, nd := range needles {
+			if bytes.Contains(b, nd) {
+				t.Errorf("object %s holds plaintext %q", n, nd)
+			}
+		}
+		// And the segments still read back, all 2,500 events each.
+		r, err := segment.Open(bytes.NewReader(b), n, kr, segment.ReaderOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := r.Body()
+		pt, err := io.ReadAll(body)
+		r.Close()
+		if err != nil || bytes.Count(pt, []byte{'\n'}) != perSegment || !bytes.Contains(pt, []byte(marker)) {
+			t.Fatalf("segment %s does not read back: %v", n, err)
+		}
+	}
+	// In MinIO's data directory: every file under this bucket.
+	bucketDir := filepath.Join(st.MinIOData, s.Bucket())
+	controlSeen, files := false, 0
+	err := filepath.WalkDir(bucketDir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		files++
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte(marker+"-control")) {
+			controlSeen = true
+			return nil
+		}
+		for _, nd := range needles {
+			if bytes.Contains(b, nd) {
+				t.Errorf("MinIO file %s holds plaintext %q", p, nd)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !controlSeen {
+		t.Fatalf("the scan of %s (%d files) did not find the clear control object; it cannot be trusted", bucketDir, files)
+	}
+	t.Logf("scanned %d segment bytes via S3 and %d files in %s", read, files, bucketDir)
+}

@@ -27,6 +27,8 @@ test-unit:
 
 run: build stack-up
 	$(WITH_STACK) bin/custody config check --config configs/custody.yaml
+	$(WITH_STACK) bin/custody keys generate --config configs/custody.yaml
+	$(WITH_STACK) bin/custody archive init --config configs/custody.yaml
 	@echo "stack is up: Kafka on 127.0.0.1:9092, MinIO on 127.0.0.1:9000 (scripts/stack status; make stack-down to stop)"
 
 bench:

@@ -123,6 +123,9 @@ func (s *Store) Init(ctx context.Context, r archive.Retention, region string, fi
 			return rep, fmt.Errorf("lifecycle rules on bucket %s differ after being set: %s", s.bucket, strings.Join(d, "; "))
 		}
 	}
+	if rep.Created {
+		rep.Drift = nil // a new bucket has no drift, only rules to set
+	}
 	for _, c := range current {
 		if strings.HasPrefix(c.ID, rulePrefix) {
 			rep.Rules = append(rep.Rules, c.ID+": "+describe(c))

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/internal/config"
+)
+
+// loadValid loads the configuration and refuses to go on if any section is
+// invalid, printing every problem as `config check` does.
+func loadValid(cmd *cobra.Command, g *globals) (*config.Config, error) {
+	cfg, err := config.Load(g.configPath)
+	if err != nil {
+		return nil, err
+	}
+	if ps := cfg.Problems(); len(ps) > 0 {
+		for _, p := range ps {
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s: %s\n", g.configPath, p)
+		}
+		return nil, fmt.Errorf("%s: %d configuration problem(s); see `custody config check`", g.configPath, len(ps))
+	}
+	return cfg, nil
+}
+
+func newArchiveCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "archive", Short: "The encrypted segment archive on S3"}
+	var check bool
+	initCmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create the bucket with object lock and converge its lifecycle rules on the retention classes",
+		Long: `Creates the bucket if absent, with object lock (and so versioning), then sets
+two lifecycle rules per retention class prefix: expiration after the class's
+days with noncurrent versions removed a day later, and removal of expired
+delete markers. Rules it does not own are kept. The rules are read back and
+verified; drift on an existing bucket is reported, and corrected unless
+--check is given, in which case drift makes the command exit non-zero.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadValid(cmd, g)
+			if err != nil {
+				return err
+			}
+			s, err := store.New(cfg.S3)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			rep, err := s.Init(ctx, cfg.Retention, cfg.S3.Region, !check)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if rep.Created {
+				fmt.Fprintf(out, "created bucket %s with object lock\n", s.Bucket())
+			}
+			for _, d := range rep.Drift {
+				if check {
+					fmt.Fprintf(cmd.ErrOrStderr(), "drift: %s\n", d)
+				} else {
+					fmt.Fprintf(out, "corrected drift: %s\n", d)
+				}
+			}
+			for _, r := range rep.Rules {
+				fmt.Fprintf(out, "lifecycle %s\n", r)
+			}
+			if check && len(rep.Drift) > 0 {
+				return exitError{1}
+			}
+			fmt.Fprintf(out, "bucket %s ready\n", s.Bucket())
+			return nil
+		},
+	}
+	initCmd.Flags().BoolVar(&check, "check", false, "only report drift; exit 1 if there is any")
+	c.AddCommand(initCmd)
+	return c
+}

@@ -3,7 +3,7 @@ package segment
 import (
 	"bytes"
 	"io"
-		"testing"
+	"testing"
 )
 
 // benchSegment is 20,000 synthetic ~450-byte connection events: one

@@ -13,6 +13,8 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/custodylog/custody/archive"
 )
 
 // ErrExists is returned by Put when an object of that name is already
@@ -194,4 +196,14 @@ func (s *Store) Ping(ctx context.Context) error {
 		return fmt.Errorf("bucket %s does not exist; run `custody archive init`", s.bucket)
 	}
 	return nil
+}
+
+// LockFor is the retention of a segment of the given class and event hour:
+// the configured mode, until the end of the hour plus the class's days.
+func LockFor(r archive.Retention, class string, hour time.Time) (Lock, error) {
+	c, ok := r.Class(class)
+	if !ok {
+		return Lock{}, fmt.Errorf("retention class %q is not configured", class)
+	}
+	return Lock{Mode: r.Mode, Until: c.RetainUntil(hour)}, nil
 }

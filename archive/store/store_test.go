@@ -180,7 +180,13 @@ func TestNoPlaintextAtRest(t *testing.T) {
 	run := stacktest.Name(t, "m")
 	marker := "ZQXMARK" + strings.ToUpper(strings.ReplaceAll(run, "-", "")) // unique to this run
 	const total, perSegment = 10000, 2500
-	until := time.Now().Add(24 * time.Hour)
+	// The real lock a segment gets, but on a 1-day class so the test bucket
+	// does not stay locked for a year.
+	lock, err := LockFor(archive.Retention{Mode: "COMPLIANCE", Classes: []archive.Class{{Name: "security", Days: 1}}}, "security", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := lock.Until
 	var names []string
 	for first := 0; first < total; first += perSegment {
 		ix := segment.NewIndexBuilder()
@@ -206,7 +212,7 @@ func TestNoPlaintextAtRest(t *testing.T) {
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if err := s.Put(ctx, w.Name(), &seg, int64(seg.Len()), Lock{Mode: "COMPLIANCE", Until: until}); err != nil {
+		if err := s.Put(ctx, w.Name(), &seg, int64(seg.Len()), lock); err != nil {
 			t.Fatal(err)
 		}
 		names = append(names, w.Name())
@@ -252,7 +258,7 @@ func TestNoPlaintextAtRest(t *testing.T) {
 	// In MinIO's data directory: every file under this bucket.
 	bucketDir := filepath.Join(st.MinIOData, s.Bucket())
 	controlSeen, files := false, 0
-	err := filepath.WalkDir(bucketDir, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(bucketDir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
@@ -279,4 +285,16 @@ func TestNoPlaintextAtRest(t *testing.T) {
 		t.Fatalf("the scan of %s (%d files) did not find the clear control object; it cannot be trusted", bucketDir, files)
 	}
 	t.Logf("scanned %d segment bytes via S3 and %d files in %s", read, files, bucketDir)
+}
+
+func TestLockFor(t *testing.T) {
+	r := archive.DefaultRetention()
+	hour := time.Date(2026, 11, 29, 5, 0, 0, 0, time.UTC)
+	l, err := LockFor(r, "security", hour)
+	if err != nil || l.Mode != "COMPLIANCE" || !l.Until.Equal(time.Date(2027, 11, 29, 6, 0, 0, 0, time.UTC)) {
+		t.Errorf("LockFor(security, %v) = %+v, %v; want COMPLIANCE until 2027-11-29T06:00Z", hour, l, err)
+	}
+	if _, err := LockFor(r, "analytics", hour); err == nil || !strings.Contains(err.Error(), `"analytics"`) {
+		t.Errorf("LockFor(unknown class) error = %v", err)
+	}
 }

@@ -1,0 +1,422 @@
+package event
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// FieldError is a validation failure of one event. Field is the JSON
+// member at fault, or empty when the problem is the event as a whole.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Reason
+	}
+	return fmt.Sprintf("field %q: %s", e.Field, e.Reason)
+}
+
+func fieldErr(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// Options are the limits and the stamp that ingest applies.
+type Options struct {
+	// Now is the receive time; zero means time.Now().
+	Now           time.Time
+	MaxEventBytes int           // 0 means 16 KiB
+	MaxFutureSkew time.Duration // 0 means 5 minutes
+	LateAfter     time.Duration // 0 means 1 hour
+	// Source is written to the event's "source"; it names the
+	// authenticated sender and salts derived IDs.
+	Source string
+	// DefaultClass fills "class" when the sender gave none; Classes, if
+	// non-empty, is the set of classes a sender may name.
+	DefaultClass string
+	Classes      map[string]bool
+	// Tenants, if non-nil, is the set of tenants the sender may write for.
+	Tenants map[string]bool
+}
+
+// MaxUserAgent is the length user agents are cut to, at a rune boundary.
+const MaxUserAgent = 1024
+
+// earliest is the oldest event time accepted: anything before is a
+// sender's clock or parsing bug, not a late event.
+var earliest = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+
+// wire is the JSON a sender may send. Members Custody sets itself
+// (source, received, late, redacted) are refused.
+type wire struct {
+	V         *int            `json:"v"`
+	ID        string          `json:"id"`
+	Time      string          `json:"time"`
+	Kind      string          `json:"kind"`
+	Class     string          `json:"class"`
+	Tenant    string          `json:"tenant"`
+	App       string          `json:"app"`
+	IP        string          `json:"ip"`
+	Port      *int64          `json:"port"`
+	Session   string          `json:"session"`
+	Login     string          `json:"login"`
+	UserAgent string          `json:"user_agent"`
+	Action    string          `json:"action"`
+	Protocol  string          `json:"protocol"`
+	Method    string          `json:"method"`
+	Path      string          `json:"path"`
+	Status    *int64          `json:"status"`
+	Repo      string          `json:"repo"`
+	Ref       string          `json:"ref"`
+	OldCommit string          `json:"old_commit"`
+	NewCommit string          `json:"new_commit"`
+	Purpose   string          `json:"purpose"`
+	Attrs     json.RawMessage `json:"attrs"`
+
+	// Set by Custody: present only so that a sender who sets them gets a
+	// clear refusal instead of "unknown field".
+	Source   json.RawMessage `json:"source"`
+	Received json.RawMessage `json:"received"`
+	Late     json.RawMessage `json:"late"`
+	Redacted json.RawMessage `json:"redacted"`
+}
+
+// Decode parses one NDJSON line from a sender, validates it, redacts
+// secrets from it and stamps it. Errors are *FieldError.
+func Decode(line []byte, o Options) (*Event, error) {
+	if o.MaxEventBytes == 0 {
+		o.MaxEventBytes = 16 << 10
+	}
+	if o.MaxFutureSkew == 0 {
+		o.MaxFutureSkew = 5 * time.Minute
+	}
+	if o.LateAfter == 0 {
+		o.LateAfter = time.Hour
+	}
+	now := o.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	line = bytes.TrimRight(line, "\r\n")
+	if len(line) > o.MaxEventBytes {
+		return nil, fieldErr("", "event is %d bytes; the limit is %d", len(line), o.MaxEventBytes)
+	}
+	if !utf8.Valid(line) {
+		return nil, fieldErr("", "event is not valid UTF-8")
+	}
+	var w wire
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&w); err != nil {
+		return nil, jsonError(err)
+	}
+	if dec.More() {
+		return nil, fieldErr("", "more than one JSON value on the line")
+	}
+	for _, f := range []struct {
+		name string
+		v    json.RawMessage
+	}{{"source", w.Source}, {"received", w.Received}, {"late", w.Late}, {"redacted", w.Redacted}} {
+		if f.v != nil {
+			return nil, fieldErr(f.name, "is set by Custody and may not be sent")
+		}
+	}
+	e := &Event{Source: o.Source, Received: now.UTC()}
+	if err := e.fill(&w, now, o); err != nil {
+		return nil, err
+	}
+	if e.ID == "" {
+		e.ID = DeriveID(e.Time, []byte(o.Source), []byte(e.Tenant), line)
+	}
+	return e, nil
+}
+
+// jsonError turns encoding/json's messages into ones naming the member.
+func jsonError(err error) *FieldError {
+	var te *json.UnmarshalTypeError
+	var se *json.SyntaxError
+	switch {
+	case errors.As(err, &te):
+		return fieldErr(te.Field, "is a JSON %s; want %s", te.Value, jsonType(te.Type.String()))
+	case errors.As(err, &se):
+		return fieldErr("", "invalid JSON at byte %d: %v", se.Offset, se)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return fieldErr(name, "is not a v1 event member (put free-form data under attrs)")
+	case err.Error() == "EOF":
+		return fieldErr("", "empty line")
+	case err.Error() == "unexpected EOF":
+		return fieldErr("", "invalid JSON: the line ends inside a value")
+	}
+	return fieldErr("", "invalid JSON: %v", err)
+}
+
+func jsonType(goType string) string {
+	switch goType {
+	case "string":
+		return "a string"
+	case "*int", "*int64", "int", "int64":
+		return "an integer"
+	}
+	return goType
+}
+
+func (e *Event) fill(w *wire, now time.Time, o Options) error {
+	if w.V != nil && *w.V != Version {
+		return fieldErr("v", "is %d; this server accepts version %d", *w.V, Version)
+	}
+	if w.ID != "" {
+		if err := checkID(w.ID); err != nil {
+			return err
+		}
+		e.ID = w.ID
+	}
+	if w.Time == "" {
+		e.Time = now.UTC()
+	} else {
+		t, err := time.Parse(time.RFC3339Nano, w.Time)
+		if err != nil {
+			return fieldErr("time", "%q is not an RFC 3339 time such as 2026-11-29T05:12:00.123Z", w.Time)
+		}
+		t = t.UTC()
+		if t.After(now.Add(o.MaxFutureSkew)) {
+			return fieldErr("time", "%s is %s ahead of the server clock; the limit is %s", w.Time, t.Sub(now).Round(time.Second), o.MaxFutureSkew)
+		}
+		if t.Before(earliest) {
+			return fieldErr("time", "%s is before 2000-01-01", w.Time)
+		}
+		e.Time = t
+		e.Late = now.Sub(t) > o.LateAfter
+	}
+	e.Kind = Kind(w.Kind)
+	switch e.Kind {
+	case KindConnection, KindLogin, KindSourceChange, KindActivity, KindAccessAudit:
+	case "":
+		return fieldErr("kind", "is required")
+	default:
+		return fieldErr("kind", "%q is not one of connection, login, source_change, activity, access_audit", w.Kind)
+	}
+	e.Class = w.Class
+	if e.Class == "" {
+		e.Class = o.DefaultClass
+	} else if len(o.Classes) > 0 && !o.Classes[e.Class] {
+		return fieldErr("class", "%q is not a configured retention class", w.Class)
+	}
+	if w.Tenant == "" {
+		return fieldErr("tenant", "is required")
+	}
+	if !isSlug(w.Tenant, 128) {
+		return fieldErr("tenant", "%q must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit", w.Tenant)
+	}
+	if o.Tenants != nil && !o.Tenants[w.Tenant] {
+		return &FieldError{Field: "tenant", Reason: fmt.Sprintf("this token may not write for tenant %q", w.Tenant)}
+	}
+	e.Tenant = w.Tenant
+	var err error
+	if e.App, err = text("app", w.App, 128); err != nil {
+		return err
+	}
+	if w.IP != "" {
+		a, perr := netip.ParseAddr(w.IP)
+		if perr != nil {
+			return fieldErr("ip", "%q is not an IP address", w.IP)
+		}
+		// One spelling per address: IPv4-mapped IPv6 becomes IPv4 and
+		// zones (meaningless off the host) are dropped.
+		e.IP = a.Unmap().WithZone("")
+	}
+	if w.Port != nil {
+		if *w.Port < 1 || *w.Port > 65535 {
+			return fieldErr("port", "%d is outside 1-65535", *w.Port)
+		}
+		e.Port = uint16(*w.Port)
+	}
+	if e.Session, err = text("session", w.Session, 256); err != nil {
+		return err
+	}
+	if e.Login, err = text("login", w.Login, 256); err != nil {
+		return err
+	}
+	e.UserAgent = truncate(w.UserAgent, MaxUserAgent)
+	if e.Action, err = text("action", w.Action, 128); err != nil {
+		return err
+	}
+	if e.Protocol, err = text("protocol", w.Protocol, 32); err != nil {
+		return err
+	}
+	if w.Method != "" && !isToken(w.Method, 16) {
+		return fieldErr("method", "%q is not an HTTP method", w.Method)
+	}
+	e.Method = w.Method
+	if e.Path, err = text("path", w.Path, 4096); err != nil {
+		return err
+	}
+	var n int
+	e.Path, n = redactPath(e.Path)
+	e.Redacted += n
+	if w.Status != nil {
+		if *w.Status < 100 || *w.Status > 599 {
+			return fieldErr("status", "%d is not an HTTP status", *w.Status)
+		}
+		e.Status = int(*w.Status)
+	}
+	if e.Repo, err = text("repo", w.Repo, 512); err != nil {
+		return err
+	}
+	if e.Ref, err = text("ref", w.Ref, 512); err != nil {
+		return err
+	}
+	for _, c := range []struct {
+		name string
+		v    string
+		dst  *string
+	}{{"old_commit", w.OldCommit, &e.OldCommit}, {"new_commit", w.NewCommit, &e.NewCommit}} {
+		if c.v != "" && !isHex(c.v, 4, 64) {
+			return fieldErr(c.name, "%q is not a 4-64 digit hexadecimal commit ID", c.v)
+		}
+		*c.dst = strings.ToLower(c.v)
+	}
+	if e.Purpose, err = text("purpose", w.Purpose, 1024); err != nil {
+		return err
+	}
+	if len(w.Attrs) > 0 && string(w.Attrs) != "null" {
+		attrs, n, err := decodeAttrs(w.Attrs)
+		if err != nil {
+			return err
+		}
+		e.Attrs, e.Redacted = attrs, e.Redacted+n
+	}
+	return e.checkKind()
+}
+
+// checkKind enforces the members each kind must carry: what the law asks
+// to keep (docs/EVENTS.md).
+func (e *Event) checkKind() error {
+	need := func(field string, ok bool) error {
+		if !ok {
+			return fieldErr(field, "is required for %s events", e.Kind)
+		}
+		return nil
+	}
+	oneOf := func(field, v string, allowed ...string) error {
+		for _, a := range allowed {
+			if v == a {
+				return nil
+			}
+		}
+		return fieldErr(field, "%q is not one of %s for %s events", v, strings.Join(allowed, ", "), e.Kind)
+	}
+	var errs []error
+	switch e.Kind {
+	case KindConnection:
+		errs = append(errs, need("ip", e.IP.IsValid()))
+	case KindLogin:
+		errs = append(errs, need("action", e.Action != ""), need("login", e.Login != ""), need("ip", e.IP.IsValid()))
+		if e.Action != "" {
+			errs = append(errs, oneOf("action", e.Action, "success", "failure", "mfa", "logout"))
+		}
+	case KindSourceChange:
+		errs = append(errs, need("action", e.Action != ""), need("repo", e.Repo != ""), need("login", e.Login != ""), need("protocol", e.Protocol != ""))
+		if e.Action != "" {
+			errs = append(errs, oneOf("action", e.Action, "create", "modify", "delete"))
+		}
+		if e.Protocol != "" {
+			errs = append(errs, oneOf("protocol", e.Protocol, "ssh", "https"))
+		}
+	case KindActivity:
+		errs = append(errs, need("action", e.Action != ""), need("login", e.Login != ""))
+	case KindAccessAudit:
+		errs = append(errs, need("action", e.Action != ""), need("login", e.Login != ""), need("purpose", e.Purpose != ""))
+	}
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkID(id string) error {
+	if len(id) > 128 {
+		return fieldErr("id", "is %d characters; the limit is 128", len(id))
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+			return fieldErr("id", "%q has %q at byte %d; only A-Z a-z 0-9 - _ . : are allowed", id, c, i)
+		}
+	}
+	return nil
+}
+
+// text checks a free-text member: at most max bytes and no control
+// characters (which would let one event forge a line in a text export).
+func text(field, v string, max int) (string, error) {
+	if len(v) > max {
+		return "", fieldErr(field, "is %d bytes; the limit is %d", len(v), max)
+	}
+	for i, r := range v {
+		if r < 0x20 || r == 0x7f {
+			return "", fieldErr(field, "has control character %U at byte %d", r, i)
+		}
+	}
+	return v, nil
+}
+
+func truncate(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	s = s[:max]
+	for len(s) > 0 && !utf8.ValidString(s) {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+func isSlug(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func isToken(s string, max int) bool {
+	if s == "" || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+func isHex(s string, min, max int) bool {
+	if len(s) < min || len(s) > max {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F') {
+			return false
+		}
+	}
+	return true
+}

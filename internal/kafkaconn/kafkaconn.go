@@ -4,6 +4,7 @@
 package kafkaconn
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -191,6 +192,45 @@ func validateTopic(t string) error {
 		return !(r == '.' || r == '_' || r == '-' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
 	}); i >= 0 {
 		return fmt.Errorf("%q has %q at byte %d; only a-z A-Z 0-9 . _ - are allowed", t, t[i], i)
+	}
+	return nil
+}
+
+// EnsureTopic creates topic with the configured partitions and replication
+// factor if it does not exist. An existing topic is left as it is.
+func (c *Config) EnsureTopic(ctx context.Context, topic string) error {
+	tr, err := c.Transport()
+	if err != nil {
+		return err
+	}
+	cl := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: tr, Timeout: c.DialTimeout}
+	resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: topic, NumPartitions: c.Partitions, ReplicationFactor: c.ReplicationFactor,
+	}}})
+	if err != nil {
+		return fmt.Errorf("cannot create topic %s: %w", topic, err)
+	}
+	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+		return fmt.Errorf("cannot create topic %s: %w", topic, err)
+	}
+	return nil
+}
+
+// Ping asks the cluster for its metadata, for readiness probes.
+func (c *Config) Ping(ctx context.Context) error {
+	tr, err := c.Transport()
+	if err != nil {
+		return err
+	}
+	cl := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: tr, Timeout: 5 * time.Second}
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{c.Topic}})
+	if err != nil {
+		return fmt.Errorf("kafka %s unreachable: %w", strings.Join(c.Brokers, ","), err)
+	}
+	for _, t := range md.Topics {
+		if t.Error != nil {
+			return fmt.Errorf("topic %s: %w", t.Name, t.Error)
+		}
 	}
 	return nil
 }

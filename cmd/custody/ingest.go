@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/custodylog/custody/ingest"
+	"github.com/custodylog/custody/ingest/spool"
+	"github.com/custodylog/custody/internal/telemetry"
+)
+
+func newIngestCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "ingest",
+		Short: "Run the HTTP ingest endpoint (POST /v1/events) in front of Kafka",
+		Long: `Accepts NDJSON events from services over HTTP, validates and redacts them,
+and answers 202 only once Kafka acknowledged every event (acks=all) or the
+event is fsynced in the disk spool. See docs/EVENTS.md and docs/INGEST.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadValid(cmd, g)
+			if err != nil {
+				return err
+			}
+			log, err := telemetry.NewLogger(g.logFormat, g.logLevel)
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			return runService(cmd.Context(), log, cfg.Ingest.MetricsListen, func(ctx context.Context, tel *telemetry.Server) error {
+				tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+				if err := cfg.Kafka.EnsureTopic(tctx, cfg.Kafka.Topic); err != nil {
+					// Not fatal: events are spooled until Kafka answers.
+					log.Warn("cannot ensure the events topic; continuing, events will be spooled", zap.Error(err))
+				}
+				cancel()
+				sp, err := spool.Open(cfg.Ingest.SpoolDir, int64(cfg.Ingest.SpoolMaxBytes))
+				if err != nil {
+					return err
+				}
+				defer sp.Close()
+				sink, err := ingest.NewSink(cfg.Kafka, sp, log, ingest.SinkOptions{Registerer: tel.Registry, Name: "ingest"})
+				if err != nil {
+					return err
+				}
+				defer sink.Close()
+				srv, err := ingest.NewServer(cfg.Ingest, cfg.Retention, sink, log, tel.Registry)
+				if err != nil {
+					return err
+				}
+				tel.AddCheck("kafka", cfg.Kafka.Ping)
+				tel.AddCheck("spool", func(context.Context) error {
+					if sz := sp.Size(); sz > sp.MaxBytes()*9/10 {
+						return fmt.Errorf("spool holds %d of %d bytes", sz, sp.MaxBytes())
+					}
+					return nil
+				})
+				ln, err := net.Listen("tcp", cfg.Ingest.Listen)
+				if err != nil {
+					return fmt.Errorf("cannot listen on %s: %w", cfg.Ingest.Listen, err)
+				}
+				hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+				log.Info("ingest listening", zap.String("addr", ln.Addr().String()), zap.String("topic", cfg.Kafka.Topic), zap.String("spool", cfg.Ingest.SpoolDir))
+
+				var wg sync.WaitGroup
+				errc := make(chan error, 2)
+				dctx, stopDrain := context.WithCancel(context.Background())
+				wg.Add(2)
+				go func() {
+					defer wg.Done()
+					if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+						errc <- fmt.Errorf("http server: %w", err)
+					}
+				}()
+				go func() {
+					defer wg.Done()
+					if err := sink.Run(dctx); err != nil {
+						errc <- err
+					}
+				}()
+				var runErr error
+				select {
+				case <-ctx.Done():
+				case runErr = <-errc:
+				}
+				// Stop taking requests, let in-flight ones finish (each ends
+				// acknowledged by Kafka or the spool), then stop draining.
+				sctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+				defer cancel()
+				if err := hs.Shutdown(sctx); err != nil {
+					log.Warn("http shutdown", zap.Error(err))
+				}
+				stopDrain()
+				wg.Wait()
+				return runErr
+			})
+		},
+	}
+}
+
+// runService runs a long-running command: the telemetry server alongside
+// run, both stopped when ctx ends (SIGTERM or SIGINT). It returns after
+// both have stopped.
+func runService(ctx context.Context, log *zap.Logger, metricsAddr string, run func(ctx context.Context, tel *telemetry.Server) error) error {
+	tel, err := telemetry.NewServer(metricsAddr)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	telDone := make(chan error, 1)
+	go func() { telDone <- tel.Serve(ctx) }()
+	log.Info("serving /metrics, /healthz and /readyz", zap.String("addr", tel.Addr()))
+	start := time.Now()
+	err = run(ctx, tel)
+	cancel()
+	if terr := <-telDone; terr != nil && err == nil {
+		err = terr
+	}
+	if err != nil {
+		log.Error("stopped with error", zap.Error(err), zap.Duration("uptime", time.Since(start)))
+		return err
+	}
+	log.Info("stopped cleanly", zap.Duration("uptime", time.Since(start)))
+	return nil
+}

@@ -1,0 +1,77 @@
+package stacktest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Topic creates a fresh topic with the given partitions and returns its name.
+func Topic(t testing.TB, st Stack, partitions int) string {
+	t.Helper()
+	name := Name(t, "t")
+	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 30 * time.Second}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: name, NumPartitions: partitions, ReplicationFactor: 1}}})
+	if err != nil {
+		t.Fatalf("CreateTopics %s: %v", name, err)
+	}
+	if err := resp.Errors[name]; err != nil {
+		t.Fatalf("CreateTopics %s: %v", name, err)
+	}
+	return name
+}
+
+// ReadAll reads every partition of topic from the beginning until it has
+// at least want messages or timeout passes, and returns what it read. It
+// uses no consumer group.
+func ReadAll(t testing.TB, st Stack, topic string, want int, timeout time.Duration) []kafka.Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 10 * time.Second}
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil || len(md.Topics) != 1 {
+		t.Fatalf("Metadata %s: %v", topic, err)
+	}
+	var out []kafka.Message
+	for len(out) < want && ctx.Err() == nil {
+		out = out[:0]
+		for _, p := range md.Topics[0].Partitions {
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: st.KafkaBrokers, Topic: topic, Partition: p.ID, MaxWait: 50 * time.Millisecond})
+			end, err := lastOffset(ctx, st, topic, p.ID)
+			if err != nil {
+				r.Close()
+				t.Fatalf("last offset of %s/%d: %v", topic, p.ID, err)
+			}
+			for off := int64(0); off < end; {
+				m, err := r.ReadMessage(ctx)
+				if err != nil {
+					break
+				}
+				out = append(out, m)
+				off = m.Offset + 1
+			}
+			r.Close()
+		}
+		if len(out) < want {
+			select {
+			case <-ctx.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return out
+}
+
+func lastOffset(ctx context.Context, st Stack, topic string, partition int) (int64, error) {
+	conn, err := kafka.DialLeader(ctx, "tcp", st.KafkaBrokers[0], topic, partition)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close()
+	return conn.ReadLastOffset()
+}

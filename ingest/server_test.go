@@ -299,4 +299,3 @@ func TestSpoolWhenKafkaUnreachable(t *testing.T) {
 		t.Errorf("spool holds %d bytes after draining", f.spool.Size())
 	}
 }
-

@@ -215,5 +215,37 @@ func (s *Sink) Run(ctx context.Context) error {
 	}
 }
 
+// Flush drains the spool into Kafka until it is empty, without retrying:
+// it is for one-shot commands, which leave what Kafka refuses for their
+// next run.
+func (s *Sink) Flush(ctx context.Context) error {
+	for {
+		recs, cur, err := s.spool.Read(5000)
+		if err != nil {
+			return fmt.Errorf("cannot read spool: %w", err)
+		}
+		if len(recs) == 0 {
+			return nil
+		}
+		batch := make([]Record, len(recs))
+		for i, b := range recs {
+			if batch[i], err = decodeSpooled(b); err != nil {
+				return err
+			}
+		}
+		wctx, cancel := context.WithTimeout(ctx, s.timeout)
+		err = s.w.WriteMessages(wctx, messages(batch)...)
+		cancel()
+		if err != nil {
+			s.kafkaErrors.Inc()
+			return fmt.Errorf("kafka did not take %d spooled events: %w", len(batch), err)
+		}
+		s.written.Add(float64(len(batch)))
+		if err := s.spool.Ack(cur); err != nil {
+			return err
+		}
+	}
+}
+
 // Close flushes and closes the Kafka writer.
 func (s *Sink) Close() error { return s.w.Close() }

@@ -39,6 +39,10 @@ type Options struct {
 	// Source is written to the event's "source"; it names the
 	// authenticated sender and salts derived IDs.
 	Source string
+	// IDSalt is mixed into derived IDs; the agent passes the file
+	// identity and offset of the line, so a line re-read after a restart
+	// gets the same ID and an identical line elsewhere a different one.
+	IDSalt []byte
 	// DefaultClass fills "class" when the sender gave none; Classes, if
 	// non-empty, is the set of classes a sender may name.
 	DefaultClass string
@@ -134,7 +138,7 @@ func Decode(line []byte, o Options) (*Event, error) {
 		return nil, err
 	}
 	if e.ID == "" {
-		e.ID = DeriveID(e.Time, []byte(o.Source), []byte(e.Tenant), line)
+		e.ID = DeriveID(e.Time, []byte(o.Source), []byte(e.Tenant), o.IDSalt, line)
 	}
 	return e, nil
 }

@@ -24,7 +24,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 )
+
+// ErrLocked is returned by Open when another process has the spool open.
+var ErrLocked = errors.New("spool is in use by another process")
 
 // ErrFull is returned by Append when the records would take the spool
 // past its size cap. Callers must push back on their senders.
@@ -56,6 +60,7 @@ type Cursor struct {
 type Spool struct {
 	dir      string
 	maxBytes int64
+	lock     *os.File // holds an exclusive flock for the spool's lifetime
 
 	mu     sync.Mutex
 	seqs   []uint64 // files present, ascending
@@ -71,6 +76,26 @@ func Open(dir string, maxBytes int64) (*Spool, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("cannot create spool %s: %w", dir, err)
 	}
+	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open spool lock: %w", err)
+	}
+	// One process per spool: two appenders would interleave records and
+	// two drainers would deliver everything twice.
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("%s: %w", dir, ErrLocked)
+	}
+	s, err := open(dir, maxBytes)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	s.lock = lock
+	return s, nil
+}
+
+func open(dir string, maxBytes int64) (*Spool, error) {
 	s := &Spool{dir: dir, maxBytes: maxBytes, signal: make(chan struct{}, 1)}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
@@ -388,11 +413,14 @@ func (s *Spool) fileLen(seq uint64) int64 {
 	return fi.Size()
 }
 
-// Close closes the tail file. Records appended are already durable.
+// Close closes the tail file and releases the lock. Records appended are
+// already durable.
 func (s *Spool) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.w.Close()
+	err := s.w.Close()
+	s.lock.Close()
+	return err
 }
 
 func writeSync(path, content string) error {

@@ -2,6 +2,7 @@ package spool
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -61,7 +62,7 @@ func TestOrderReopenAndRoll(t *testing.T) {
 	if len(files) < 5 {
 		t.Fatalf("%d spool files; want rolling to have made several", len(files))
 	}
-	// Consume 35, then "crash" (no Close) and reopen.
+	// Consume 35, then reopen.
 	rs, c, err := s.Read(35)
 	if err != nil || len(rs) != 35 {
 		t.Fatalf("Read(35) = %d records, %v", len(rs), err)
@@ -69,6 +70,10 @@ func TestOrderReopenAndRoll(t *testing.T) {
 	if err := s.Ack(c); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := Open(dir, 1<<20); !errors.Is(err, ErrLocked) {
+		t.Fatalf("second Open while the first is open: %v; want ErrLocked", err)
+	}
+	s.Close()
 	s2, err := Open(dir, 1<<20)
 	if err != nil {
 		t.Fatal(err)

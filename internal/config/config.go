@@ -17,6 +17,7 @@ import (
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/ingest"
+	"github.com/custodylog/custody/ingest/agent"
 	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/keyerr"
 	"github.com/custodylog/custody/pipeline"
@@ -29,6 +30,7 @@ type Config struct {
 	S3        store.Config      `yaml:"s3"`
 	Crypto    keyring.Config    `yaml:"crypto"`
 	Ingest    ingest.Config     `yaml:"ingest"`
+	Agent     agent.Config      `yaml:"agent"`
 	Archive   pipeline.Config   `yaml:"archive"`
 	Query     query.Config      `yaml:"query"`
 	Retention archive.Retention `yaml:"retention"`
@@ -42,6 +44,7 @@ func Defaults() Config {
 		S3:        store.Defaults(),
 		Crypto:    keyring.Defaults(),
 		Ingest:    ingest.Defaults(),
+		Agent:     agent.Defaults(),
 		Archive:   pipeline.Defaults(),
 		Query:     query.Defaults(),
 		Retention: archive.DefaultRetention(),
@@ -75,6 +78,7 @@ func Parse(b []byte, baseDir string) (*Config, error) {
 	}
 	applyEnv(&c)
 	c.Crypto.ResolvePaths(baseDir)
+	c.Agent.ResolvePaths(baseDir)
 	if err := c.Kafka.Resolve(baseDir); err != nil {
 		return nil, keyerr.Prefix("kafka.", err)
 	}
@@ -108,6 +112,7 @@ func (c *Config) Validate() error {
 		keyerr.Prefix("s3.", c.S3.Validate()),
 		keyerr.Prefix("crypto.", c.Crypto.Validate()),
 		keyerr.Prefix("ingest.", c.Ingest.Validate()),
+		keyerr.Prefix("agent.", c.Agent.Validate()),
 		keyerr.Prefix("archive.", c.Archive.Validate()),
 		keyerr.Prefix("query.", c.Query.Validate()),
 		keyerr.Prefix("retention.", c.Retention.Validate()),

@@ -1,0 +1,193 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/custodylog/custody/ingest"
+	"github.com/custodylog/custody/ingest/agent"
+	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/ingest/spool"
+	"github.com/custodylog/custody/internal/config"
+	"github.com/custodylog/custody/internal/telemetry"
+)
+
+func classSet(cfg *config.Config) map[string]bool {
+	m := map[string]bool{}
+	for _, c := range cfg.Retention.Classes {
+		m[c.Name] = true
+	}
+	return m
+}
+
+func newAgentCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "agent",
+		Short: "Tail log files (JSON lines, combined access logs, sshd auth logs) into Kafka",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadValid(cmd, g)
+			if err != nil {
+				return err
+			}
+			log, err := telemetry.NewLogger(g.logFormat, g.logLevel)
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			return runService(cmd.Context(), log, cfg.Agent.MetricsListen, func(ctx context.Context, tel *telemetry.Server) error {
+				sp, err := spool.Open(cfg.Agent.SpoolDir, int64(cfg.Agent.SpoolMaxBytes))
+				if err != nil {
+					return err
+				}
+				defer sp.Close()
+				sink, err := ingest.NewSink(cfg.Kafka, sp, log, ingest.SinkOptions{Registerer: tel.Registry, Name: "agent"})
+				if err != nil {
+					return err
+				}
+				defer sink.Close()
+				a, err := agent.New(cfg.Agent, agent.Options{
+					DefaultClass: cfg.Retention.DefaultClass, Classes: classSet(cfg), MaxEventBytes: int(cfg.Ingest.MaxEventBytes),
+					MaxFutureSkew: cfg.Ingest.MaxFutureSkew, LateAfter: cfg.Ingest.LateAfter,
+				}, sink, log, tel.Registry)
+				if err != nil {
+					return err
+				}
+				tel.AddCheck("kafka", cfg.Kafka.Ping)
+				log.Info("agent tailing", zap.Int("files", len(cfg.Agent.Files)), zap.String("spool", cfg.Agent.SpoolDir))
+				var wg sync.WaitGroup
+				drainErr := make(chan error, 1)
+				dctx, stopDrain := context.WithCancel(context.Background())
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					drainErr <- sink.Run(dctx)
+				}()
+				runErr := a.Run(ctx)
+				stopDrain()
+				wg.Wait()
+				if err := <-drainErr; err != nil && runErr == nil {
+					runErr = err
+				}
+				return runErr
+			})
+		},
+	}
+}
+
+// outbox opens the spool of the one-shot commands, waiting while another
+// one holds it, and first sends what earlier runs left there.
+func outbox(ctx context.Context, cfg *config.Config, log *zap.Logger) (*ingest.Sink, *spool.Spool, error) {
+	var sp *spool.Spool
+	var err error
+	for {
+		sp, err = spool.Open(cfg.Agent.OutboxDir, int64(cfg.Agent.SpoolMaxBytes))
+		if !errors.Is(err, spool.ErrLocked) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, err
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	sink, err := ingest.NewSink(cfg.Kafka, sp, log, ingest.SinkOptions{Name: "outbox", WriteTimeout: 3 * time.Second})
+	if err != nil {
+		sp.Close()
+		return nil, nil, err
+	}
+	if err := sink.Flush(ctx); err != nil {
+		log.Warn("earlier events stay in the outbox", zap.String("outbox", cfg.Agent.OutboxDir), zap.Error(err))
+	}
+	return sink, sp, nil
+}
+
+func newSendCmd(g *globals) *cobra.Command {
+	var source string
+	c := &cobra.Command{
+		Use:   "send",
+		Short: "Send v1 events (NDJSON on stdin) to Kafka, through the local outbox",
+		Long: `Reads NDJSON events from standard input, validates and redacts them like the
+HTTP endpoint, and writes them to Kafka. What Kafka does not acknowledge is
+kept in agent.outbox_dir and sent by the next custody send or custody hook.
+Bad lines are reported on stderr by line number; the others are sent. Exits
+1 if any line was rejected.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadValid(cmd, g)
+			if err != nil {
+				return err
+			}
+			log, err := telemetry.NewLogger(g.logFormat, g.logLevel)
+			if err != nil {
+				return err
+			}
+			if source == "" {
+				source = "send@" + cfg.Agent.Name
+			}
+			o := event.Options{Source: source, DefaultClass: cfg.Retention.DefaultClass, Classes: classSet(cfg),
+				MaxEventBytes: int(cfg.Ingest.MaxEventBytes), MaxFutureSkew: cfg.Ingest.MaxFutureSkew, LateAfter: cfg.Ingest.LateAfter}
+			recs, rejected, err := readEvents(cmd.InOrStdin(), cmd.ErrOrStderr(), o)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
+			defer cancel()
+			sink, sp, err := outbox(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			defer sp.Close()
+			defer sink.Close()
+			if err := sink.Submit(ctx, recs); err != nil {
+				return fmt.Errorf("%d events not kept: %w", len(recs), err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "custody send: %d events kept (%d bytes wait in the outbox), %d lines rejected\n", len(recs), sp.Size(), rejected)
+			if rejected > 0 {
+				return exitError{1}
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&source, "source", "", `source name written in the events (default "send@<agent.name>")`)
+	return c
+}
+
+// readEvents decodes NDJSON from r, reporting bad lines to errw.
+func readEvents(r io.Reader, errw io.Writer, o event.Options) ([]ingest.Record, int, error) {
+	br := bufio.NewReader(r)
+	var recs []ingest.Record
+	rejected := 0
+	for n := 1; ; n++ {
+		line, err := br.ReadBytes('\n')
+		if len(strings.TrimSpace(string(line))) > 0 {
+			e, derr := event.Decode(line, o)
+			if derr != nil {
+				fmt.Fprintf(errw, "line %d: %v\n", n, derr)
+				rejected++
+			} else {
+				recs = append(recs, ingest.Record{Key: []byte(e.Tenant), Value: trimNewline(event.AppendJSON(nil, e))})
+			}
+		}
+		if err == io.EOF {
+			return recs, rejected, nil
+		}
+		if err != nil {
+			return nil, 0, fmt.Errorf("cannot read stdin: %w", err)
+		}
+	}
+}
+
+func trimNewline(b []byte) []byte { return b[:len(b)-1] }

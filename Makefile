@@ -8,18 +8,25 @@ GOTESTSUM := $(GO) run gotest.tools/gotestsum@v1.13.0
 # The stack's addresses and generated credentials, exported for the command.
 WITH_STACK := set -a; . .stack/env; set +a;
 
-.PHONY: build test test-unit run bench lint stack-up stack-down stack-status clean
+.PHONY: build test test-unit test-faults run bench lint stack-up stack-down stack-status clean
 
 build:
 	$(GO) build -o bin/custody ./cmd/custody
 
-# Unit and integration tests together against the real Kafka and MinIO. The
-# stack is brought down whether the tests pass or not; the exit code is the
-# tests'.
+# Unit and integration tests together against the real Kafka and MinIO,
+# then the fault-injection suite (which stops and restarts them, so it runs
+# alone). The stack is brought down whether the tests pass or not; the exit
+# code is the tests'.
 test:
+	scripts/test-deps
 	$(STACK) up
 	rc=0; $(WITH_STACK) $(GOTESTSUM) --format pkgname-and-test-fails -- -race -count=1 -timeout 30m ./... || rc=$$?; \
+	$(WITH_STACK) $(GOTESTSUM) --format pkgname-and-test-fails -- -tags faults -p 1 -count=1 -timeout 30m ./test/faults/ || rc=$$?; \
 	$(STACK) down; exit $$rc
+
+# The fault-injection suite alone, on a running stack (make stack-up).
+test-faults:
+	$(WITH_STACK) $(GOTESTSUM) --format standard-verbose -- -tags faults -p 1 -count=1 -timeout 30m ./test/faults/
 
 # Fast tests only: integration tests skip under -short.
 test-unit:
@@ -36,6 +43,7 @@ bench:
 
 lint:
 	$(GO) vet ./...
+	$(GO) vet -tags faults ./test/faults/
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 stack-up:

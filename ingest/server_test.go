@@ -79,6 +79,25 @@ func newFixture(t *testing.T, cfg Config, brokers []string, spoolMax int64) *fix
 	return f
 }
 
+// newBenchFixture is a Sink on the real Kafka for benchmarks.
+func newBenchFixture(b *testing.B) *Sink {
+	st := stacktest.Get(b)
+	k := kafkaconn.Defaults()
+	k.Topic = stacktest.Topic(b, st, 6)
+	k.Brokers = st.KafkaBrokers
+	sp, err := spool.Open(filepath.Join(b.TempDir(), "spool"), 1<<30)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { sp.Close() })
+	s, err := NewSink(k, sp, zap.NewNop(), SinkOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { s.Close() })
+	return s
+}
+
 func post(t *testing.T, url, tok, encoding string, body []byte) (int, Response) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))

@@ -2,10 +2,11 @@ package event
 
 import (
 	"bytes"
-	"encoding/json"
+	json "github.com/segmentio/encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -110,6 +111,9 @@ func Decode(line []byte, o Options) (*Event, error) {
 		now = time.Now()
 	}
 	line = bytes.TrimRight(line, "\r\n")
+	if len(bytes.TrimSpace(line)) == 0 {
+		return nil, fieldErr("", "empty line")
+	}
 	if len(line) > o.MaxEventBytes {
 		return nil, fieldErr("", "event is %d bytes; the limit is %d", len(line), o.MaxEventBytes)
 	}
@@ -117,12 +121,13 @@ func Decode(line []byte, o Options) (*Event, error) {
 		return nil, fieldErr("", "event is not valid UTF-8")
 	}
 	var w wire
-	dec := json.NewDecoder(bytes.NewReader(line))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&w); err != nil {
+	// segmentio/encoding/json: the encoding/json API, several times faster
+	// on this path, and with exact (not case-insensitive) member names.
+	rest, err := json.Parse(line, &w, json.DisallowUnknownFields|json.DontMatchCaseInsensitiveStructFields)
+	if err != nil {
 		return nil, jsonError(err)
 	}
-	if dec.More() {
+	if len(bytes.TrimSpace(rest)) > 0 {
 		return nil, fieldErr("", "more than one JSON value on the line")
 	}
 	for _, f := range []struct {
@@ -143,24 +148,50 @@ func Decode(line []byte, o Options) (*Event, error) {
 	return e, nil
 }
 
-// jsonError turns encoding/json's messages into ones naming the member.
+// jsonError turns the JSON decoder's messages into ones naming the member.
 func jsonError(err error) *FieldError {
 	var te *json.UnmarshalTypeError
 	var se *json.SyntaxError
+	msg := err.Error()
 	switch {
 	case errors.As(err, &te):
-		return fieldErr(te.Field, "is a JSON %s; want %s", te.Value, jsonType(te.Type.String()))
-	case errors.As(err, &se):
-		return fieldErr("", "invalid JSON at byte %d: %v", se.Offset, se)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return fieldErr(te.Field, "is a JSON %s; want %s", valueKind(te.Value), jsonType(te.Type.String()))
+	case strings.HasPrefix(msg, "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(msg, "json: unknown field "), `"`)
 		return fieldErr(name, "is not a v1 event member (put free-form data under attrs)")
-	case err.Error() == "EOF":
-		return fieldErr("", "empty line")
-	case err.Error() == "unexpected EOF":
+	case strings.Contains(msg, "unexpected end of JSON input"), msg == "unexpected EOF":
 		return fieldErr("", "invalid JSON: the line ends inside a value")
+	case errors.As(err, &se):
+		msg = strings.TrimPrefix(se.Error(), "json: ")
+		if len(msg) > 120 {
+			msg = msg[:120] + "..."
+		}
+		return fieldErr("", "invalid JSON: %s", msg)
 	}
 	return fieldErr("", "invalid JSON: %v", err)
+}
+
+// valueKind names the JSON type of a value as the decoder reports it:
+// either a word (encoding/json) or the raw text (segmentio's decoder).
+func valueKind(v string) string {
+	if u, err := strconv.Unquote(v); err == nil {
+		v = u // segmentio reports the raw text, Go-quoted
+	}
+	switch {
+	case v == "":
+		return "value"
+	case v[0] == '"' || v == "string":
+		return "string"
+	case v[0] == '{' || v == "object":
+		return "object"
+	case v[0] == '[' || v == "array":
+		return "array"
+	case v[0] == 't' || v[0] == 'f' || v == "bool":
+		return "boolean"
+	case v[0] == 'n':
+		return "null"
+	}
+	return "number"
 }
 
 func jsonType(goType string) string {

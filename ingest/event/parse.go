@@ -2,7 +2,7 @@ package event
 
 import (
 	"bytes"
-	"encoding/json"
+	json "github.com/segmentio/encoding/json"
 	"fmt"
 	"net/netip"
 	"time"
@@ -23,10 +23,7 @@ type stored struct {
 // limits, redaction or stamping: it reads back what Custody wrote.
 func Parse(line []byte) (*Event, error) {
 	var s stored
-	dec := json.NewDecoder(bytes.NewReader(bytes.TrimRight(line, "\n")))
-	dec.DisallowUnknownFields()
-	dec.UseNumber()
-	if err := dec.Decode(&s); err != nil {
+	if _, err := json.Parse(bytes.TrimRight(line, "\n"), &s, json.DisallowUnknownFields|json.DontMatchCaseInsensitiveStructFields|json.UseNumber); err != nil {
 		return nil, jsonError(err)
 	}
 	e := &Event{
@@ -59,9 +56,7 @@ func Parse(line []byte) (*Event, error) {
 		e.Status = int(*s.Status)
 	}
 	if len(s.Attrs) > 0 {
-		d := json.NewDecoder(bytes.NewReader(s.Attrs))
-		d.UseNumber()
-		if err := d.Decode(&e.Attrs); err != nil {
+		if _, err := json.Parse(s.Attrs, &e.Attrs, json.UseNumber); err != nil {
 			return nil, fieldErr("attrs", "%v", err)
 		}
 	}

@@ -1,8 +1,7 @@
 package event
 
 import (
-	"bytes"
-	"encoding/json"
+	json "github.com/segmentio/encoding/json"
 	"net/url"
 	"strings"
 )
@@ -83,10 +82,8 @@ const (
 // decodeAttrs decodes the attrs object and removes sensitive members at
 // every depth. It returns how many it removed.
 func decodeAttrs(raw json.RawMessage) (map[string]any, int, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
 	var v any
-	if err := dec.Decode(&v); err != nil {
+	if _, err := json.Parse(raw, &v, json.UseNumber); err != nil {
 		return nil, 0, fieldErr("attrs", "invalid JSON: %v", err)
 	}
 	m, ok := v.(map[string]any)

@@ -32,14 +32,25 @@ test-faults:
 test-unit:
 	$(GO) test -short -count=1 ./...
 
+# The main job: stack up, keys and bucket ready, then custody ingest in the
+# foreground (Ctrl-C stops it; make stack-down stops Kafka and MinIO).
 run: build stack-up
 	$(WITH_STACK) bin/custody config check --config configs/custody.yaml
 	$(WITH_STACK) bin/custody keys generate --config configs/custody.yaml
 	$(WITH_STACK) bin/custody archive init --config configs/custody.yaml
-	@echo "stack is up: Kafka on 127.0.0.1:9092, MinIO on 127.0.0.1:9000 (scripts/stack status; make stack-down to stop)"
+	@echo
+	@echo "Send an event from another shell:"
+	@echo "  curl -H \"Authorization: Bearer \$$(cat .stack/secrets/ingest-token-local)\" --data-binary '{\"kind\":\"login\",\"tenant\":\"acme\",\"login\":\"alice\",\"ip\":\"203.0.113.7\",\"action\":\"success\"}' http://127.0.0.1:8080/v1/events"
+	@echo "Read it back: kcat -b 127.0.0.1:9092 -C -t custody.events -o beginning -e"
+	@echo
+	$(WITH_STACK) bin/custody ingest --config configs/custody.yaml --log-format console
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchmem -count 1 ./...
+# Benchmarks, the end-to-end ones against the real stack. Raw output goes to
+# docs/bench/latest.txt; docs/BENCHMARKS.md holds the reviewed medians.
+bench: stack-up
+	mkdir -p docs/bench
+	{ uname -m; grep -m1 'model name' /proc/cpuinfo; nproc; $(GO) version; date -u; \
+	  $(WITH_STACK) $(GO) test -run '^$$' -bench . -benchmem -count 5 ./...; } | tee docs/bench/latest.txt
 
 lint:
 	$(GO) vet ./...

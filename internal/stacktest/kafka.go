@@ -12,7 +12,9 @@ import (
 func Topic(t testing.TB, st Stack, partitions int) string {
 	t.Helper()
 	name := Name(t, "t")
-	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 30 * time.Second}
+	// A Transport of its own: kafka-go's shared default one pools
+	// connections, which are dead after a fault test restarted the broker.
+	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 30 * time.Second, Transport: &kafka.Transport{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: name, NumPartitions: partitions, ReplicationFactor: 1}}})
@@ -32,7 +34,7 @@ func ReadAll(t testing.TB, st Stack, topic string, want int, timeout time.Durati
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 10 * time.Second}
+	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
 	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil || len(md.Topics) != 1 {
 		t.Fatalf("Metadata %s: %v", topic, err)

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
 	"github.com/custodylog/custody/ingest/event"
 	"github.com/custodylog/custody/internal/stacktest"
 )
@@ -90,7 +92,17 @@ func TestAgentKill9(t *testing.T) {
 	}
 	<-writerDone
 	c := run()
-	msgs := stacktest.ReadAll(t, st, topic, total, 2*time.Minute)
+	// Wait for every line, counted by login: duplicates must not count.
+	logins := map[string]bool{}
+	n := 0
+	msgs := stacktest.ReadUntil(t, st, topic, func(ms []kafka.Message) bool {
+		for ; n < len(ms); n++ {
+			if e, err := event.Parse(ms[n].Value); err == nil {
+				logins[e.Login] = true
+			}
+		}
+		return len(logins) == total
+	}, 2*time.Minute)
 	c.Process.Signal(syscall.SIGTERM)
 	if err := c.Wait(); err != nil {
 		t.Errorf("agent did not exit cleanly on SIGTERM: %v\n%s", err, c.Stderr)

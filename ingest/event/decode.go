@@ -2,9 +2,9 @@ package event
 
 import (
 	"bytes"
-	json "github.com/segmentio/encoding/json"
 	"errors"
 	"fmt"
+	json "github.com/segmentio/encoding/json"
 	"net/netip"
 	"strconv"
 	"strings"

@@ -2,8 +2,8 @@ package event
 
 import (
 	"bytes"
-	json "github.com/segmentio/encoding/json"
 	"fmt"
+	json "github.com/segmentio/encoding/json"
 	"net/netip"
 	"time"
 )

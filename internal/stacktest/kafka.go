@@ -32,6 +32,15 @@ func Topic(t testing.TB, st Stack, partitions int) string {
 // uses no consumer group.
 func ReadAll(t testing.TB, st Stack, topic string, want int, timeout time.Duration) []kafka.Message {
 	t.Helper()
+	return ReadUntil(t, st, topic, func(msgs []kafka.Message) bool { return len(msgs) >= want }, timeout)
+}
+
+// ReadUntil reads every partition of topic from the beginning, passing
+// everything read so far to done after each pass, until done returns true
+// or timeout passes. Duplicates are kept, so done must count what it needs
+// (distinct IDs, say) rather than messages.
+func ReadUntil(t testing.TB, st Stack, topic string, done func([]kafka.Message) bool, timeout time.Duration) []kafka.Message {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
@@ -39,31 +48,38 @@ func ReadAll(t testing.TB, st Stack, topic string, want int, timeout time.Durati
 	if err != nil || len(md.Topics) != 1 {
 		t.Fatalf("Metadata %s: %v", topic, err)
 	}
+	next := map[int]int64{} // per partition: next offset to read
 	var out []kafka.Message
-	for len(out) < want && ctx.Err() == nil {
-		out = out[:0]
+	for ctx.Err() == nil {
 		for _, p := range md.Topics[0].Partitions {
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: st.KafkaBrokers, Topic: topic, Partition: p.ID, MaxWait: 50 * time.Millisecond})
 			end, err := lastOffset(ctx, st, topic, p.ID)
 			if err != nil {
-				r.Close()
+				if ctx.Err() != nil {
+					break
+				}
 				t.Fatalf("last offset of %s/%d: %v", topic, p.ID, err)
 			}
-			for off := int64(0); off < end; {
+			if next[p.ID] >= end {
+				continue
+			}
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: st.KafkaBrokers, Topic: topic, Partition: p.ID, MaxWait: 50 * time.Millisecond, MaxBytes: 16 << 20})
+			r.SetOffset(next[p.ID])
+			for next[p.ID] < end {
 				m, err := r.ReadMessage(ctx)
 				if err != nil {
 					break
 				}
 				out = append(out, m)
-				off = m.Offset + 1
+				next[p.ID] = m.Offset + 1
 			}
 			r.Close()
 		}
-		if len(out) < want {
-			select {
-			case <-ctx.Done():
-			case <-time.After(100 * time.Millisecond):
-			}
+		if done(out) {
+			return out
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	return out

@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/kafka-go"
+
+	"github.com/custodylog/custody/ingest/event"
 	"github.com/custodylog/custody/internal/stacktest"
 )
 
@@ -142,4 +145,22 @@ agent:
 		t.Fatal(err)
 	}
 	return p
+}
+
+// allIDs is a ReadUntil predicate: true once every ID in want was read.
+func allIDs(t *testing.T, want map[string]bool) func([]kafka.Message) bool {
+	seen := map[string]bool{}
+	n := 0
+	return func(msgs []kafka.Message) bool {
+		for ; n < len(msgs); n++ {
+			e, err := event.Parse(msgs[n].Value)
+			if err != nil {
+				t.Fatalf("non-canonical event in Kafka: %v", err)
+			}
+			if want[e.ID] {
+				seen[e.ID] = true
+			}
+		}
+		return len(seen) == len(want)
+	}
 }

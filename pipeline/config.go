@@ -21,6 +21,9 @@ type Config struct {
 	FlushBytes  bytesize.Size `yaml:"flush_bytes"`
 	FlushEvents int           `yaml:"flush_events"`
 	FlushAge    time.Duration `yaml:"flush_age"`
+	// LateFlushAge replaces FlushAge for buffers of hours before the
+	// previous one (late data), so that an old hour gets few segments.
+	LateFlushAge time.Duration `yaml:"late_flush_age"`
 	// MemoryCap bounds all open buffers together; at the cap the oldest
 	// buffers are flushed early.
 	MemoryCap bytesize.Size `yaml:"memory_cap"`
@@ -36,6 +39,7 @@ func Defaults() Config {
 		FlushBytes:      64 << 20,
 		FlushEvents:     500000,
 		FlushAge:        5 * time.Minute,
+		LateFlushAge:    time.Hour,
 		MemoryCap:       512 << 20,
 		ShutdownTimeout: 30 * time.Second,
 	}
@@ -58,6 +62,9 @@ func (c *Config) Validate() error {
 	}
 	if c.FlushAge < time.Second {
 		errs = append(errs, fmt.Errorf("flush_age: %s is below the 1s minimum", c.FlushAge))
+	}
+	if c.LateFlushAge < c.FlushAge {
+		errs = append(errs, fmt.Errorf("late_flush_age: %s is shorter than flush_age %s", c.LateFlushAge, c.FlushAge))
 	}
 	if c.MemoryCap < c.FlushBytes {
 		errs = append(errs, fmt.Errorf("memory_cap: %s is smaller than flush_bytes %s", c.MemoryCap, c.FlushBytes))

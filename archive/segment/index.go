@@ -8,6 +8,7 @@ import (
 	"hash"
 	"math"
 	"net/netip"
+	"strings"
 )
 
 // Field names an indexed event attribute. The numbers are part of the
@@ -56,6 +57,8 @@ const (
 // events. Not safe for concurrent use.
 type IndexBuilder struct {
 	values [maxField + 1]map[string]struct{}
+	rawIPs map[string]struct{} // IP texts already added, to parse each once
+	size   int                 // bytes of distinct values held
 }
 
 // NewIndexBuilder returns an empty builder.
@@ -71,13 +74,32 @@ func (b *IndexBuilder) Add(f Field, value string) {
 		m = make(map[string]struct{})
 		b.values[f] = m
 	}
-	m[value] = struct{}{}
+	if _, ok := m[value]; !ok {
+		// A copy: the caller's string may point into a larger buffer
+		// (a Kafka record) that the builder must not keep alive.
+		m[strings.Clone(value)] = struct{}{}
+		b.size += len(value) + 16
+	}
 }
+
+// Size is roughly the memory the builder holds.
+func (b *IndexBuilder) Size() int { return b.size }
 
 // AddIP records an address under FieldIP and its /24 or /48 under
 // FieldIPPrefix. Unparseable text is ignored: ingest has already normalised
 // every IP, so this only drops what could never match a query anyway.
 func (b *IndexBuilder) AddIP(s string) {
+	if s == "" {
+		return
+	}
+	if _, seen := b.rawIPs[s]; seen {
+		return
+	}
+	if b.rawIPs == nil {
+		b.rawIPs = make(map[string]struct{})
+	}
+	b.rawIPs[strings.Clone(s)] = struct{}{}
+	b.size += len(s) + 16
 	a, err := netip.ParseAddr(s)
 	if err != nil {
 		return

@@ -6,9 +6,13 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"go.uber.org/zap"
 
 	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/config"
+	"github.com/custodylog/custody/internal/telemetry"
+	"github.com/custodylog/custody/pipeline"
 )
 
 // loadValid loads the configuration and refuses to go on if any section is
@@ -77,6 +81,57 @@ verified; drift on an existing bucket is reported, and corrected unless
 		},
 	}
 	initCmd.Flags().BoolVar(&check, "check", false, "only report drift; exit 1 if there is any")
-	c.AddCommand(initCmd)
+	c.AddCommand(initCmd, newArchiveRunCmd(g))
 	return c
+}
+
+func newArchiveRunCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "run",
+		Short: "Archive the events topic into encrypted segments (a consumer group member)",
+		Long: `Joins the consumer group archive.group_id on kafka.topic and cuts each
+assigned partition into segments per retention class, event kind and event
+hour, stored on S3 under object lock. Offsets are committed only after the
+segments holding the records below them are stored; after a crash at any
+point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadValid(cmd, g)
+			if err != nil {
+				return err
+			}
+			log, err := telemetry.NewLogger(g.logFormat, g.logLevel)
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			kr, err := keyring.Load(cfg.Crypto.KeyringFile)
+			if err != nil {
+				return fmt.Errorf("%w (create it with `custody keys generate`)", err)
+			}
+			st, err := store.New(cfg.S3)
+			if err != nil {
+				return err
+			}
+			return runService(cmd.Context(), log, cfg.Archive.MetricsListen, func(ctx context.Context, tel *telemetry.Server) error {
+				tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				for _, topic := range []string{cfg.Kafka.Topic, cfg.Kafka.DLQTopic} {
+					if err := cfg.Kafka.EnsureTopic(tctx, topic); err != nil {
+						log.Warn("cannot ensure topic; continuing", zap.String("topic", topic), zap.Error(err))
+					}
+				}
+				cancel()
+				a, err := pipeline.New(cfg.Archive, cfg.Kafka, cfg.Retention, st, kr, log, tel.Registry)
+				if err != nil {
+					return err
+				}
+				defer a.Close()
+				tel.AddCheck("kafka", cfg.Kafka.Ping)
+				tel.AddCheck("s3", st.Ping)
+				tel.AddCheck("archiver", a.Ready)
+				log.Info("archiver running", zap.String("group", cfg.Archive.GroupID), zap.String("topic", cfg.Kafka.Topic), zap.String("bucket", st.Bucket()))
+				return a.Run(ctx)
+			})
+		},
+	}
 }

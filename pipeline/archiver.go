@@ -1,0 +1,645 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/archive/segment"
+	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/internal/kafkaconn"
+)
+
+// objects is what the archiver needs from the S3 store.
+type objects interface {
+	Put(ctx context.Context, name string, r io.Reader, size int64, lock store.Lock) error
+	Get(ctx context.Context, name string) (io.ReadCloser, error)
+}
+
+// Archiver is `custody archive run`: a member of the consumer group that
+// cuts its partitions into segments. See docs/PIPELINE.md for the protocol.
+type Archiver struct {
+	cfg       Config
+	kafka     kafkaconn.Config
+	ret       archive.Retention
+	classes   map[string]bool
+	retention map[string]archive.Class
+	store     objects
+	keys      *keyring.Keyring
+	log       *zap.Logger
+	dialer    *kafka.Dialer
+	client    *kafka.Client
+	dlq       *kafka.Writer
+	now       func() time.Time
+
+	mem         atomic.Int64 // bytes held by open buffers, all partitions
+	uploadErr   atomic.Pointer[string]
+	kafkaErr    atomic.Pointer[string]
+	assigned    sync.Map // partition -> struct{}
+	m           metrics
+	commitEvery time.Duration
+}
+
+type metrics struct {
+	consumed, archived, skipped, dlq, segments prometheus.Counter
+	bytesIn, bytesOut, uploadErrors            prometheus.Counter
+	flushSeconds                               prometheus.Histogram
+	lag                                        *prometheus.GaugeVec
+	openBuffers, bufferBytes                   prometheus.Gauge
+}
+
+func newMetrics() metrics {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Name: "custody_archiver_" + name, Help: help})
+	}
+	return metrics{
+		consumed:     c("events_consumed_total", "Records read from Kafka."),
+		archived:     c("events_archived_total", "Events stored in segments."),
+		skipped:      c("events_skipped_total", "Records skipped on replay because a stored segment already holds them."),
+		dlq:          c("dead_letters_total", "Records sent to the dead-letter topic."),
+		segments:     c("segments_total", "Segments stored."),
+		bytesIn:      c("bytes_in_total", "Plaintext bytes of archived events."),
+		bytesOut:     c("bytes_out_total", "Segment bytes stored."),
+		uploadErrors: c("upload_errors_total", "Failed segment uploads (each retried)."),
+		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "custody_archiver_flush_seconds", Help: "Time to build and store one segment.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}),
+		lag:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "custody_archiver_lag_records", Help: "Records between the archiver and the end of each partition."}, []string{"partition"}),
+		openBuffers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "custody_archiver_open_buffers", Help: "Open buffers (class, kind, hour and partition)."}),
+		bufferBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "custody_archiver_buffer_bytes", Help: "Memory held by open buffers."}),
+	}
+}
+
+func (m metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.consumed, m.archived, m.skipped, m.dlq, m.segments, m.bytesIn, m.bytesOut, m.uploadErrors, m.flushSeconds, m.lag, m.openBuffers, m.bufferBytes}
+}
+
+// New returns an archiver. The keyring must hold a key for every month of
+// event time it will see; a missing key stops that buffer (with an error
+// in the log and in readiness) until `custody keys generate` adds it.
+func New(cfg Config, kc kafkaconn.Config, ret archive.Retention, st objects, keys *keyring.Keyring, log *zap.Logger, reg prometheus.Registerer) (*Archiver, error) {
+	dialer, err := kc.Dialer()
+	if err != nil {
+		return nil, err
+	}
+	tr, err := kc.Transport()
+	if err != nil {
+		return nil, err
+	}
+	a := &Archiver{
+		cfg: cfg, kafka: kc, ret: ret, classes: map[string]bool{}, store: st, keys: keys, log: log, dialer: dialer,
+		client: &kafka.Client{Addr: kafka.TCP(kc.Brokers...), Transport: tr, Timeout: 30 * time.Second},
+		dlq: &kafka.Writer{Addr: kafka.TCP(kc.Brokers...), Topic: kc.DLQTopic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Murmur2Balancer{},
+			Transport: tr, BatchTimeout: time.Millisecond, MaxAttempts: 3},
+		now: time.Now, m: newMetrics(), commitEvery: 2 * time.Second,
+	}
+	a.retention = map[string]archive.Class{}
+	for _, c := range ret.Classes {
+		a.classes[c.Name] = true
+		a.retention[c.Name] = c
+	}
+	if reg != nil {
+		for _, c := range a.m.collectors() {
+			if err := reg.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return a, nil
+}
+
+// Ready reports the conditions readiness probes need: the last upload and
+// Kafka errors, if they are still current.
+func (a *Archiver) Ready(context.Context) error {
+	if p := a.uploadErr.Load(); p != nil {
+		return errors.New(*p)
+	}
+	if p := a.kafkaErr.Load(); p != nil {
+		return errors.New(*p)
+	}
+	return nil
+}
+
+// Run is a group member until ctx ends. It then flushes and commits every
+// partition it holds, within Config.ShutdownTimeout, and leaves the group.
+func (a *Archiver) Run(ctx context.Context) error {
+	group, err := kafka.NewConsumerGroup(kafka.ConsumerGroupConfig{
+		ID:                    a.cfg.GroupID,
+		Brokers:               a.kafka.Brokers,
+		Dialer:                a.dialer,
+		Topics:                []string{a.kafka.Topic},
+		StartOffset:           kafka.FirstOffset,
+		HeartbeatInterval:     time.Second,
+		SessionTimeout:        10 * time.Second,
+		RebalanceTimeout:      a.cfg.ShutdownTimeout + 10*time.Second,
+		JoinGroupBackoff:      time.Second,
+		WatchPartitionChanges: true,
+		ErrorLogger: kafka.LoggerFunc(func(msg string, args ...any) {
+			a.log.Warn("consumer group", zap.String("msg", fmt.Sprintf(msg, args...)))
+		}),
+	})
+	if err != nil {
+		return fmt.Errorf("cannot join consumer group %s: %w", a.cfg.GroupID, err)
+	}
+	defer func() {
+		// Close ends the generation: every partition worker flushes and
+		// commits, then the member leaves the group.
+		if err := group.Close(); err != nil {
+			a.log.Warn("leaving consumer group", zap.Error(err))
+		}
+	}()
+	for {
+		gen, err := group.Next(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			a.kafkaErr.Store(ptr(fmt.Sprintf("consumer group: %v", err)))
+			a.log.Warn("consumer group generation failed", zap.Error(err))
+			continue
+		}
+		a.kafkaErr.Store(nil)
+		parts := gen.Assignments[a.kafka.Topic]
+		ids := make([]int, len(parts))
+		for i, p := range parts {
+			ids[i] = p.ID
+			p := p
+			gen.Start(func(gctx context.Context) { a.runPartition(gctx, gen, p.ID) })
+		}
+		a.log.Info("partitions assigned", zap.Int32("generation", gen.ID), zap.Ints("partitions", ids))
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+// worker archives one partition for one generation.
+type worker struct {
+	a          *Archiver
+	gen        *kafka.Generation
+	partition  int
+	buffers    map[key]*buffer
+	cov        coverage
+	next       int64 // offset after the last record handled
+	committed  int64
+	commitMD   string
+	lastCommit time.Time
+	f          fields
+}
+
+func (a *Archiver) runPartition(ctx context.Context, gen *kafka.Generation, partition int) {
+	log := a.log.With(zap.Int("partition", partition), zap.Int32("generation", gen.ID))
+	w := &worker{a: a, gen: gen, partition: partition, buffers: map[key]*buffer{}}
+	start, cov, md, err := a.fetchCommitted(ctx, partition)
+	if err != nil {
+		log.Warn("cannot read committed offset; the partition restarts with the next generation", zap.Error(err))
+		return
+	}
+	w.cov, w.next, w.committed, w.commitMD = cov, start, start, md
+	log.Info("partition started", zap.Int64("offset", start), zap.Int("coverage_entries", len(cov)))
+
+	r := kafka.NewReader(kafka.ReaderConfig{
+		Brokers: a.kafka.Brokers, Topic: a.kafka.Topic, Partition: partition, Dialer: a.dialer,
+		MinBytes: 1, MaxBytes: 16 << 20, MaxWait: 250 * time.Millisecond, QueueCapacity: 1000,
+	})
+	if start < 0 {
+		start = kafka.FirstOffset
+	}
+	if err := r.SetOffset(start); err != nil {
+		log.Warn("cannot set offset", zap.Error(err))
+		r.Close()
+		return
+	}
+	msgs := make(chan kafka.Message, 1024)
+	pctx, stopPump := context.WithCancel(ctx)
+	var pump sync.WaitGroup
+	pump.Add(1)
+	go func() {
+		defer pump.Done()
+		defer close(msgs)
+		for {
+			m, err := r.FetchMessage(pctx)
+			if err != nil {
+				if pctx.Err() == nil {
+					a.kafkaErr.Store(ptr(fmt.Sprintf("partition %d: %v", partition, err)))
+					log.Warn("fetch failed", zap.Error(err))
+				}
+				return
+			}
+			select {
+			case msgs <- m:
+			case <-pctx.Done():
+				return
+			}
+		}
+	}()
+	defer func() {
+		stopPump()
+		r.Close()
+		pump.Wait()
+		for _, b := range w.buffers {
+			a.mem.Add(-b.size())
+		}
+		a.m.openBuffers.Sub(float64(len(w.buffers)))
+		a.m.bufferBytes.Set(float64(a.mem.Load()))
+	}()
+
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				// The reader stopped: only when ctx ended or a fatal fetch
+				// error; either way the generation restarts the partition.
+				w.shutdown(log)
+				return
+			}
+			a.kafkaErr.Store(nil)
+			if err := w.handle(ctx, m); err != nil {
+				if ctx.Err() == nil {
+					log.Warn("partition stopped", zap.Error(err))
+				}
+				w.shutdown(log)
+				return
+			}
+		case <-tick.C:
+			a.m.lag.WithLabelValues(strconv.Itoa(partition)).Set(float64(r.Stats().Lag))
+			if err := w.tick(ctx); err != nil {
+				w.shutdown(log)
+				return
+			}
+		case <-ctx.Done():
+			w.shutdown(log)
+			return
+		}
+	}
+}
+
+// fetchCommitted reads the committed offset and coverage of a partition.
+func (a *Archiver) fetchCommitted(ctx context.Context, partition int) (int64, coverage, string, error) {
+	resp, err := a.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: a.cfg.GroupID, Topics: map[string][]int{a.kafka.Topic: {partition}}})
+	if err != nil {
+		return 0, nil, "", err
+	}
+	if resp.Error != nil {
+		return 0, nil, "", resp.Error
+	}
+	for _, p := range resp.Topics[a.kafka.Topic] {
+		if p.Partition != partition {
+			continue
+		}
+		if p.Error != nil {
+			return 0, nil, "", p.Error
+		}
+		cov, err := decodeCoverage(p.Metadata)
+		if err != nil {
+			// A corrupt hint is not fatal: the existence check before each
+			// buffer finds stored segments anyway.
+			a.log.Warn("ignoring commit metadata", zap.Int("partition", partition), zap.Error(err))
+			cov = coverage{}
+		}
+		return p.CommittedOffset, cov, p.Metadata, nil
+	}
+	return -1, coverage{}, "", nil
+}
+
+func (w *worker) handle(ctx context.Context, m kafka.Message) error {
+	a := w.a
+	a.m.consumed.Inc()
+	w.next = m.Offset + 1
+	if err := extract(m.Value, a.classes, &w.f); err != nil {
+		var inv *invalidError
+		if !errors.As(err, &inv) {
+			return err
+		}
+		return w.deadLetter(ctx, m, inv.reason)
+	}
+	k := key{class: w.f.Class, kind: w.f.Kind, hour: w.f.t.Truncate(time.Hour).Unix()}
+	if until := a.retention[k.class].RetainUntil(k.Hour()); until.Before(a.now().Add(expiryMargin)) {
+		// Past its retention already: storing it would keep it longer
+		// than the law allows, and object lock would refuse the date.
+		return w.deadLetter(ctx, m, fmt.Sprintf("event time %s is past the %d-day retention of class %s (expired %s)",
+			w.f.Time, a.retention[k.class].Days, k.class, until.Format(time.RFC3339)))
+	}
+	if last, ok := w.cov[k]; ok && m.Offset <= last {
+		a.m.skipped.Inc()
+		return nil
+	}
+	b := w.buffers[k]
+	if b == nil {
+		// Before opening a buffer, look for a segment already stored under
+		// the name it would get: one this partition's previous owner (or a
+		// stale one) stored after the last commit. Its header says how far
+		// it reaches, and that many records are skipped, which reproduces
+		// the cut exactly.
+		last, found, err := w.stored(ctx, k, m.Offset)
+		if err != nil {
+			return err
+		}
+		if found {
+			w.cov[k] = last
+			a.m.skipped.Inc()
+			return nil
+		}
+		b = newBuffer(k, m.Offset, a.now())
+		w.buffers[k] = b
+		a.m.openBuffers.Inc()
+	}
+	before := b.size()
+	b.add(m.Offset, m.Value, &w.f)
+	a.mem.Add(b.size() - before)
+	a.m.bufferBytes.Set(float64(a.mem.Load()))
+	if b.count >= int64(a.cfg.FlushEvents) || len(b.body) >= int(a.cfg.FlushBytes) {
+		if err := w.flush(ctx, k); err != nil {
+			return err
+		}
+	}
+	// At the memory cap the oldest buffers go first, late hours included.
+	for a.mem.Load() > int64(a.cfg.MemoryCap) && len(w.buffers) > 0 {
+		if err := w.flush(ctx, w.oldest()); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *worker) oldest() key {
+	var ok key
+	var t time.Time
+	for k, b := range w.buffers {
+		if t.IsZero() || b.opened.Before(t) {
+			ok, t = k, b.opened
+		}
+	}
+	return ok
+}
+
+// tick flushes buffers by age and commits progress made without flushes
+// (skips on replay, dead letters, idle partitions).
+func (w *worker) tick(ctx context.Context) error {
+	now := w.a.now()
+	current := now.Truncate(time.Hour).Add(-time.Hour).Unix()
+	for k, b := range w.buffers {
+		age := w.a.cfg.FlushAge
+		if k.hour < current {
+			// Late data: a longer age, so an old hour gets few segments
+			// however long late events trickle in.
+			age = w.a.cfg.LateFlushAge
+		}
+		if now.Sub(b.opened) >= age {
+			if err := w.flush(ctx, k); err != nil {
+				return err
+			}
+		}
+	}
+	if now.Sub(w.lastCommit) >= w.a.commitEvery {
+		return w.commit(ctx)
+	}
+	return nil
+}
+
+// shutdown flushes every buffer and commits, within the shutdown timeout,
+// on a context of its own since the generation's has ended.
+func (w *worker) shutdown(log *zap.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), w.a.cfg.ShutdownTimeout)
+	defer cancel()
+	n := len(w.buffers)
+	for k := range w.buffers {
+		if err := w.flush(ctx, k); err != nil {
+			log.Warn("flush at shutdown failed; the next owner replays from the last commit", zap.Error(err))
+			return
+		}
+	}
+	if err := w.commit(ctx); err != nil {
+		log.Warn("commit at shutdown failed; the next owner replays from the previous commit", zap.Error(err))
+		return
+	}
+	log.Info("partition released", zap.Int("flushed", n), zap.Int64("committed", w.committed))
+}
+
+// stored reports whether the segment that a buffer of k starting at first
+// would become is already stored, and how far it reaches. The header is
+// authenticated (segment.Open) before it is trusted, so a planted object
+// cannot make the archiver skip records.
+func (w *worker) stored(ctx context.Context, k key, first int64) (int64, bool, error) {
+	m := segment.Meta{Class: k.class, Kind: k.kind, Hour: k.Hour(), Topic: w.a.kafka.Topic, Partition: int32(w.partition), FirstOffset: first}
+	name := segment.Name(&m)
+	var last int64
+	err := w.retry(ctx, "check segment "+name, func() error {
+		rc, err := w.a.store.Get(ctx, name)
+		if errors.Is(err, store.ErrNotFound) {
+			last = -1
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		r, err := segment.Open(rc, name, w.a.keys, segment.ReaderOptions{})
+		if err != nil {
+			return fmt.Errorf("stored segment %s cannot be authenticated: %w", name, err)
+		}
+		last = r.Header().LastOffset
+		return nil
+	})
+	if err != nil {
+		return 0, false, err
+	}
+	return last, last >= 0, nil
+}
+
+// permanent marks an error that retrying cannot fix.
+type permanent struct{ error }
+
+func (p permanent) Unwrap() error { return p.error }
+
+// retry runs op until it succeeds, fails permanently or ctx ends, backing
+// off up to 10 s. While it fails, readiness reports the error.
+func (w *worker) retry(ctx context.Context, what string, op func() error) error {
+	backoff := 200 * time.Millisecond
+	for {
+		err := op()
+		if err == nil {
+			w.a.uploadErr.Store(nil)
+			return nil
+		}
+		var p permanent
+		if errors.As(err, &p) {
+			return p.error
+		}
+		w.a.m.uploadErrors.Inc()
+		msg := fmt.Sprintf("%s: %v", what, err)
+		w.a.uploadErr.Store(&msg)
+		w.a.log.Warn("retrying", zap.String("op", what), zap.Duration("backoff", backoff), zap.Error(err))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+// flush cuts buffer k into a segment and stores it, then commits. A name
+// already taken (If-None-Match refused the upload) means another writer
+// stored that segment, perhaps with a different cut: its header tells how
+// far it reaches, the records it holds are dropped here and the rest stay
+// buffered under their own name.
+func (w *worker) flush(ctx context.Context, k key) error {
+	a := w.a
+	b := w.buffers[k]
+	if b == nil {
+		return nil
+	}
+	start := time.Now()
+	sizeBefore := b.size()
+	for b != nil {
+		m := b.meta(a.kafka.Topic, w.partition)
+		var seg bytes.Buffer
+		var name string
+		err := w.retry(ctx, "build segment", func() error {
+			kek, err := a.keys.Current(m.Hour)
+			if err != nil {
+				return err
+			}
+			lock, err := store.LockFor(a.ret, k.class, m.Hour)
+			if err != nil {
+				return err
+			}
+			seg.Reset()
+			seg.Grow(len(b.body)/5 + 4096)
+			sw, err := segment.NewWriter(&seg, m, b.ix, kek, segment.WriterOptions{})
+			if err != nil {
+				return err
+			}
+			name = sw.Name()
+			if _, err := sw.Write(b.body); err != nil {
+				return err
+			}
+			if err := sw.Close(); err != nil {
+				return err
+			}
+			err = a.store.Put(ctx, name, bytes.NewReader(seg.Bytes()), int64(seg.Len()), lock)
+			if errors.Is(err, store.ErrExists) {
+				return permanent{err} // handled below, not retried
+			}
+			return err
+		})
+		if errors.Is(err, store.ErrExists) {
+			last, found, serr := w.stored(ctx, k, b.first)
+			if serr != nil {
+				return serr
+			}
+			if !found {
+				return fmt.Errorf("segment %s was refused as existing but cannot be read", name)
+			}
+			a.log.Info("segment already stored by another writer; adopting its cut", zap.String("segment", name), zap.Int64("last_offset", last))
+			if last > w.cov[k] {
+				w.cov[k] = last
+			}
+			a.m.skipped.Add(float64(min(b.count, countThrough(b, last))))
+			b = b.dropThrough(last)
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		a.m.segments.Inc()
+		a.m.archived.Add(float64(b.count))
+		a.m.bytesIn.Add(float64(len(b.body)))
+		a.m.bytesOut.Add(float64(seg.Len()))
+		w.cov[k] = b.last
+		break
+	}
+	delete(w.buffers, k)
+	a.mem.Add(-sizeBefore)
+	a.m.openBuffers.Dec()
+	a.m.bufferBytes.Set(float64(a.mem.Load()))
+	a.m.flushSeconds.Observe(time.Since(start).Seconds())
+	return w.commit(ctx)
+}
+
+func countThrough(b *buffer, offset int64) int64 {
+	var n int64
+	for _, o := range b.offsets {
+		if o <= offset {
+			n++
+		}
+	}
+	return n
+}
+
+// expiryMargin: events whose retention ends sooner than this are treated
+// as expired, so a segment's retain-until date is never in the past by the
+// time its upload reaches the store.
+const expiryMargin = 10 * time.Minute
+
+// maxMetadata keeps the commit metadata under the broker's default
+// offset.metadata.max.bytes (4096).
+const maxMetadata = 3800
+
+// commit records progress: the offset below which every record is stored
+// (or dead-lettered), and the coverage of keys stored beyond it.
+func (w *worker) commit(ctx context.Context) error {
+	c := w.next
+	for _, b := range w.buffers {
+		c = min(c, b.first)
+	}
+	w.cov.prune(c)
+	md := w.cov.encode(c)
+	if len(md) > maxMetadata && len(w.buffers) > 0 {
+		// Too many keys stored past the oldest open buffer: cut it so the
+		// commit offset can move on (flush commits again).
+		return w.flush(ctx, w.oldest())
+	}
+	w.lastCommit = w.a.now()
+	if c == w.committed && md == w.commitMD {
+		return nil
+	}
+	resp, err := w.a.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
+		GroupID: w.a.cfg.GroupID, GenerationID: int(w.gen.ID), MemberID: w.gen.MemberID,
+		Topics: map[string][]kafka.OffsetCommit{w.a.kafka.Topic: {{Partition: w.partition, Offset: c, Metadata: md}}},
+	})
+	if err != nil {
+		return fmt.Errorf("cannot commit offset %d of partition %d: %w", c, w.partition, err)
+	}
+	for _, p := range resp.Topics[w.a.kafka.Topic] {
+		if p.Error != nil {
+			return fmt.Errorf("cannot commit offset %d of partition %d: %w", c, w.partition, p.Error)
+		}
+	}
+	w.committed, w.commitMD = c, md
+	return nil
+}
+
+// deadLetter sends a record that cannot be archived to the DLQ topic, with
+// the reason and its origin in headers, retrying until Kafka takes it.
+func (w *worker) deadLetter(ctx context.Context, m kafka.Message, reason string) error {
+	dm := kafka.Message{Key: m.Key, Value: m.Value, Headers: append(m.Headers[:len(m.Headers):len(m.Headers)],
+		kafka.Header{Key: "custody-dlq-reason", Value: []byte(reason)},
+		kafka.Header{Key: "custody-source-topic", Value: []byte(m.Topic)},
+		kafka.Header{Key: "custody-source-partition", Value: []byte(strconv.Itoa(m.Partition))},
+		kafka.Header{Key: "custody-source-offset", Value: []byte(strconv.FormatInt(m.Offset, 10))},
+	)}
+	err := w.retry(ctx, "write dead letter", func() error { return w.a.dlq.WriteMessages(ctx, dm) })
+	if err != nil {
+		return err
+	}
+	w.a.m.dlq.Inc()
+	w.a.log.Warn("record sent to the dead-letter topic", zap.Int("partition", m.Partition), zap.Int64("offset", m.Offset), zap.String("reason", reason))
+	return nil
+}
+
+// Close releases the Kafka clients.
+func (a *Archiver) Close() error { return a.dlq.Close() }

@@ -1,0 +1,173 @@
+package pipeline
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/custodylog/custody/archive/segment"
+)
+
+// key is what a buffer (and so a segment) holds: one retention class, one
+// event kind and one event hour, of one partition.
+type key struct {
+	class, kind string
+	hour        int64 // Unix seconds of the hour's start
+}
+
+func (k key) Hour() time.Time { return time.Unix(k.hour, 0).UTC() }
+
+// String is the key's form in the commit metadata: class/kind/yyyymmddhh.
+func (k key) String() string {
+	return k.class + "/" + k.kind + "/" + k.Hour().Format("2006010215")
+}
+
+func parseKey(s string) (key, error) {
+	parts := strings.Split(s, "/")
+	if len(parts) != 3 {
+		return key{}, fmt.Errorf("key %q is not class/kind/yyyymmddhh", s)
+	}
+	h, err := time.Parse("2006010215", parts[2])
+	if err != nil {
+		return key{}, fmt.Errorf("key %q: %v", s, err)
+	}
+	return key{class: parts[0], kind: parts[1], hour: h.Unix()}, nil
+}
+
+// buffer accumulates one key's records, in offset order, until it is cut
+// into a segment. It holds the records' bytes as they came from Kafka.
+type buffer struct {
+	key     key
+	first   int64 // offset of the first record: the segment's name
+	last    int64
+	count   int64
+	body    []byte // canonical events, one per line
+	offsets []int64
+	ix      *segment.IndexBuilder
+	minTime time.Time
+	maxTime time.Time
+	opened  time.Time // wall clock, for the age trigger
+}
+
+func newBuffer(k key, first int64, now time.Time) *buffer {
+	return &buffer{key: k, first: first, ix: segment.NewIndexBuilder(), opened: now}
+}
+
+func (b *buffer) add(offset int64, value []byte, f *fields) {
+	if b.count == 0 || f.t.Before(b.minTime) {
+		b.minTime = f.t
+	}
+	if b.count == 0 || f.t.After(b.maxTime) {
+		b.maxTime = f.t
+	}
+	b.body = append(b.body, value...)
+	b.body = append(b.body, '\n')
+	b.offsets = append(b.offsets, offset)
+	b.last = offset
+	b.count++
+	b.ix.AddIP(f.IP)
+	b.ix.Add(segment.FieldLogin, f.Login)
+	b.ix.Add(segment.FieldSession, f.Session)
+	b.ix.Add(segment.FieldRepo, f.Repo)
+	b.ix.Add(segment.FieldTenant, f.Tenant)
+	b.ix.Add(segment.FieldApp, f.App)
+}
+
+// size is the memory the buffer holds, for the memory cap.
+func (b *buffer) size() int64 {
+	return int64(cap(b.body) + 8*cap(b.offsets) + b.ix.Size())
+}
+
+func (b *buffer) meta(topic string, partition int) segment.Meta {
+	return segment.Meta{
+		Class: b.key.class, Kind: b.key.kind, Hour: b.key.Hour(), Topic: topic, Partition: int32(partition),
+		FirstOffset: b.first, LastOffset: b.last, Count: b.count, MinTime: b.minTime, MaxTime: b.maxTime,
+	}
+}
+
+// dropThrough removes the records at or below offset (already stored by
+// someone else) and returns what is left, or nil.
+func (b *buffer) dropThrough(offset int64) *buffer {
+	if b.last <= offset {
+		return nil
+	}
+	// Rebuild from the kept lines: rare (a fenced duplicate upload), so
+	// simplicity beats speed here.
+	lines := strings.SplitAfter(string(b.body), "\n")
+	nb := &buffer{key: b.key, ix: segment.NewIndexBuilder(), opened: b.opened}
+	for i, off := range b.offsets {
+		if off <= offset {
+			continue
+		}
+		var f fields
+		v := []byte(strings.TrimSuffix(lines[i], "\n"))
+		if err := extract(v, map[string]bool{b.key.class: true}, &f); err != nil {
+			// It was valid when added; the bytes did not change.
+			panic(fmt.Sprintf("pipeline: buffered record %d no longer parses: %v", off, err))
+		}
+		if nb.count == 0 {
+			nb.first = off
+		}
+		nb.add(off, v, &f)
+	}
+	return nb
+}
+
+// coverage maps each key to the highest offset known to be stored for it.
+// Every record of that key at or below it, and at or above the committed
+// offset, is in a stored segment.
+type coverage map[key]int64
+
+// encode renders the coverage still relevant at commit offset c (entries
+// at or above it) as commit metadata: "v1 class/kind/yyyymmddhh=offset ...".
+func (cv coverage) encode(c int64) string {
+	var b strings.Builder
+	b.WriteString("v1")
+	for k, off := range cv {
+		if off < c {
+			continue
+		}
+		b.WriteByte(' ')
+		b.WriteString(k.String())
+		b.WriteByte('=')
+		b.WriteString(strconv.FormatInt(off, 10))
+	}
+	return b.String()
+}
+
+// prune drops entries below the commit offset c.
+func (cv coverage) prune(c int64) {
+	for k, off := range cv {
+		if off < c {
+			delete(cv, k)
+		}
+	}
+}
+
+func decodeCoverage(s string) (coverage, error) {
+	cv := coverage{}
+	if s == "" {
+		return cv, nil
+	}
+	f := strings.Fields(s)
+	if f[0] != "v1" {
+		return nil, fmt.Errorf("commit metadata %q is not v1", s)
+	}
+	for _, e := range f[1:] {
+		ks, os, ok := strings.Cut(e, "=")
+		if !ok {
+			return nil, fmt.Errorf("commit metadata entry %q has no =", e)
+		}
+		k, err := parseKey(ks)
+		if err != nil {
+			return nil, err
+		}
+		off, err := strconv.ParseInt(os, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("commit metadata entry %q: %v", e, err)
+		}
+		cv[k] = off
+	}
+	return cv, nil
+}

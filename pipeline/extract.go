@@ -1,0 +1,130 @@
+package pipeline
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"time"
+
+	json "github.com/segmentio/encoding/json"
+
+	"github.com/custodylog/custody/ingest/event"
+)
+
+// fields are the members of a canonical event the archiver needs: where
+// the event goes (class, kind, hour) and what the segment index records.
+// The event's bytes themselves are archived as they are, never re-encoded.
+type fields struct {
+	V       int    `json:"v"`
+	ID      string `json:"id"`
+	Time    string `json:"time"`
+	Kind    string `json:"kind"`
+	Class   string `json:"class"`
+	Tenant  string `json:"tenant"`
+	App     string `json:"app"`
+	IP      string `json:"ip"`
+	Session string `json:"session"`
+	Login   string `json:"login"`
+	Repo    string `json:"repo"`
+
+	t time.Time
+}
+
+// invalidError is why a record goes to the dead-letter topic.
+type invalidError struct{ reason string }
+
+func (e *invalidError) Error() string { return e.reason }
+
+func invalid(format string, args ...any) error {
+	return &invalidError{reason: fmt.Sprintf(format, args...)}
+}
+
+var validKinds = map[string]bool{}
+
+func init() {
+	for _, k := range event.Kinds {
+		validKinds[string(k)] = true
+	}
+}
+
+// extract reads the routing and index members of one record. Records that
+// are not canonical v1 events (as ingest, the agent and the CLI write them)
+// get an *invalidError naming the problem; they go to the dead-letter
+// topic and never block their partition.
+func extract(value []byte, classes map[string]bool, f *fields) error {
+	*f = fields{}
+	if len(value) == 0 {
+		return invalid("empty record")
+	}
+	if value[0] != '{' || bytes.IndexByte(value, '\n') >= 0 {
+		return invalid("not a one-line JSON object")
+	}
+	// ZeroCopy: the strings point into value, which the buffer keeps.
+	rest, err := json.Parse(value, f, json.ZeroCopy|json.DontMatchCaseInsensitiveStructFields)
+	if err != nil {
+		return invalid("invalid JSON: %v", trimErr(err))
+	}
+	if len(bytes.TrimSpace(rest)) > 0 {
+		return invalid("data after the JSON object")
+	}
+	switch {
+	case f.V != event.Version:
+		return invalid("v is %d; want %d", f.V, event.Version)
+	case f.ID == "":
+		return invalid("id is missing")
+	case !validKinds[f.Kind]:
+		return invalid("kind %q is unknown", f.Kind)
+	case f.Tenant == "":
+		return invalid("tenant is missing")
+	case f.Class == "":
+		return invalid("class is missing")
+	case !classes[f.Class]:
+		return invalid("class %q is not a configured retention class", f.Class)
+	}
+	if f.t, err = parseTime(f.Time); err != nil {
+		return invalid("time %q is not a canonical UTC time", f.Time)
+	}
+	return nil
+}
+
+func trimErr(err error) string {
+	s := err.Error()
+	if len(s) > 120 {
+		s = s[:120] + "..."
+	}
+	return s
+}
+
+// parseTime reads the canonical layout 2006-01-02T15:04:05.000000000Z
+// without time.Parse's generality, which is most of the cost here.
+func parseTime(s string) (time.Time, error) {
+	if len(s) != len(event.TimeLayout) || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' || s[29] != 'Z' {
+		return time.Parse(time.RFC3339Nano, s)
+	}
+	n := func(i, j int) (int, bool) {
+		v := 0
+		for k := i; k < j; k++ {
+			c := s[k]
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v, true
+	}
+	y, ok1 := n(0, 4)
+	mo, ok2 := n(5, 7)
+	d, ok3 := n(8, 10)
+	h, ok4 := n(11, 13)
+	mi, ok5 := n(14, 16)
+	se, ok6 := n(17, 19)
+	ns, ok7 := n(20, 29)
+	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 59 {
+		return time.Time{}, errors.New("bad canonical time")
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, se, ns, time.UTC)
+	if t.Day() != d {
+		return time.Time{}, errors.New("bad canonical date")
+	}
+	return t, nil
+}

@@ -47,7 +47,6 @@ type Archiver struct {
 	mem         atomic.Int64 // bytes held by open buffers, all partitions
 	uploadErr   atomic.Pointer[string]
 	kafkaErr    atomic.Pointer[string]
-	assigned    sync.Map // partition -> struct{}
 	m           metrics
 	commitEvery time.Duration
 }
@@ -57,7 +56,7 @@ type metrics struct {
 	bytesIn, bytesOut, uploadErrors            prometheus.Counter
 	flushSeconds                               prometheus.Histogram
 	lag                                        *prometheus.GaugeVec
-	openBuffers, bufferBytes                   prometheus.Gauge
+	openBuffers, bufferBytes, assigned         prometheus.Gauge
 }
 
 func newMetrics() metrics {
@@ -78,11 +77,12 @@ func newMetrics() metrics {
 		lag:         prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "custody_archiver_lag_records", Help: "Records between the archiver and the end of each partition."}, []string{"partition"}),
 		openBuffers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "custody_archiver_open_buffers", Help: "Open buffers (class, kind, hour and partition)."}),
 		bufferBytes: prometheus.NewGauge(prometheus.GaugeOpts{Name: "custody_archiver_buffer_bytes", Help: "Memory held by open buffers."}),
+		assigned:    prometheus.NewGauge(prometheus.GaugeOpts{Name: "custody_archiver_assigned_partitions", Help: "Partitions this member archives."}),
 	}
 }
 
 func (m metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.consumed, m.archived, m.skipped, m.dlq, m.segments, m.bytesIn, m.bytesOut, m.uploadErrors, m.flushSeconds, m.lag, m.openBuffers, m.bufferBytes}
+	return []prometheus.Collector{m.consumed, m.archived, m.skipped, m.dlq, m.segments, m.bytesIn, m.bytesOut, m.uploadErrors, m.flushSeconds, m.lag, m.openBuffers, m.bufferBytes, m.assigned}
 }
 
 // New returns an archiver. The keyring must hold a key for every month of
@@ -206,6 +206,8 @@ func (a *Archiver) runPartition(ctx context.Context, gen *kafka.Generation, part
 		return
 	}
 	w.cov, w.next, w.committed, w.commitMD = cov, start, start, md
+	a.m.assigned.Inc()
+	defer a.m.assigned.Dec()
 	log.Info("partition started", zap.Int64("offset", start), zap.Int("coverage_entries", len(cov)))
 
 	r := kafka.NewReader(kafka.ReaderConfig{

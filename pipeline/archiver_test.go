@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest"
 
@@ -32,38 +31,6 @@ func testConfig(t testing.TB) Config {
 	c.LateFlushAge = 2 * time.Second
 	c.ShutdownTimeout = 30 * time.Second
 	return c
-}
-
-// committedAll reports whether the group has committed every partition up
-// to its end.
-func committedAll(t testing.TB, st stacktest.Stack, group, topic string, partitions int) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Transport: &kafka.Transport{}}
-	ps := make([]int, partitions)
-	var reqs []kafka.OffsetRequest
-	for i := range ps {
-		ps[i] = i
-		reqs = append(reqs, kafka.LastOffsetOf(i))
-	}
-	off, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
-	if err != nil {
-		return false
-	}
-	ends, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
-	if err != nil {
-		return false
-	}
-	end := map[int]int64{}
-	for _, p := range ends.Topics[topic] {
-		end[p.Partition] = p.LastOffset
-	}
-	for _, p := range off.Topics[topic] {
-		if p.CommittedOffset < end[p.Partition] {
-			return false
-		}
-	}
-	return true
 }
 
 // TestArchiveEndToEnd archives events of every kind, class and hour
@@ -98,7 +65,7 @@ func TestArchiveEndToEnd(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	deadline := time.Now().Add(2 * time.Minute)
-	for !committedAll(t, st, cfg.GroupID, topic, 4) {
+	for !stacktest.CaughtUp(st, cfg.GroupID, topic) {
 		if time.Now().After(deadline) {
 			t.Fatal("archiver did not commit every partition within 2 minutes")
 		}
@@ -173,7 +140,7 @@ func TestReplayReproducesCut(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()
 	deadline := time.Now().Add(2 * time.Minute)
-	for !committedAll(t, st, cfg.GroupID, topic, 2) {
+	for !stacktest.CaughtUp(st, cfg.GroupID, topic) {
 		if time.Now().After(deadline) {
 			t.Fatal("archiver did not finish within 2 minutes")
 		}

@@ -2,6 +2,8 @@ package stacktest
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,4 +94,51 @@ func lastOffset(ctx context.Context, st Stack, topic string, partition int) (int
 	}
 	defer conn.Close()
 	return conn.ReadLastOffset()
+}
+
+// CaughtUp reports whether consumer group has committed every partition of
+// topic up to its end.
+func CaughtUp(st Stack, group, topic string) bool {
+	ok, _ := Progress(st, group, topic)
+	return ok
+}
+
+// Progress is CaughtUp with a description of each partition's committed
+// and end offsets, for failure messages.
+func Progress(st Stack, group, topic string) (bool, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Transport: &kafka.Transport{}, Timeout: 10 * time.Second}
+	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil || len(md.Topics) != 1 {
+		return false, fmt.Sprintf("metadata of %s: %v", topic, err)
+	}
+	var ps []int
+	var reqs []kafka.OffsetRequest
+	for _, p := range md.Topics[0].Partitions {
+		ps = append(ps, p.ID)
+		reqs = append(reqs, kafka.LastOffsetOf(p.ID))
+	}
+	off, err := cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{topic: ps}})
+	if err != nil {
+		return false, err.Error()
+	}
+	ends, err := cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return false, err.Error()
+	}
+	end := map[int]int64{}
+	for _, p := range ends.Topics[topic] {
+		end[p.Partition] = p.LastOffset
+	}
+	ok := len(off.Topics[topic]) == len(ps)
+	var b strings.Builder
+	for _, p := range off.Topics[topic] {
+		fmt.Fprintf(&b, "partition %d: committed %d of %d (%v) metadata %q\n", p.Partition, p.CommittedOffset, end[p.Partition], p.Error, p.Metadata)
+		// An empty partition has nothing to commit.
+		if p.Error != nil || p.CommittedOffset < end[p.Partition] && end[p.Partition] > 0 {
+			ok = false
+		}
+	}
+	return ok, b.String()
 }

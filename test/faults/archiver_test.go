@@ -1,0 +1,255 @@
+//go:build faults
+
+package faults
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/internal/archivetest"
+	"github.com/custodylog/custody/internal/stacktest"
+)
+
+// faultRetention keeps fault-test segments under GOVERNANCE lock, long
+// enough for archivetest's months-old events, on the throwaway stack.
+var faultRetention = archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE",
+	Classes: []archive.Class{{Name: "security", Days: 120}}}
+
+// archiveRig is one topic, one bucket and one consumer group, with the
+// configuration `custody archive run` reads for them.
+type archiveRig struct {
+	st     stacktest.Stack
+	topic  string
+	group  string
+	store  *store.Store
+	kr     *keyring.Keyring
+	dir    string
+	want   map[string]int
+	wantMu sync.Mutex
+}
+
+func newArchiveRig(t *testing.T, partitions int) *archiveRig {
+	st := stacktest.Get(t)
+	r := &archiveRig{st: st, topic: stacktest.Topic(t, st, partitions), group: stacktest.Name(t, "g"), dir: t.TempDir(), want: map[string]int{}}
+	var sc store.Config
+	r.store, sc = archivetest.NewStore(t, st, faultRetention)
+	r.kr = archivetest.Keyring(t)
+	if err := r.kr.Save(filepath.Join(r.dir, "keyring.json")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CUSTODY_S3_BUCKET", sc.Bucket)
+	t.Setenv("CUSTODY_S3_ENDPOINT", st.S3Endpoint)
+	t.Setenv("CUSTODY_KEYRING", "")
+	return r
+}
+
+// config writes a configuration for one archiver process; each gets its
+// own metrics port.
+func (r *archiveRig) config(t *testing.T, metricsPort int) string {
+	doc := fmt.Sprintf(`kafka:
+  brokers: [%s]
+  topic: %s
+  dlq_topic: %s.dlq
+crypto:
+  keyring_file: %s/keyring.json
+archive:
+  group_id: %s
+  metrics_listen: 127.0.0.1:%d
+  flush_events: 1500
+  flush_age: 1s
+  late_flush_age: 2s
+  shutdown_timeout: 30s
+retention:
+  default_class: security
+  mode: GOVERNANCE
+  classes:
+    - name: security
+      days: 120
+`, strings.Join(r.st.KafkaBrokers, ", "), r.topic, r.topic, r.dir, r.group, metricsPort)
+	p := filepath.Join(r.dir, fmt.Sprintf("archiver-%d.yaml", metricsPort))
+	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// produce sends n events named prefix-i and records them as wanted.
+func (r *archiveRig) produce(t *testing.T, n int, prefix string) {
+	got := archivetest.Produce(t, r.st, r.topic, archivetest.Events(n, prefix, []string{"security"}, time.Now().UTC()))
+	r.wantMu.Lock()
+	defer r.wantMu.Unlock()
+	for id, c := range got {
+		r.want[id] += c
+	}
+}
+
+// finish waits until the group has committed everything, stops p cleanly
+// and compares the archive with what was sent.
+func (r *archiveRig) finish(t *testing.T, procs ...*proc) archivetest.Contents {
+	deadline := time.Now().Add(90 * time.Second)
+	for !stacktest.CaughtUp(r.st, r.group, r.topic) {
+		if time.Now().After(deadline) {
+			for _, p := range procs {
+				t.Logf("archiver log:\n%s", tail(p.stderr.String()))
+			}
+			_, progress := stacktest.Progress(r.st, r.group, r.topic)
+			t.Fatalf("the archiver did not commit every partition within 4 minutes:\n%s", progress)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, p := range procs {
+		p.stop(t)
+	}
+	got := archivetest.Read(t, r.store, r.kr)
+	lost, doubled := archivetest.Compare(r.want, got)
+	if len(lost) > 0 || len(doubled) > 0 {
+		t.Fatalf("archive differs from what was sent: %d of %d lost (%.5v), %d doubled (%.5v)", len(lost), len(r.want), lost, len(doubled), doubled)
+	}
+	return got
+}
+
+func (r *archiveRig) start(t *testing.T, cfg string) *proc {
+	return start(t, "archive", "run", "--config", cfg, "--log-level", "info")
+}
+
+// TestArchiverKill9 kills the archiver with SIGKILL 24 times at random
+// moments while events keep arriving, restarting it each time. The archive
+// must then hold exactly the events sent, by ID: none lost, none twice.
+func TestArchiverKill9(t *testing.T) {
+	r := newArchiveRig(t, 6)
+	cfg := r.config(t, 19301)
+	r.produce(t, 20000, "a")
+	var producing sync.WaitGroup
+	producing.Add(1)
+	go func() {
+		defer producing.Done()
+		for i := 0; i < 8; i++ {
+			r.produce(t, 5000, fmt.Sprintf("b%d", i))
+			time.Sleep(500 * time.Millisecond) // arrivals spread over the kills
+		}
+	}()
+	for i := 0; i < 24; i++ {
+		p := r.start(t, cfg)
+		time.Sleep(time.Duration(300+rand.IntN(1700)) * time.Millisecond)
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		p.cmd.Wait()
+	}
+	producing.Wait()
+	p := r.start(t, cfg)
+	got := r.finish(t, p)
+	t.Logf("24 kill -9: %d events in %d segments, exactly as sent", got.Events, got.Segments)
+}
+
+// TestArchiverMinIOOutage stops MinIO for 30 s while the archiver works:
+// it must report not-ready, lose nothing, and catch up once MinIO is back.
+func TestArchiverMinIOOutage(t *testing.T) {
+	r := newArchiveRig(t, 3)
+	cfg := r.config(t, 19311)
+	p := r.start(t, cfg)
+	waitHTTP(t, "http://127.0.0.1:19311/healthz", 30*time.Second)
+	r.produce(t, 10000, "before")
+	stack(t, "down", "minio")
+	restarted := false
+	defer func() {
+		if !restarted {
+			stack(t, "up", "minio")
+		}
+	}()
+	down := time.Now()
+	r.produce(t, 10000, "during")
+	// Readiness must say S3 is failing while it is down.
+	sawNotReady := false
+	for time.Since(down) < 30*time.Second {
+		resp, err := http.Get("http://127.0.0.1:19311/readyz")
+		if err == nil {
+			resp.Body.Close()
+			sawNotReady = sawNotReady || resp.StatusCode == http.StatusServiceUnavailable
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	stack(t, "up", "minio")
+	restarted = true
+	if !sawNotReady {
+		t.Error("/readyz never reported 503 during a 30 s MinIO outage")
+	}
+	r.produce(t, 5000, "after")
+	got := r.finish(t, p)
+	t.Logf("MinIO down 30 s: %d events in %d segments, exactly as sent", got.Events, got.Segments)
+}
+
+// TestArchiverKafkaRestart restarts the broker under a running archiver.
+func TestArchiverKafkaRestart(t *testing.T) {
+	r := newArchiveRig(t, 3)
+	cfg := r.config(t, 19321)
+	p := r.start(t, cfg)
+	r.produce(t, 10000, "before")
+	stack(t, "down", "kafka")
+	time.Sleep(3 * time.Second) // the outage itself, not synchronisation
+	stack(t, "up", "kafka")
+	r.produce(t, 10000, "after")
+	got := r.finish(t, p)
+	t.Logf("Kafka restarted: %d events in %d segments, exactly as sent", got.Events, got.Segments)
+}
+
+// TestTwoArchivers runs two archivers in one group, kills one with SIGKILL
+// while both hold partitions and events are flowing, and lets the other
+// take over.
+func TestTwoArchivers(t *testing.T) {
+	r := newArchiveRig(t, 6)
+	a := r.start(t, r.config(t, 19331))
+	b := r.start(t, r.config(t, 19332))
+	// Both must hold partitions before the kill, or it proves nothing.
+	for _, port := range []int{19331, 19332} {
+		deadline := time.Now().Add(time.Minute)
+		for !metricAbove(fmt.Sprintf("http://127.0.0.1:%d/metrics", port), "custody_archiver_assigned_partitions", 0) {
+			if time.Now().After(deadline) {
+				t.Logf("archiver a:\n%s\narchiver b:\n%s", tail(a.stderr.String()), tail(b.stderr.String()))
+				t.Fatalf("archiver on %d never got a partition: the group did not split them", port)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	r.produce(t, 20000, "first")
+	b.cmd.Process.Signal(syscall.SIGKILL)
+	b.cmd.Wait()
+	r.produce(t, 15000, "second")
+	got := r.finish(t, a)
+	t.Logf("two archivers, one killed mid-stream: %d events in %d segments, exactly as sent", got.Events, got.Segments)
+}
+
+// metricAbove reports whether the Prometheus counter at url exceeds v.
+func metricAbove(url, name string, v float64) bool {
+	resp, err := http.Get(url)
+	if err != nil {
+		return false
+	}
+	defer resp.Body.Close()
+	var buf strings.Builder
+	b := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(b)
+		buf.Write(b[:n])
+		if err != nil {
+			break
+		}
+	}
+	for _, line := range strings.Split(buf.String(), "\n") {
+		if strings.HasPrefix(line, name+" ") {
+			var x float64
+			fmt.Sscanf(strings.TrimPrefix(line, name+" "), "%g", &x)
+			return x > v
+		}
+	}
+	return false
+}

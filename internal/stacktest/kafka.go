@@ -46,9 +46,17 @@ func ReadUntil(t testing.TB, st Stack, topic string, done func([]kafka.Message) 
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
-	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
-	if err != nil || len(md.Topics) != 1 {
-		t.Fatalf("Metadata %s: %v", topic, err)
+	var md *kafka.MetadataResponse
+	for {
+		var err error
+		md, err = cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+		if err == nil && len(md.Topics) == 1 && md.Topics[0].Error == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("Metadata %s: %v", topic, err)
+		}
+		time.Sleep(100 * time.Millisecond) // broker restarting
 	}
 	next := map[int]int64{} // per partition: next offset to read
 	var out []kafka.Message

@@ -8,7 +8,7 @@ GOTESTSUM := $(GO) run gotest.tools/gotestsum@v1.13.0
 # The stack's addresses and generated credentials, exported for the command.
 WITH_STACK := set -a; . .stack/env; set +a;
 
-.PHONY: build test test-unit test-faults run bench lint stack-up stack-down stack-status clean
+.PHONY: build test test-unit test-faults run bench bench-archive lint stack-up stack-down stack-status clean
 
 build:
 	$(GO) build -o bin/custody ./cmd/custody
@@ -52,9 +52,16 @@ bench: stack-up
 	{ uname -m; grep -m1 'model name' /proc/cpuinfo; nproc; $(GO) version; date -u; \
 	  $(WITH_STACK) $(GO) test -run '^$$' -bench . -benchmem -count 5 ./...; } | tee docs/bench/latest.txt
 
+# End-to-end archiver benchmark: 2,000,000 events through the real Kafka
+# and MinIO (docs/BENCHMARKS.md).
+bench-archive: stack-up
+	mkdir -p docs/bench
+	$(WITH_STACK) $(GO) test -tags benchend -run '^$$' -bench Archive2M -benchtime 1x -timeout 60m -v ./test/bench/ | tee docs/bench/archive-latest.txt
+
 lint:
 	$(GO) vet ./...
 	$(GO) vet -tags faults ./test/faults/
+	$(GO) vet -tags benchend ./test/bench/
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 stack-up:

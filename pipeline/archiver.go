@@ -362,7 +362,7 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 	b.add(m.Offset, m.Value, &w.f)
 	a.mem.Add(b.size() - before)
 	a.m.bufferBytes.Set(float64(a.mem.Load()))
-	if b.count >= int64(a.cfg.FlushEvents) || len(b.body) >= int(a.cfg.FlushBytes) {
+	if b.count >= int64(a.cfg.FlushEvents) || b.bodyLen >= int(a.cfg.FlushBytes) {
 		if err := w.flush(ctx, k); err != nil {
 			return err
 		}
@@ -508,7 +508,7 @@ func (w *worker) flush(ctx context.Context, k key) error {
 	sizeBefore := b.size()
 	for b != nil {
 		m := b.meta(a.kafka.Topic, w.partition)
-		var seg bytes.Buffer
+		seg := segBuffers.Get().(*bytes.Buffer)
 		var name string
 		err := w.retry(ctx, "build segment", func() error {
 			kek, err := a.keys.Current(m.Hour)
@@ -520,13 +520,12 @@ func (w *worker) flush(ctx context.Context, k key) error {
 				return err
 			}
 			seg.Reset()
-			seg.Grow(len(b.body)/5 + 4096)
-			sw, err := segment.NewWriter(&seg, m, b.ix, kek, segment.WriterOptions{})
+			sw, err := segment.NewWriter(seg, m, b.ix, kek, segment.WriterOptions{})
 			if err != nil {
 				return err
 			}
 			name = sw.Name()
-			if _, err := sw.Write(b.body); err != nil {
+			if err := b.writeBody(sw); err != nil {
 				return err
 			}
 			if err := sw.Close(); err != nil {
@@ -538,6 +537,8 @@ func (w *worker) flush(ctx context.Context, k key) error {
 			}
 			return err
 		})
+		segLen := seg.Len()
+		segBuffers.Put(seg)
 		if errors.Is(err, store.ErrExists) {
 			last, found, serr := w.stored(ctx, k, b.first)
 			if serr != nil {
@@ -551,7 +552,9 @@ func (w *worker) flush(ctx context.Context, k key) error {
 				w.cov[k] = last
 			}
 			a.m.skipped.Add(float64(min(b.count, countThrough(b, last))))
+			old := b
 			b = b.dropThrough(last)
+			old.release()
 			continue
 		}
 		if err != nil {
@@ -559,9 +562,10 @@ func (w *worker) flush(ctx context.Context, k key) error {
 		}
 		a.m.segments.Inc()
 		a.m.archived.Add(float64(b.count))
-		a.m.bytesIn.Add(float64(len(b.body)))
-		a.m.bytesOut.Add(float64(seg.Len()))
+		a.m.bytesIn.Add(float64(b.bodyLen))
+		a.m.bytesOut.Add(float64(segLen))
 		w.cov[k] = b.last
+		b.release()
 		break
 	}
 	delete(w.buffers, k)
@@ -581,6 +585,9 @@ func countThrough(b *buffer, offset int64) int64 {
 	}
 	return n
 }
+
+// segBuffers recycles the memory segments are built in before upload.
+var segBuffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // expiryMargin: events whose retention ends sooner than this are treated
 // as expired, so a segment's retain-until date is never in the past by the

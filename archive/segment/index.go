@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash"
+	"hash/maphash"
 	"math"
 	"net/netip"
 	"strings"
@@ -56,50 +57,93 @@ const (
 // IndexBuilder collects the distinct values of each field of a segment's
 // events. Not safe for concurrent use.
 type IndexBuilder struct {
-	values [maxField + 1]map[string]struct{}
-	rawIPs map[string]struct{} // IP texts already added, to parse each once
-	size   int                 // bytes of distinct values held
+	seed   maphash.Seed
+	values [maxField + 1]valueSet
+	rawIPs valueSet // IP texts already added, to parse each once
 }
 
 // NewIndexBuilder returns an empty builder.
-func NewIndexBuilder() *IndexBuilder { return &IndexBuilder{} }
+func NewIndexBuilder() *IndexBuilder { return &IndexBuilder{seed: maphash.MakeSeed()} }
+
+// valueSet is a set of strings kept in one arena: a distinct value costs
+// its bytes and a map entry, not an allocation. Values are found by a
+// 64-bit hash and compared in full, so a hash collision never loses one.
+type valueSet struct {
+	seen  map[uint64]uint32 // hash -> 1 + index in spans
+	spans []span
+	arena []byte
+	extra map[string]struct{} // values whose hash was taken by another value
+}
+
+type span struct{ off, n uint32 }
+
+func (v *valueSet) value(i uint32) []byte {
+	sp := v.spans[i]
+	return v.arena[sp.off : sp.off+sp.n]
+}
+
+// add inserts s and reports whether it was new.
+func (v *valueSet) add(seed maphash.Seed, s string) bool {
+	h := maphash.String(seed, s)
+	if i, ok := v.seen[h]; ok {
+		if string(v.value(i-1)) == s {
+			return false
+		}
+		if _, ok := v.extra[s]; ok {
+			return false
+		}
+		if v.extra == nil {
+			v.extra = map[string]struct{}{}
+		}
+		v.extra[strings.Clone(s)] = struct{}{}
+		return true
+	}
+	if v.seen == nil {
+		v.seen = map[uint64]uint32{}
+	}
+	v.spans = append(v.spans, span{off: uint32(len(v.arena)), n: uint32(len(s))})
+	v.arena = append(v.arena, s...)
+	v.seen[h] = uint32(len(v.spans))
+	return true
+}
+
+func (v *valueSet) len() int { return len(v.spans) + len(v.extra) }
+
+func (v *valueSet) each(fn func([]byte)) {
+	for i := range v.spans {
+		fn(v.value(uint32(i)))
+	}
+	for s := range v.extra {
+		fn([]byte(s))
+	}
+}
+
+func (v *valueSet) size() int { return cap(v.arena) + 16*len(v.seen) + 8*cap(v.spans) }
 
 // Add records value under field. Empty values are ignored.
 func (b *IndexBuilder) Add(f Field, value string) {
 	if value == "" || f == 0 || f > maxField {
 		return
 	}
-	m := b.values[f]
-	if m == nil {
-		m = make(map[string]struct{})
-		b.values[f] = m
-	}
-	if _, ok := m[value]; !ok {
-		// A copy: the caller's string may point into a larger buffer
-		// (a Kafka record) that the builder must not keep alive.
-		m[strings.Clone(value)] = struct{}{}
-		b.size += len(value) + 16
-	}
+	b.values[f].add(b.seed, value)
 }
 
 // Size is roughly the memory the builder holds.
-func (b *IndexBuilder) Size() int { return b.size }
+func (b *IndexBuilder) Size() int {
+	n := b.rawIPs.size()
+	for i := range b.values {
+		n += b.values[i].size()
+	}
+	return n
+}
 
 // AddIP records an address under FieldIP and its /24 or /48 under
 // FieldIPPrefix. Unparseable text is ignored: ingest has already normalised
 // every IP, so this only drops what could never match a query anyway.
 func (b *IndexBuilder) AddIP(s string) {
-	if s == "" {
+	if s == "" || !b.rawIPs.add(b.seed, s) {
 		return
 	}
-	if _, seen := b.rawIPs[s]; seen {
-		return
-	}
-	if b.rawIPs == nil {
-		b.rawIPs = make(map[string]struct{})
-	}
-	b.rawIPs[strings.Clone(s)] = struct{}{}
-	b.size += len(s) + 16
 	a, err := netip.ParseAddr(s)
 	if err != nil {
 		return
@@ -122,16 +166,19 @@ func IPPrefix(a netip.Addr) netip.Prefix {
 // bloomHasher computes the keyed positions of a value. The key is derived
 // from the segment's data key, so filters reveal nothing without the KEK
 // and the same value sets different bits in different segments.
-type bloomHasher struct{ mac hash.Hash }
+type bloomHasher struct {
+	mac     hash.Hash
+	scratch []byte
+	sumBuf  [sha256.Size]byte
+}
 
 func newBloomHasher(key []byte) *bloomHasher { return &bloomHasher{mac: hmac.New(sha256.New, key)} }
 
-func (h *bloomHasher) sum(f Field, value string) (uint64, uint64) {
+func (h *bloomHasher) sum(f Field, value []byte) (uint64, uint64) {
+	h.scratch = append(append(h.scratch[:0], byte(f)), value...)
 	h.mac.Reset()
-	h.mac.Write([]byte{byte(f)})
-	h.mac.Write([]byte(value))
-	var s [sha256.Size]byte
-	h.mac.Sum(s[:0])
+	h.mac.Write(h.scratch)
+	s := h.mac.Sum(h.sumBuf[:0])
 	return binary.BigEndian.Uint64(s[0:8]), binary.BigEndian.Uint64(s[8:16]) | 1
 }
 
@@ -164,11 +211,11 @@ func (b *IndexBuilder) encode(key []byte) []byte {
 	h := newBloomHasher(key)
 	out := []byte{indexVersion, 0}
 	for f := Field(1); f <= maxField; f++ {
-		vals := b.values[f]
-		if len(vals) == 0 {
+		vals := &b.values[f]
+		if vals.len() == 0 {
 			continue
 		}
-		bits := uint64(len(vals)) * bitsPerValue
+		bits := uint64(vals.len()) * bitsPerValue
 		if bits < minBits {
 			bits = minBits
 		}
@@ -176,9 +223,7 @@ func (b *IndexBuilder) encode(key []byte) []byte {
 			bits = math.MaxUint32
 		}
 		fl := filter{k: bloomK, bits: uint32(bits), data: make([]byte, (bits+7)/8)}
-		for v := range vals {
-			fl.set(h.sum(f, v))
-		}
+		vals.each(func(v []byte) { fl.set(h.sum(f, v)) })
 		out = append(out, byte(f), fl.k)
 		out = binary.BigEndian.AppendUint32(out, fl.bits)
 		out = append(out, fl.data...)
@@ -228,7 +273,7 @@ func (ix *Index) MayContain(f Field, value string) bool {
 	if fl == nil {
 		return false
 	}
-	return fl.test(ix.hasher.sum(f, value))
+	return fl.test(ix.hasher.sum(f, []byte(value)))
 }
 
 // MayContainPrefix reports whether any address within p may be present. It

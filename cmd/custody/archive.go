@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/debug"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -112,6 +114,12 @@ point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
 			st, err := store.New(cfg.S3)
 			if err != nil {
 				return err
+			}
+			if os.Getenv("GOMEMLIMIT") == "" {
+				// Open buffers are capped at archive.memory_cap; this keeps the
+				// whole heap (buffers, segments being built, fetch buffers and
+				// garbage) within a fixed margin of it.
+				debug.SetMemoryLimit(int64(cfg.Archive.MemoryCap) + 512<<20)
 			}
 			return runService(cmd.Context(), log, cfg.Archive.MetricsListen, func(ctx context.Context, tel *telemetry.Server) error {
 				tctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -1,0 +1,164 @@
+//go:build benchend
+
+// Package bench holds the end-to-end benchmarks that need the real stack
+// and a built binary: `make bench-archive`.
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/internal/archivetest"
+	"github.com/custodylog/custody/internal/stacktest"
+)
+
+// BenchmarkArchive2M produces 2,000,000 events of about 400 bytes (the
+// mean is reported as raw-B/event) to a
+// fresh 6-partition topic, then times `custody archive run` (a separate
+// process, default flush settings) from start until it has consumed them
+// all and, on SIGTERM, flushed and committed. It reports events/s, the
+// archiver's own CPU seconds per million events (getrusage of the child)
+// and stored bytes per event. Run with -benchtime 1x.
+func BenchmarkArchive2M(b *testing.B) {
+	const total = 2000000
+	st := stacktest.Get(b)
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "custody")
+	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cmd", "custody")).CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
+	for i := 0; i < b.N; i++ {
+		topic := stacktest.Topic(b, st, 6)
+		s, sc := archivetest.NewStore(b, st, ret)
+		kr := archivetest.Keyring(b)
+		if err := kr.Save(filepath.Join(dir, "keyring.json")); err != nil {
+			b.Fatal(err)
+		}
+		rawBytes := produce(b, st, topic, total)
+		cfg := filepath.Join(dir, "custody.yaml")
+		os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka:
+  brokers: [%s]
+  topic: %s
+  dlq_topic: %s.dlq
+s3:
+  bucket: %s
+crypto:
+  keyring_file: %s/keyring.json
+archive:
+  group_id: bench-%s
+  metrics_listen: 127.0.0.1:19401
+retention:
+  mode: GOVERNANCE
+  classes: [{name: security, days: 30}]
+`, strings.Join(st.KafkaBrokers, ","), topic, topic, sc.Bucket, dir, topic)), 0o600)
+
+		b.ResetTimer()
+		start := time.Now()
+		cmd := exec.Command(bin, "archive", "run", "--config", cfg, "--log-level", "warn")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		profiled := os.Getenv("CUSTODY_BENCH_CPUPROFILE") == ""
+		for consumed(19401) < total {
+			if !profiled && consumed(19401) > 0 {
+				// Optional: a CPU profile of the archiver mid-run.
+				profiled = true
+				go exec.Command("curl", "-s", "-o", os.Getenv("CUSTODY_BENCH_CPUPROFILE"), "http://127.0.0.1:19401/debug/pprof/profile?seconds=5").Run()
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			b.Fatalf("archiver: %v\n%s", err, stderr.String())
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		ru := cmd.ProcessState.SysUsage().(*syscall.Rusage)
+		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+		var stored int64
+		for o, err := range s.List(context.Background(), "") {
+			if err != nil {
+				b.Fatal(err)
+			}
+			stored += o.Size
+		}
+		got := archivetest.Read(b, s, kr)
+		if got.Events != total {
+			b.Fatalf("archive holds %d events; want %d", got.Events, total)
+		}
+		b.ReportMetric(total/elapsed.Seconds(), "events/s")
+		b.ReportMetric(cpu/(total/1e6), "cpu-s/Mevents")
+		b.ReportMetric(float64(stored)/total, "stored-B/event")
+		b.ReportMetric(float64(rawBytes)/float64(stored), "ratio")
+		b.ReportMetric(float64(ru.Maxrss)/1024, "maxrss-MiB")
+		b.ReportMetric(float64(rawBytes)/total, "raw-B/event")
+		b.Logf("%d events (%d raw bytes) archived in %s into %d segments: %.1f CPU-s, %d bytes stored", total, rawBytes, elapsed.Round(time.Millisecond), got.Segments, cpu, stored)
+	}
+}
+
+// produce writes n ~400-byte events of the current hour and returns the
+// raw JSON bytes sent.
+func produce(b *testing.B, st stacktest.Stack, topic string, n int) int64 {
+	w := &kafka.Writer{Addr: kafka.TCP(st.KafkaBrokers...), Topic: topic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Murmur2Balancer{},
+		Compression: kafka.Zstd, BatchSize: 10000, BatchBytes: 1 << 20, BatchTimeout: 10 * time.Millisecond, Transport: &kafka.Transport{}}
+	defer w.Close()
+	now := time.Now().UTC()
+	hour := now.Truncate(time.Hour)
+	var raw int64
+	msgs := make([]kafka.Message, 0, 10000)
+	for i := 0; i < n; i++ {
+		e := event.Event{
+			ID: fmt.Sprintf("bench-%09d", i), Time: hour.Add(time.Duration(i) * time.Microsecond), Kind: event.Kinds[i%3], Class: "security",
+			Tenant: fmt.Sprintf("tenant%d", i%10), App: "shop", Source: "web", Received: now,
+			IP: netip.AddrFrom4([4]byte{203, 0, byte(i >> 8 % 256), byte(i % 256)}), Port: uint16(1024 + i%60000),
+			Session: fmt.Sprintf("sess-%08x", i*2654435761%1000003), Login: fmt.Sprintf("user%d@example.org", i%5000), Action: "success",
+			UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36",
+			Method: "GET", Path: fmt.Sprintf("/products/%d", i%20000), Status: 200,
+		}
+		line := event.AppendJSON(nil, &e)
+		v := line[:len(line)-1]
+		raw += int64(len(line))
+		msgs = append(msgs, kafka.Message{Key: []byte(e.Tenant), Value: v})
+		if len(msgs) == cap(msgs) || i == n-1 {
+			if err := w.WriteMessages(context.Background(), msgs...); err != nil {
+				b.Fatal(err)
+			}
+			msgs = msgs[:0]
+		}
+	}
+	return raw
+}
+
+func consumed(port int) float64 {
+	resp, err := httpGet(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(resp, "\n") {
+		if strings.HasPrefix(line, "custody_archiver_events_consumed_total ") {
+			var v float64
+			fmt.Sscanf(strings.TrimPrefix(line, "custody_archiver_events_consumed_total "), "%g", &v)
+			return v
+		}
+	}
+	return 0
+}

@@ -132,7 +132,7 @@ func produce(b *testing.B, st stacktest.Stack, topic string, n int) int64 {
 			IP: netip.AddrFrom4([4]byte{203, 0, byte(i >> 8 % 256), byte(i % 256)}), Port: uint16(1024 + i%60000),
 			Session: fmt.Sprintf("sess-%08x", i*2654435761%1000003), Login: fmt.Sprintf("user%d@example.org", i%5000), Action: "success",
 			UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36",
-			Method: "GET", Path: fmt.Sprintf("/products/%d", i%20000), Status: 200,
+			Method:    "GET", Path: fmt.Sprintf("/products/%d", i%20000), Status: 200,
 		}
 		line := event.AppendJSON(nil, &e)
 		v := line[:len(line)-1]

@@ -15,10 +15,15 @@ type Config struct {
 	// MaxSegmentBytes caps the decompressed size of one segment, so a
 	// decompression bomb cannot exhaust memory.
 	MaxSegmentBytes bytesize.Size `yaml:"max_segment_bytes"`
+	// MemoryBudget bounds the matches of one hour held in memory; past it
+	// they are sorted into temporary files and merged from there.
+	MemoryBudget bytesize.Size `yaml:"memory_budget"`
 }
 
 // Defaults returns the documented defaults.
-func Defaults() Config { return Config{Concurrency: 4, MaxSegmentBytes: 1 << 30} }
+func Defaults() Config {
+	return Config{Concurrency: 4, MaxSegmentBytes: 1 << 30, MemoryBudget: 256 << 20}
+}
 
 // Validate reports each problem as "key: reason".
 func (c *Config) Validate() error {
@@ -28,6 +33,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxSegmentBytes < 1<<20 {
 		errs = append(errs, fmt.Errorf("max_segment_bytes: %s is below the 1 MiB minimum", c.MaxSegmentBytes))
+	}
+	if c.MemoryBudget < 1<<20 {
+		errs = append(errs, fmt.Errorf("memory_budget: %s is below the 1 MiB minimum", c.MemoryBudget))
 	}
 	return errors.Join(errs...)
 }

@@ -54,6 +54,6 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.configPath, "config", "configs/custody.yaml", "configuration file")
 	pf.StringVar(&g.logFormat, "log-format", "json", "log format: json or console")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(newConfigCmd(g), newVersionCmd(), newKeysCmd(g), newArchiveCmd(g), newIngestCmd(g), newAgentCmd(g), newSendCmd(g), newHookCmd(g))
+	root.AddCommand(newConfigCmd(g), newVersionCmd(), newKeysCmd(g), newArchiveCmd(g), newIngestCmd(g), newAgentCmd(g), newSendCmd(g), newHookCmd(g), newQueryCmd(g))
 	return root
 }

@@ -1,0 +1,313 @@
+package query
+
+import (
+	"bufio"
+	"bytes"
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/custodylog/custody/archive/segment"
+	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/ingest/event"
+)
+
+// objects is what a query needs from the store.
+type objects interface {
+	List(ctx context.Context, prefix string) iter.Seq2[store.Object, error]
+	Get(ctx context.Context, name string) (io.ReadCloser, error)
+}
+
+// Engine runs queries over one archive. Safe for concurrent use.
+type Engine struct {
+	cfg     Config
+	src     objects
+	keys    *keyring.Keyring
+	classes []string
+}
+
+// NewEngine returns an engine over the retention classes' prefixes.
+func NewEngine(cfg Config, src objects, keys *keyring.Keyring, classes []string) *Engine {
+	return &Engine{cfg: cfg, src: src, keys: keys, classes: classes}
+}
+
+// Stats is a query's progress and outcome.
+type Stats struct {
+	Total   int64 // segments listed in the hours of the range
+	Pruned  int64 // skipped on header and index alone
+	Scanned int64 // decrypted and read
+	Matched int64 // events output (after de-duplication)
+	Dupes   int64 // events dropped as a repeated ID
+	Bytes   int64 // stored bytes fetched
+	Failed  []SegmentError
+}
+
+// SegmentError is a segment that could not be read; the query goes on.
+type SegmentError struct {
+	Name string
+	Err  error
+}
+
+func (e SegmentError) Error() string { return e.Err.Error() }
+
+// ErrStrict stops a --strict query at its first unreadable segment.
+var ErrStrict = errors.New("stopped at an unreadable segment (--strict)")
+
+// Options shape one run.
+type Options struct {
+	Limit  int  // 0: no limit
+	Strict bool // stop at the first unreadable segment
+	// Progress, if set, is called with a snapshot about five times a second.
+	Progress func(Stats)
+	// SpillDir holds sorted runs when an hour's matches exceed the memory
+	// budget; "" means the system temporary directory.
+	SpillDir string
+}
+
+// hit is one matched event.
+type hit struct {
+	t    time.Time
+	id   string
+	line []byte
+}
+
+func compareHits(a, b hit) int {
+	if c := a.t.Compare(b.t); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.id, b.id)
+}
+
+// Run streams the events matching f to emit in event-time order (ties by
+// ID), each ID once. Hours are processed one at a time; within an hour the
+// segments are fetched and read in parallel (Config.Concurrency) and their
+// matches merged, spilling sorted runs to disk past Config.MemoryBudget, so
+// memory stays bounded whatever the range. Unreadable segments are
+// reported in Stats.Failed and skipped unless opts.Strict.
+func (q *Engine) Run(ctx context.Context, f Filter, opts Options, emit func(line []byte) error) (Stats, error) {
+	if err := f.Validate(); err != nil {
+		return Stats{}, err
+	}
+	var st counters
+	stop := make(chan struct{})
+	var pw sync.WaitGroup
+	if opts.Progress != nil {
+		pw.Add(1)
+		go func() {
+			defer pw.Done()
+			t := time.NewTicker(200 * time.Millisecond)
+			defer t.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-t.C:
+					opts.Progress(st.snapshot())
+				}
+			}
+		}()
+	}
+	err := q.run(ctx, f, opts, emit, &st)
+	close(stop)
+	pw.Wait()
+	s := st.snapshot()
+	if opts.Progress != nil {
+		opts.Progress(s)
+	}
+	return s, err
+}
+
+type counters struct {
+	total, pruned, scanned, matched, dupes, bytes atomic.Int64
+	mu                                            sync.Mutex
+	failed                                        []SegmentError
+}
+
+func (c *counters) snapshot() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Stats{Total: c.total.Load(), Pruned: c.pruned.Load(), Scanned: c.scanned.Load(), Matched: c.matched.Load(),
+		Dupes: c.dupes.Load(), Bytes: c.bytes.Load(), Failed: append([]SegmentError(nil), c.failed...)}
+}
+
+var errLimit = errors.New("limit reached")
+
+func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]byte) error, st *counters) error {
+	kinds := []string{f.Kind}
+	if f.Kind == "" {
+		kinds = kinds[:0]
+		for _, k := range event.Kinds {
+			kinds = append(kinds, string(k))
+		}
+	}
+	emitted := 0
+	for h := f.From.Truncate(time.Hour); h.Before(f.To); h = h.Add(time.Hour) {
+		var names []string
+		for _, c := range q.classes {
+			for _, k := range kinds {
+				for o, err := range q.src.List(ctx, segment.HourPrefix(c, k, h)) {
+					if err != nil {
+						return err
+					}
+					names = append(names, o.Name)
+				}
+			}
+		}
+		st.total.Add(int64(len(names)))
+		hits, err := q.scanHour(ctx, f, opts, names, st)
+		if err != nil {
+			return err
+		}
+		err = hits.each(func(x hit) error {
+			if opts.Limit > 0 && emitted >= opts.Limit {
+				return errLimit
+			}
+			emitted++
+			st.matched.Add(1)
+			return emit(x.line)
+		}, st)
+		hits.close()
+		if errors.Is(err, errLimit) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanHour reads the hour's segments in parallel and collects matches.
+func (q *Engine) scanHour(ctx context.Context, f Filter, opts Options, names []string, st *counters) (*hourHits, error) {
+	hh := &hourHits{budget: int64(q.cfg.MemoryBudget), dir: opts.SpillDir}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan string)
+	var wg sync.WaitGroup
+	var firstErr error
+	var errOnce sync.Once
+	fail := func(err error) {
+		errOnce.Do(func() { firstErr = err; cancel() })
+	}
+	for i := 0; i < q.cfg.Concurrency; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range work {
+				hits, err := q.scanSegment(ctx, f, name, st)
+				if err != nil {
+					if ctx.Err() != nil {
+						return
+					}
+					st.mu.Lock()
+					st.failed = append(st.failed, SegmentError{Name: name, Err: err})
+					st.mu.Unlock()
+					if opts.Strict {
+						fail(fmt.Errorf("%w: %v", ErrStrict, err))
+						return
+					}
+					continue
+				}
+				if err := hh.add(hits); err != nil {
+					fail(err)
+					return
+				}
+			}
+		}()
+	}
+feed:
+	for _, n := range names {
+		select {
+		case work <- n:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		hh.close()
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		hh.close()
+		return nil, err
+	}
+	return hh, nil
+}
+
+// scanSegment returns the matches of one segment, sorted. A segment that
+// cannot match is abandoned after its header and index.
+func (q *Engine) scanSegment(ctx context.Context, f Filter, name string, st *counters) ([]hit, error) {
+	rc, err := q.src.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	cr := &countingReader{r: rc}
+	r, err := segment.Open(bufio.NewReaderSize(cr, 256<<10), name, q.keys, segment.ReaderOptions{MaxPlaintext: int64(q.cfg.MaxSegmentBytes)})
+	defer func() { st.bytes.Add(cr.n) }()
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	if f.prunable(r.Header(), r.Index()) {
+		st.pruned.Add(1)
+		return nil, nil
+	}
+	st.scanned.Add(1)
+	body, err := r.Body()
+	if err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(body, 256<<10)
+	var hits []hit
+	var rw row
+	for {
+		line, err := br.ReadSlice('\n')
+		if len(line) > 1 {
+			l := line[:len(line)-1]
+			t, ok, merr := f.match(l, &rw)
+			if merr != nil {
+				return nil, fmt.Errorf("segment %s: %v", name, merr)
+			}
+			if ok {
+				// Copies: l and rw's strings live in the reader's buffer.
+				hits = append(hits, hit{t: t, id: strings.Clone(rw.ID), line: bytes.Clone(l)})
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			return nil, fmt.Errorf("segment %s: event longer than 256 KiB", name)
+		}
+		if err != nil {
+			return nil, err // names the segment already
+		}
+	}
+	// Events reach Kafka roughly in time order; sorting a nearly sorted
+	// slice is cheap.
+	slices.SortFunc(hits, compareHits)
+	return hits, nil
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}

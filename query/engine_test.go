@@ -1,0 +1,292 @@
+package query
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/internal/archivetest"
+	"github.com/custodylog/custody/internal/kafkaconn"
+	"github.com/custodylog/custody/internal/stacktest"
+	"github.com/custodylog/custody/pipeline"
+)
+
+var testRetention = archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
+
+// corpus makes events of every kind around hour and day boundaries, with
+// IPv4 and IPv6 addresses at the edges of their prefixes, and a few events
+// sent twice (same ID) as an agent resending after a crash would.
+func corpus(base time.Time) []*event.Event {
+	ips := []string{"198.51.100.0", "198.51.100.255", "198.51.101.0", "203.0.113.7", "203.0.113.8",
+		"2001:db8:1::1", "2001:db8:1:ffff:ffff:ffff:ffff:ffff", "2001:db8:2::1", "2001:db8::7", "10.0.0.1"}
+	var out []*event.Event
+	for i := 0; i < 1500; i++ {
+		// Times: every 7 minutes over ~7 days, plus exact edges of hours.
+		t := base.Add(time.Duration(i) * 7 * time.Minute)
+		switch i % 10 {
+		case 3:
+			t = t.Truncate(time.Hour) // h:00:00.000000000
+		case 4:
+			t = t.Truncate(time.Hour).Add(-time.Nanosecond) // previous h:59:59.999999999
+		}
+		e := &event.Event{
+			ID: fmt.Sprintf("q-%04d", i), Time: t, Kind: event.Kinds[i%len(event.Kinds)], Class: "security",
+			Tenant: []string{"acme", "globex"}[i%2], App: []string{"shop", "blog", "api"}[i%3],
+			IP: netip.MustParseAddr(ips[i%len(ips)]), Port: uint16(1000 + i), Login: fmt.Sprintf("user%d", i%7),
+			Session: fmt.Sprintf("s%d", i%50), Repo: []string{"acme/shop", "acme/blog"}[i%2], Action: "x", Purpose: "p", Protocol: "ssh",
+			Source: "test", Received: base,
+		}
+		out = append(out, e)
+		if i%97 == 0 {
+			out = append(out, e) // resent
+		}
+	}
+	return out
+}
+
+// reference is the obvious implementation the engine must agree with.
+func reference(evs []*event.Event, f Filter) []string {
+	seen := map[string]bool{}
+	var hits []*event.Event
+	for _, e := range evs {
+		if seen[e.ID] || e.Time.Before(f.From) || !e.Time.Before(f.To) {
+			continue
+		}
+		if f.Kind != "" && string(e.Kind) != f.Kind || f.Login != "" && e.Login != f.Login || f.Tenant != "" && e.Tenant != f.Tenant ||
+			f.App != "" && e.App != f.App || f.Repo != "" && e.Repo != f.Repo || f.Session != "" && e.Session != f.Session {
+			continue
+		}
+		if f.IP != nil && !f.IP.Contains(e.IP) {
+			continue
+		}
+		seen[e.ID] = true
+		hits = append(hits, e)
+	}
+	slices.SortFunc(hits, func(a, b *event.Event) int {
+		if c := a.Time.Compare(b.Time); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	var ids []string
+	for _, e := range hits {
+		ids = append(ids, e.ID)
+	}
+	return ids
+}
+
+type fixture struct {
+	evs   []*event.Event
+	store *store.Store
+	keys  *keyring.Keyring
+	base  time.Time
+}
+
+var (
+	shared    *fixture
+	sharedErr string
+)
+
+// archiveCorpus archives the corpus through the real archiver, once for
+// all the tests of this package.
+func archiveCorpus(t *testing.T) *fixture {
+	t.Helper()
+	if shared == nil && sharedErr == "" {
+		ok := false
+		defer func() {
+			if !ok {
+				sharedErr = "the shared corpus could not be archived (see the first test's failure)"
+			}
+		}()
+		shared = buildCorpus(t)
+		ok = true
+	}
+	if sharedErr != "" {
+		t.Fatal(sharedErr)
+	}
+	return shared
+}
+
+func buildCorpus(t *testing.T) *fixture {
+	st := stacktest.Get(t)
+	base := time.Now().UTC().Add(-8 * 24 * time.Hour).Truncate(24 * time.Hour).Add(23*time.Hour + 30*time.Minute)
+	evs := corpus(base)
+	var values [][]byte
+	for _, e := range evs {
+		l := event.AppendJSON(nil, e)
+		values = append(values, l[:len(l)-1])
+	}
+	topic := stacktest.Topic(t, st, 3)
+	archivetest.Produce(t, st, topic, values)
+	s, _ := archivetest.NewStore(t, st, testRetention)
+	kr := archivetest.Keyring(t)
+	kc := kafkaconn.Defaults()
+	kc.Brokers, kc.Topic, kc.DLQTopic = st.KafkaBrokers, topic, stacktest.Topic(t, st, 1)
+	pc := pipeline.Defaults()
+	pc.GroupID, pc.MetricsListen, pc.FlushEvents, pc.FlushAge, pc.LateFlushAge = stacktest.Name(t, "g"), "127.0.0.1:0", 40, time.Second, time.Second
+	a, err := pipeline.New(pc, kc, testRetention, s, kr, zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !stacktest.CaughtUp(st, pc.GroupID, topic) {
+		if time.Now().After(deadline) {
+			t.Fatal("archiver did not finish")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	return &fixture{evs: evs, store: s, keys: kr, base: base}
+}
+
+func run(t *testing.T, eng *Engine, f Filter, opts Options) ([]string, Stats, error) {
+	t.Helper()
+	var ids []string
+	stats, err := eng.Run(context.Background(), f, opts, func(line []byte) error {
+		e, err := event.Parse(line)
+		if err != nil {
+			return err
+		}
+		ids = append(ids, e.ID)
+		return nil
+	})
+	return ids, stats, err
+}
+
+func TestQueryAgainstReference(t *testing.T) {
+	fx := archiveCorpus(t)
+	cfg := Defaults()
+	cfg.MemoryBudget = 1 << 10 // tiny: every hour's matches spill to disk and merge back
+	eng := NewEngine(cfg, fx.store, fx.keys, []string{"security"})
+	pfx := func(s string) *netip.Prefix {
+		p, err := ParseIP(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &p
+	}
+	day := fx.base.Truncate(24 * time.Hour).Add(24 * time.Hour) // a midnight inside the corpus
+	all := Filter{From: fx.base.Add(-time.Hour), To: fx.base.Add(8 * 24 * time.Hour)}
+	cases := map[string]Filter{
+		"everything":            all,
+		"one day exactly":       {From: day, To: day.Add(24 * time.Hour)},
+		"hour edges":            {From: day.Add(5 * time.Hour), To: day.Add(6 * time.Hour)},
+		"ipv4 exact":            {From: all.From, To: all.To, IP: pfx("203.0.113.7")},
+		"ipv4 mapped":           {From: all.From, To: all.To, IP: pfx("::ffff:203.0.113.7")},
+		"ipv4 /24 edges":        {From: all.From, To: all.To, IP: pfx("198.51.100.0/24")},
+		"ipv4 /23":              {From: all.From, To: all.To, IP: pfx("198.51.100.0/23")},
+		"ipv4 /8":               {From: all.From, To: all.To, IP: pfx("10.0.0.0/8")},
+		"ipv6 exact":            {From: all.From, To: all.To, IP: pfx("2001:db8::7")},
+		"ipv6 /48 edge":         {From: all.From, To: all.To, IP: pfx("2001:db8:1::/48")},
+		"ipv6 /32":              {From: all.From, To: all.To, IP: pfx("2001:db8::/32")},
+		"login":                 {From: all.From, To: all.To, Login: "user3"},
+		"kind login":            {From: all.From, To: all.To, Kind: "login"},
+		"tenant and app":        {From: all.From, To: all.To, Tenant: "globex", App: "api"},
+		"repo source changes":   {From: all.From, To: all.To, Repo: "acme/shop", Kind: "source_change"},
+		"session":               {From: all.From, To: all.To, Session: "s17"},
+		"absent login":          {From: all.From, To: all.To, Login: "nobody"},
+		"login and ip and day":  {From: day, To: day.Add(24 * time.Hour), Login: "user1", IP: pfx("2001:db8::/32")},
+		"instant at hour start": {From: day.Add(3 * time.Hour), To: day.Add(3*time.Hour + time.Nanosecond)},
+		"instant before hour":   {From: day.Add(3*time.Hour - time.Nanosecond), To: day.Add(3 * time.Hour)},
+	}
+	for name, f := range cases {
+		t.Run(name, func(t *testing.T) {
+			got, stats, err := run(t, eng, f, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := reference(fx.evs, f)
+			if strings.Join(got, ",") != strings.Join(want, ",") {
+				t.Fatalf("got %d events, want %d:\n got %.10v\nwant %.10v", len(got), len(want), got, want)
+			}
+			if len(stats.Failed) > 0 {
+				t.Fatalf("failed segments: %v", stats.Failed)
+			}
+			if name == "absent login" && stats.Scanned > stats.Total/10 {
+				t.Errorf("absent login scanned %d of %d segments; the index should skip nearly all", stats.Scanned, stats.Total)
+			}
+		})
+	}
+	got, _, err := run(t, eng, all, Options{Limit: 10})
+	if err != nil || strings.Join(got, ",") != strings.Join(reference(fx.evs, all)[:10], ",") {
+		t.Errorf("--limit 10 = %v, %v", got, err)
+	}
+}
+
+// tamper serves one segment with a flipped byte, as a damaged copy would be.
+type tamper struct {
+	objects
+	victim string
+}
+
+func (t *tamper) Get(ctx context.Context, name string) (io.ReadCloser, error) {
+	rc, err := t.objects.Get(ctx, name)
+	if err != nil || name != t.victim {
+		return rc, err
+	}
+	b, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		return nil, err
+	}
+	b[len(b)-30] ^= 1
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+func TestQueryBadSegments(t *testing.T) {
+	fx := archiveCorpus(t)
+	var victim string
+	for o, err := range fx.store.List(context.Background(), "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		victim = o.Name
+		break
+	}
+	all := Filter{From: fx.base.Add(-time.Hour), To: fx.base.Add(8 * 24 * time.Hour)}
+	eng := NewEngine(Defaults(), &tamper{objects: fx.store, victim: victim}, fx.keys, []string{"security"})
+	got, stats, err := run(t, eng, all, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stats.Failed) != 1 || stats.Failed[0].Name != victim || !strings.Contains(stats.Failed[0].Err.Error(), "authentication failed") || !strings.Contains(stats.Failed[0].Err.Error(), victim) {
+		t.Fatalf("failed = %v; want only %s, authentication failed", stats.Failed, victim)
+	}
+	if len(got) == 0 || len(got) >= len(reference(fx.evs, all)) {
+		t.Errorf("got %d events; want the others, without the victim's", len(got))
+	}
+	_, _, err = run(t, eng, all, Options{Strict: true})
+	if !errors.Is(err, ErrStrict) {
+		t.Errorf("--strict: %v; want ErrStrict", err)
+	}
+	// A keyring without the segments' keys: every segment fails, named.
+	other := archivetest.Keyring(t)
+	eng = NewEngine(Defaults(), fx.store, other, []string{"security"})
+	_, stats, _ = run(t, eng, all, Options{})
+	if len(stats.Failed) == 0 || !strings.Contains(stats.Failed[0].Err.Error(), "authentication failed") {
+		t.Errorf("foreign keyring: failed = %.2v", stats.Failed)
+	}
+	if _, _, err := run(t, eng, Filter{From: all.To, To: all.From}, Options{}); err == nil || !strings.Contains(err.Error(), "is not before") {
+		t.Errorf("reversed range: %v", err)
+	}
+}

@@ -1,0 +1,101 @@
+package query
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestHourHitsSpillAndDedupe feeds sorted runs from several goroutines
+// under a budget that forces spills, with repeated IDs, and checks the
+// merged output is sorted and each ID appears once.
+func TestHourHitsSpillAndDedupe(t *testing.T) {
+	base := time.Date(2026, 11, 29, 5, 0, 0, 0, time.UTC)
+	for _, budget := range []int64{0, 1, 4 << 10} {
+		hh := &hourHits{budget: budget, dir: t.TempDir()}
+		r := rand.New(rand.NewPCG(1, uint64(budget)))
+		var all []hit
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for g := 0; g < 8; g++ {
+			var run []hit
+			for i := 0; i < 300; i++ {
+				n := r.IntN(1000) // repeats across and within runs
+				x := hit{t: base.Add(time.Duration(n) * time.Millisecond), id: fmt.Sprintf("id-%04d", n), line: []byte(fmt.Sprintf(`{"id":"id-%04d"}`, n))}
+				run = append(run, x)
+			}
+			slices.SortFunc(run, compareHits)
+			mu.Lock()
+			all = append(all, run...)
+			mu.Unlock()
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := hh.add(run); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		wg.Wait()
+		if budget == 1 && len(hh.files) == 0 {
+			t.Fatal("a 1-byte budget did not spill")
+		}
+		var st counters
+		var got []string
+		err := hh.each(func(x hit) error {
+			got = append(got, x.id)
+			if want := fmt.Sprintf(`{"id":"%s"}`, x.id); string(x.line) != want {
+				t.Fatalf("line %q for %s", x.line, x.id)
+			}
+			return nil
+		}, &st)
+		hh.close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		slices.SortFunc(all, compareHits)
+		var want []string
+		for i, x := range all {
+			if i == 0 || x.id != all[i-1].id {
+				want = append(want, x.id)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("budget %d: merged %d IDs; want %d sorted and distinct", budget, len(got), len(want))
+		}
+		if int(st.dupes.Load()) != len(all)-len(want) {
+			t.Errorf("budget %d: %d dupes counted; want %d", budget, st.dupes.Load(), len(all)-len(want))
+		}
+	}
+}
+
+func TestParseTimeAndIP(t *testing.T) {
+	f := func(s string, end bool, want string) {
+		t.Helper()
+		got, err := ParseTime(s, end)
+		if err != nil || got.Format(time.RFC3339Nano) != want {
+			t.Errorf("ParseTime(%q, %v) = %v, %v; want %s", s, end, got, err, want)
+		}
+	}
+	f("2026-11-03", false, "2026-11-03T00:00:00Z")
+	f("2026-11-03", true, "2026-11-04T00:00:00Z")
+	f("2026-11-03T05:00:00+02:00", true, "2026-11-03T03:00:00Z")
+	if _, err := ParseTime("last week", false); err == nil {
+		t.Error("ParseTime(last week) accepted")
+	}
+	for in, want := range map[string]string{"203.0.113.7": "203.0.113.7/32", "::ffff:203.0.113.7": "203.0.113.7/32", "fe80::1%eth0": "fe80::1/128",
+		"198.51.100.77/24": "198.51.100.0/24", "::ffff:198.51.100.0/120": "198.51.100.0/24", "2001:db8::/32": "2001:db8::/32"} {
+		p, err := ParseIP(in)
+		if err != nil || p.String() != want {
+			t.Errorf("ParseIP(%q) = %v, %v; want %s", in, p, err, want)
+		}
+	}
+	for _, bad := range []string{"", "999.1.1.1", "10.0.0.0/33", "::ffff:0:0/90", "host"} {
+		if _, err := ParseIP(bad); err == nil {
+			t.Errorf("ParseIP(%q) accepted", bad)
+		}
+	}
+}

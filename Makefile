@@ -32,18 +32,15 @@ test-faults:
 test-unit:
 	$(GO) test -short -count=1 ./...
 
-# The main job: stack up, keys and bucket ready, then custody ingest in the
-# foreground (Ctrl-C stops it; make stack-down stops Kafka and MinIO).
+# The main job: stack up, keys and bucket ready, then custody ingest and
+# custody archive run with a small synthetic workload sent through them, and
+# a query to copy. Ctrl-C stops the services; make stack-down stops Kafka
+# and MinIO.
 run: build stack-up
 	$(WITH_STACK) bin/custody config check --config configs/custody.yaml
 	$(WITH_STACK) bin/custody keys generate --config configs/custody.yaml
 	$(WITH_STACK) bin/custody archive init --config configs/custody.yaml
-	@echo
-	@echo "Send an event from another shell:"
-	@echo "  curl -H \"Authorization: Bearer \$$(cat .stack/secrets/ingest-token-local)\" --data-binary '{\"kind\":\"login\",\"tenant\":\"acme\",\"login\":\"alice\",\"ip\":\"203.0.113.7\",\"action\":\"success\"}' http://127.0.0.1:8080/v1/events"
-	@echo "Read it back: kcat -b 127.0.0.1:9092 -C -t custody.events -o beginning -e"
-	@echo
-	$(WITH_STACK) bin/custody ingest --config configs/custody.yaml --log-format console
+	scripts/run
 
 # Benchmarks, the end-to-end ones against the real stack. Raw output goes to
 # docs/bench/latest.txt; docs/BENCHMARKS.md holds the reviewed medians.

@@ -1,11 +1,13 @@
 package query
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
 	"time"
+	"unsafe"
 
 	json "github.com/segmentio/encoding/json"
 
@@ -128,13 +130,98 @@ type row struct {
 	Repo    string `json:"repo"`
 }
 
-// match reports whether line passes the filter, and its time and ID.
+// canonicalPrefix starts every event Custody stores (docs/EVENTS.md §6).
+var canonicalPrefix = []byte(`{"v":1,`)
+
+// fastRow reads the members of a canonical line in one pass instead of
+// parsing it as general JSON. It relies on the canonical form
+// (docs/EVENTS.md §6): a flat object of strings, numbers and booleans with
+// "attrs", the only nested member, last. It stops at "attrs", and gives up
+// (ok false, the caller parses the line) on anything else, such as a
+// string holding an escape.
+func fastRow(line []byte, r *row) bool {
+	if !bytes.HasPrefix(line, canonicalPrefix) {
+		return false
+	}
+	p := len(canonicalPrefix)
+	for p < len(line) {
+		if line[p] != '"' {
+			return false
+		}
+		k := bytes.IndexByte(line[p+1:], '"')
+		if k < 0 || p+k+3 >= len(line) || line[p+k+2] != ':' {
+			return false
+		}
+		name := line[p+1 : p+1+k]
+		p += k + 3
+		if string(name) == "attrs" {
+			return true
+		}
+		if line[p] == '"' {
+			e := bytes.IndexByte(line[p+1:], '"')
+			if e < 0 {
+				return false
+			}
+			v := line[p+1 : p+1+e]
+			if bytes.IndexByte(v, '\\') >= 0 {
+				return false
+			}
+			switch string(name) {
+			case "id":
+				r.ID = unsafeString(v)
+			case "time":
+				r.Time = unsafeString(v)
+			case "kind":
+				r.Kind = unsafeString(v)
+			case "tenant":
+				r.Tenant = unsafeString(v)
+			case "app":
+				r.App = unsafeString(v)
+			case "ip":
+				r.IP = unsafeString(v)
+			case "login":
+				r.Login = unsafeString(v)
+			case "session":
+				r.Session = unsafeString(v)
+			case "repo":
+				r.Repo = unsafeString(v)
+			}
+			p += e + 2
+		} else {
+			// A number or a boolean: up to the next separator.
+			e := bytes.IndexAny(line[p:], ",}")
+			if e < 0 {
+				return false
+			}
+			p += e
+		}
+		switch {
+		case p < len(line) && line[p] == ',':
+			p++
+		case p == len(line)-1 && line[p] == '}':
+			return true
+		default:
+			return false
+		}
+	}
+	return false
+}
+
+// unsafeString views b as a string without copying; the caller must not
+// keep it beyond b's lifetime (fastRow's results are used, then dropped).
+func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
+
+// match reports whether line passes the filter, and its time and ID. The
+// row's strings point into line.
 func (f *Filter) match(line []byte, r *row) (time.Time, bool, error) {
 	*r = row{}
-	if _, err := json.Parse(line, r, json.ZeroCopy); err != nil {
-		return time.Time{}, false, fmt.Errorf("stored event is not JSON: %v", err)
+	if !fastRow(line, r) {
+		*r = row{}
+		if _, err := json.Parse(line, r, json.ZeroCopy); err != nil {
+			return time.Time{}, false, fmt.Errorf("stored event is not JSON: %v", err)
+		}
 	}
-	t, err := time.Parse(time.RFC3339Nano, r.Time)
+	t, err := parseCanonicalTime(r.Time)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("stored event %s has time %q", r.ID, r.Time)
 	}
@@ -152,4 +239,28 @@ func (f *Filter) match(line []byte, r *row) (time.Time, bool, error) {
 		}
 	}
 	return t, true, nil
+}
+
+// parseCanonicalTime reads 2006-01-02T15:04:05.000000000Z by position, and
+// anything else with time.Parse.
+func parseCanonicalTime(s string) (time.Time, error) {
+	if len(s) != 30 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' || s[29] != 'Z' {
+		return time.Parse(time.RFC3339Nano, s)
+	}
+	n := func(i, j int) int {
+		v := 0
+		for k := i; k < j; k++ {
+			c := s[k]
+			if c < '0' || c > '9' {
+				return -1
+			}
+			v = v*10 + int(c-'0')
+		}
+		return v
+	}
+	y, mo, d, h, mi, se, ns := n(0, 4), n(5, 7), n(8, 10), n(11, 13), n(14, 16), n(17, 19), n(20, 29)
+	if y < 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 || se < 0 || se > 59 || ns < 0 {
+		return time.Parse(time.RFC3339Nano, s)
+	}
+	return time.Date(y, time.Month(mo), d, h, mi, se, ns, time.UTC), nil
 }

@@ -1,0 +1,145 @@
+package query
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"iter"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/custodylog/custody/archive/segment"
+	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/ingest/event"
+)
+
+// memObjects holds segments in memory, so the benchmarks measure the
+// query's own work (decrypt, decompress, filter, merge), not the network.
+type memObjects struct {
+	names []string
+	data  map[string][]byte
+}
+
+func (m *memObjects) List(_ context.Context, prefix string) iter.Seq2[store.Object, error] {
+	return func(yield func(store.Object, error) bool) {
+		for _, n := range m.names {
+			if strings.HasPrefix(n, prefix) && !yield(store.Object{Name: n, Size: int64(len(m.data[n]))}, nil) {
+				return
+			}
+		}
+	}
+}
+
+func (m *memObjects) Get(_ context.Context, name string) (io.ReadCloser, error) {
+	return io.NopCloser(bytes.NewReader(m.data[name])), nil
+}
+
+// benchArchive builds one day of n connection events (~400 bytes each) as
+// segments of 50,000 events, spread over the 24 hours.
+func benchArchive(b *testing.B, n int) (*memObjects, *keyring.Keyring, time.Time) {
+	kr := keyring.New()
+	day := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	kr.Generate(time.Now(), "2026-11", "2026-11")
+	kek, _ := kr.Current(day)
+	m := &memObjects{data: map[string][]byte{}}
+	perHour := n / 24
+	const perSeg = 50000
+	off := int64(0)
+	for h := 0; h < 24; h++ {
+		hour := day.Add(time.Duration(h) * time.Hour)
+		for start := 0; start < perHour; start += perSeg {
+			cnt := min(perSeg, perHour-start)
+			ix := segment.NewIndexBuilder()
+			var body bytes.Buffer
+			var first, last time.Time
+			for i := 0; i < cnt; i++ {
+				k := h*perHour + start + i
+				t := hour.Add(time.Duration(i) * time.Hour / time.Duration(cnt+1))
+				if i == 0 {
+					first = t
+				}
+				last = t
+				e := event.Event{ID: fmt.Sprintf("b-%08d", k), Time: t, Kind: event.KindConnection, Class: "security", Tenant: fmt.Sprintf("t%d", k%10),
+					App: "shop", IP: netip.AddrFrom4([4]byte{10, byte(k >> 16), byte(k >> 8), byte(k)}), Port: uint16(1024 + k%60000),
+					Session: fmt.Sprintf("s%07d", k%400000), Login: fmt.Sprintf("user%d", k%5000), Method: "GET", Path: fmt.Sprintf("/p/%d", k%9000),
+					Status: 200, UserAgent: "Mozilla/5.0 (X11; Linux x86_64) Chrome/126.0 Safari/537.36", Source: "web", Received: t}
+				body.Write(event.AppendJSON(nil, &e))
+				ix.AddIP(e.IP.String())
+				ix.Add(segment.FieldLogin, e.Login)
+				ix.Add(segment.FieldSession, e.Session)
+				ix.Add(segment.FieldTenant, e.Tenant)
+				ix.Add(segment.FieldApp, e.App)
+			}
+			meta := segment.Meta{Class: "security", Kind: "connection", Hour: hour, Topic: "bench", Partition: 0,
+				FirstOffset: off, LastOffset: off + int64(cnt) - 1, Count: int64(cnt), MinTime: first, MaxTime: last}
+			off += int64(cnt)
+			var seg bytes.Buffer
+			w, err := segment.NewWriter(&seg, meta, ix, kek, segment.WriterOptions{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			w.Write(body.Bytes())
+			if err := w.Close(); err != nil {
+				b.Fatal(err)
+			}
+			m.names = append(m.names, w.Name())
+			m.data[w.Name()] = seg.Bytes()
+		}
+	}
+	return m, kr, day
+}
+
+func benchRun(b *testing.B, eng *Engine, f Filter, n int) Stats {
+	var st Stats
+	for b.Loop() {
+		var err error
+		st, err = eng.Run(context.Background(), f, Options{}, func([]byte) error { return nil })
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "events/s")
+	return st
+}
+
+// BenchmarkFullScan reads every event of a day of 1,000,000 (a filter that
+// the index cannot prune and nothing matches), on one core.
+func BenchmarkFullScan(b *testing.B) {
+	const n = 1000000
+	m, kr, day := benchArchive(b, n)
+	cfg := Defaults()
+	cfg.Concurrency = 1
+	eng := NewEngine(cfg, m, kr, []string{"security"})
+	b.ReportAllocs()
+	st := benchRun(b, eng, Filter{From: day, To: day.Add(24 * time.Hour), Kind: "connection", IP: ptr(netip.MustParsePrefix("192.168.0.0/16"))}, n)
+	if st.Scanned != st.Total || st.Matched != 0 {
+		b.Fatalf("scanned %d of %d, matched %d: the benchmark did not scan everything", st.Scanned, st.Total, st.Matched)
+	}
+}
+
+// BenchmarkNeedle looks for one IP in the same day, with the index
+// pruning segments and without (the ratio is the index's worth).
+func BenchmarkNeedle(b *testing.B) {
+	const n = 1000000
+	m, kr, day := benchArchive(b, n)
+	cfg := Defaults()
+	cfg.Concurrency = 1
+	f := Filter{From: day, To: day.Add(24 * time.Hour), IP: ptr(netip.MustParsePrefix("10.7.161.32/32"))}
+	for _, prune := range []bool{true, false} {
+		b.Run(fmt.Sprintf("index=%v", prune), func(b *testing.B) {
+			eng := NewEngine(cfg, m, kr, []string{"security"})
+			eng.noPrune = !prune
+			st := benchRun(b, eng, f, n)
+			if st.Matched != 1 {
+				b.Fatalf("matched %d; want the one event with that IP", st.Matched)
+			}
+			b.ReportMetric(float64(st.Scanned), "segments-read")
+		})
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

@@ -319,23 +319,34 @@ func (a *Archiver) fetchCommitted(ctx context.Context, partition int) (int64, co
 func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 	a := w.a
 	a.m.consumed.Inc()
-	w.next = m.Offset + 1
+	// w.next moves past a record only once it is buffered, known stored or
+	// dead-lettered: the commit offset derives from it, and a record that
+	// failed half-way (a cancelled existence check, say) must be read again.
 	if err := extract(m.Value, a.classes, &w.f); err != nil {
 		var inv *invalidError
 		if !errors.As(err, &inv) {
 			return err
 		}
-		return w.deadLetter(ctx, m, inv.reason)
+		if err := w.deadLetter(ctx, m, inv.reason); err != nil {
+			return err
+		}
+		w.next = m.Offset + 1
+		return nil
 	}
 	k := key{class: w.f.Class, kind: w.f.Kind, hour: w.f.t.Truncate(time.Hour).Unix()}
 	if until := a.retention[k.class].RetainUntil(k.Hour()); until.Before(a.now().Add(expiryMargin)) {
 		// Past its retention already: storing it would keep it longer
 		// than the law allows, and object lock would refuse the date.
-		return w.deadLetter(ctx, m, fmt.Sprintf("event time %s is past the %d-day retention of class %s (expired %s)",
-			w.f.Time, a.retention[k.class].Days, k.class, until.Format(time.RFC3339)))
+		if err := w.deadLetter(ctx, m, fmt.Sprintf("event time %s is past the %d-day retention of class %s (expired %s)",
+			w.f.Time, a.retention[k.class].Days, k.class, until.Format(time.RFC3339))); err != nil {
+			return err
+		}
+		w.next = m.Offset + 1
+		return nil
 	}
 	if last, ok := w.cov[k]; ok && m.Offset <= last {
 		a.m.skipped.Inc()
+		w.next = m.Offset + 1
 		return nil
 	}
 	b := w.buffers[k]
@@ -352,6 +363,7 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 		if found {
 			w.cov[k] = last
 			a.m.skipped.Inc()
+			w.next = m.Offset + 1
 			return nil
 		}
 		b = newBuffer(k, m.Offset, a.now())
@@ -360,6 +372,7 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 	}
 	before := b.size()
 	b.add(m.Offset, m.Value, &w.f)
+	w.next = m.Offset + 1
 	a.mem.Add(b.size() - before)
 	a.m.bufferBytes.Set(float64(a.mem.Load()))
 	if b.count >= int64(a.cfg.FlushEvents) || b.bodyLen >= int(a.cfg.FlushBytes) {

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/ingest/event"
 	"github.com/custodylog/custody/internal/archivetest"
 	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/stacktest"
@@ -162,3 +163,84 @@ func TestReplayReproducesCut(t *testing.T) {
 
 // testLogger logs through t, so a failing test shows what the archiver did.
 func testLogger(t testing.TB) *zap.Logger { return zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)) }
+
+// TestMemoryCapManyHours spreads events over ~200 event hours so that
+// hundreds of buffers are open at once, with a memory cap far below what
+// they would hold: the open buffers must never exceed the cap by more than
+// one event per partition, and the archive must still be exact.
+func TestMemoryCapManyHours(t *testing.T) {
+	st := stacktest.Get(t)
+	topic := stacktest.Topic(t, st, 2)
+	now := time.Now().UTC()
+	var values [][]byte
+	for i, v := range archivetest.Events(6000, "mem", []string{"security"}, now) {
+		if i%2 == 0 {
+			// Rewrite half the events into one of 200 hours of the last 9 days.
+			e, err := event.Parse(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e.Time = now.Add(-time.Duration(1+i%200) * time.Hour)
+			l := event.AppendJSON(nil, e)
+			v = l[:len(l)-1]
+		}
+		values = append(values, v)
+	}
+	want := archivetest.Produce(t, st, topic, values)
+	s, _ := archivetest.NewStore(t, st, testRetention)
+	kr := archivetest.Keyring(t)
+	kc := kafkaconn.Defaults()
+	kc.Brokers, kc.Topic, kc.DLQTopic = st.KafkaBrokers, topic, stacktest.Topic(t, st, 1)
+	cfg := testConfig(t)
+	cfg.FlushEvents, cfg.FlushAge, cfg.LateFlushAge = 1<<30, time.Hour, time.Hour // only the cap cuts
+	cfg.MemoryCap = 2 << 20                                                       // far below what 200+ open buffers would hold
+	a, err := New(cfg, kc, testRetention, s, kr, testLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var peak int64
+	deadline := time.Now().Add(2 * time.Minute)
+	for testutil.ToFloat64(a.m.consumed) < float64(len(values)) {
+		peak = max(peak, a.mem.Load())
+		if time.Now().After(deadline) {
+			t.Fatal("archiver did not consume everything")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	<-done
+	a.Close()
+	// The last records may have been read but not stored when the run was
+	// stopped (they are not committed either): a second run picks them up.
+	cfg2 := cfg
+	cfg2.FlushAge, cfg2.LateFlushAge = time.Second, time.Second
+	a2, err := New(cfg2, kc, testRetention, s, kr, zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	go func() { done <- a2.Run(ctx2) }()
+	for !stacktest.CaughtUp(st, cfg.GroupID, topic) {
+		if time.Now().After(deadline) {
+			t.Fatal("second run did not catch up")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel2()
+	<-done
+	a2.Close()
+	// One event and its index entries may land before the cut, per partition.
+	if limit := int64(cfg.MemoryCap) + 2*(firstChunk+64<<10); peak > limit {
+		t.Errorf("open buffers peaked at %d bytes; the cap is %d", peak, cfg.MemoryCap)
+	}
+	got := archivetest.Read(t, s, kr)
+	lost, doubled := archivetest.Compare(want, got)
+	if len(lost) > 0 || len(doubled) > 0 {
+		t.Fatalf("%d lost (%v), %d doubled", len(lost), lost, len(doubled))
+	}
+	t.Logf("peak open-buffer memory %d bytes under a %d cap; %d events in %d segments", peak, cfg.MemoryCap, got.Events, got.Segments)
+
+}

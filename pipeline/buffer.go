@@ -45,8 +45,9 @@ type buffer struct {
 	first   int64 // offset of the first record: the segment's name
 	last    int64
 	count   int64
-	body    [][]byte // canonical events, one per line, in chunks of bodyChunk
+	body    [][]byte // canonical events, one per line, in chunks up to bodyChunk
 	bodyLen int
+	bodyCap int
 	offsets []int64
 	ix      *segment.IndexBuilder
 	minTime time.Time
@@ -58,6 +59,9 @@ type buffer struct {
 // chunks instead of doubling one slice, which would copy every byte again
 // at each growth and hold twice the memory while it does.
 const bodyChunk = 1 << 20
+
+// firstChunk is the size of a buffer's first chunk.
+const firstChunk = 16 << 10
 
 func newBuffer(k key, first int64, now time.Time) *buffer {
 	return &buffer{key: k, first: first, ix: segment.NewIndexBuilder(), opened: now}
@@ -72,11 +76,23 @@ func (b *buffer) add(offset int64, value []byte, f *fields) {
 	}
 	n := len(value) + 1
 	if len(b.body) == 0 || cap(b.body[len(b.body)-1])-len(b.body[len(b.body)-1]) < n {
-		if n <= bodyChunk {
-			b.body = append(b.body, (*chunks.Get().(*[]byte))[:0])
+		// Chunks start small and double up to bodyChunk, so that hundreds of
+		// buffers of late hours, each holding a few events, stay cheap.
+		size := bodyChunk
+		if len(b.body) > 0 {
+			size = min(bodyChunk, 2*cap(b.body[len(b.body)-1]))
 		} else {
-			b.body = append(b.body, make([]byte, 0, n))
+			size = firstChunk
 		}
+		switch {
+		case n > size:
+			b.body = append(b.body, make([]byte, 0, n))
+		case size == bodyChunk:
+			b.body = append(b.body, (*chunks.Get().(*[]byte))[:0])
+		default:
+			b.body = append(b.body, make([]byte, 0, size))
+		}
+		b.bodyCap += cap(b.body[len(b.body)-1])
 	}
 	c := &b.body[len(b.body)-1]
 	*c = append(*c, value...)
@@ -95,7 +111,7 @@ func (b *buffer) add(offset int64, value []byte, f *fields) {
 
 // size is the memory the buffer holds, for the memory cap.
 func (b *buffer) size() int64 {
-	return int64(len(b.body)*bodyChunk + 8*cap(b.offsets) + b.ix.Size())
+	return int64(b.bodyCap + 8*cap(b.offsets) + b.ix.Size())
 }
 
 // chunks recycles body chunks: a fresh megabyte costs page faults and

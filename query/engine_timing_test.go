@@ -3,6 +3,7 @@ package query
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -143,3 +144,58 @@ func BenchmarkNeedle(b *testing.B) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// TestDecompressBombBounded: a segment whose body inflates past
+// query.max_segment_bytes fails alone, named, without being read to the end.
+func TestDecompressBombBounded(t *testing.T) {
+	kr := keyring.New()
+	kr.Generate(time.Now(), "2026-11", "2026-11")
+	kek, _ := kr.Get("2026-11.v1")
+	hour := time.Date(2026, 11, 28, 5, 0, 0, 0, time.UTC)
+	line := fmt.Sprintf(`{"v":1,"id":"bomb","time":"%s","kind":"login","class":"security","tenant":"t","attrs":{"pad":"%s"}}`+"\n",
+		event.FormatTime(hour), strings.Repeat("A", 8000))
+	const n = 4000 // 32 MB of plaintext, a few KB compressed
+	m := segment.Meta{Class: "security", Kind: "login", Hour: hour, Topic: "b", FirstOffset: 0, LastOffset: n - 1, Count: n, MinTime: hour, MaxTime: hour}
+	var seg bytes.Buffer
+	w, err := segment.NewWriter(&seg, m, nil, kek, segment.WriterOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		w.Write([]byte(line))
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if seg.Len() > 1<<20 {
+		t.Fatalf("bomb segment is %d bytes; the test needs a small one", seg.Len())
+	}
+	objs := &memObjects{names: []string{w.Name()}, data: map[string][]byte{w.Name(): seg.Bytes()}}
+	cfg := Defaults()
+	cfg.MaxSegmentBytes = 1 << 20
+	eng := NewEngine(cfg, objs, kr, []string{"security"})
+	stats, err := eng.Run(context.Background(), Filter{From: hour, To: hour.Add(time.Hour)}, Options{}, func([]byte) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stats.Failed) != 1 || !errors.Is(stats.Failed[0].Err, segment.ErrTooLarge) || !strings.Contains(stats.Failed[0].Err.Error(), w.Name()) {
+		t.Fatalf("failed = %v; want the segment, exceeding the size cap", stats.Failed)
+	}
+}
+
+type brokenStore struct{ memObjects }
+
+func (b *brokenStore) List(context.Context, string) iter.Seq2[store.Object, error] {
+	return func(yield func(store.Object, error) bool) {
+		yield(store.Object{}, errors.New("cannot list custody-archive/security/: dial tcp 127.0.0.1:9000: connection refused"))
+	}
+}
+
+func TestUnreachableStore(t *testing.T) {
+	eng := NewEngine(Defaults(), &brokenStore{}, keyring.New(), []string{"security"})
+	day := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	_, err := eng.Run(context.Background(), Filter{From: day, To: day.Add(time.Hour)}, Options{}, func([]byte) error { return nil })
+	if err == nil || !strings.Contains(err.Error(), "connection refused") {
+		t.Fatalf("Run with an unreachable store: %v; want the listing error", err)
+	}
+}

@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"time"
 
@@ -81,7 +80,7 @@ func extract(value []byte, classes map[string]bool, f *fields) error {
 	case !classes[f.Class]:
 		return invalid("class %q is not a configured retention class", f.Class)
 	}
-	if f.t, err = parseTime(f.Time); err != nil {
+	if f.t, err = event.ParseTime(f.Time); err != nil {
 		return invalid("time %q is not a canonical UTC time", f.Time)
 	}
 	return nil
@@ -93,38 +92,4 @@ func trimErr(err error) string {
 		s = s[:120] + "..."
 	}
 	return s
-}
-
-// parseTime reads the canonical layout 2006-01-02T15:04:05.000000000Z
-// without time.Parse's generality, which is most of the cost here.
-func parseTime(s string) (time.Time, error) {
-	if len(s) != len(event.TimeLayout) || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' || s[29] != 'Z' {
-		return time.Parse(time.RFC3339Nano, s)
-	}
-	n := func(i, j int) (int, bool) {
-		v := 0
-		for k := i; k < j; k++ {
-			c := s[k]
-			if c < '0' || c > '9' {
-				return 0, false
-			}
-			v = v*10 + int(c-'0')
-		}
-		return v, true
-	}
-	y, ok1 := n(0, 4)
-	mo, ok2 := n(5, 7)
-	d, ok3 := n(8, 10)
-	h, ok4 := n(11, 13)
-	mi, ok5 := n(14, 16)
-	se, ok6 := n(17, 19)
-	ns, ok7 := n(20, 29)
-	if !(ok1 && ok2 && ok3 && ok4 && ok5 && ok6 && ok7) || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 59 {
-		return time.Time{}, errors.New("bad canonical time")
-	}
-	t := time.Date(y, time.Month(mo), d, h, mi, se, ns, time.UTC)
-	if t.Day() != d {
-		return time.Time{}, errors.New("bad canonical date")
-	}
-	return t, nil
 }

@@ -221,7 +221,7 @@ func (f *Filter) match(line []byte, r *row) (time.Time, bool, error) {
 			return time.Time{}, false, fmt.Errorf("stored event is not JSON: %v", err)
 		}
 	}
-	t, err := parseCanonicalTime(r.Time)
+	t, err := event.ParseTime(r.Time)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("stored event %s has time %q", r.ID, r.Time)
 	}
@@ -239,28 +239,4 @@ func (f *Filter) match(line []byte, r *row) (time.Time, bool, error) {
 		}
 	}
 	return t, true, nil
-}
-
-// parseCanonicalTime reads 2006-01-02T15:04:05.000000000Z by position, and
-// anything else with time.Parse.
-func parseCanonicalTime(s string) (time.Time, error) {
-	if len(s) != 30 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':' || s[19] != '.' || s[29] != 'Z' {
-		return time.Parse(time.RFC3339Nano, s)
-	}
-	n := func(i, j int) int {
-		v := 0
-		for k := i; k < j; k++ {
-			c := s[k]
-			if c < '0' || c > '9' {
-				return -1
-			}
-			v = v*10 + int(c-'0')
-		}
-		return v
-	}
-	y, mo, d, h, mi, se, ns := n(0, 4), n(5, 7), n(8, 10), n(11, 13), n(14, 16), n(17, 19), n(20, 29)
-	if y < 0 || mo < 1 || mo > 12 || d < 1 || d > 31 || h < 0 || h > 23 || mi < 0 || mi > 59 || se < 0 || se > 59 || ns < 0 {
-		return time.Parse(time.RFC3339Nano, s)
-	}
-	return time.Date(y, time.Month(mo), d, h, mi, se, ns, time.UTC), nil
 }

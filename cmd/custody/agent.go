@@ -35,11 +35,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 		Short: "Tail log files (JSON lines, combined access logs, sshd auth logs) into Kafka",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadValid(cmd, g)
-			if err != nil {
-				return err
-			}
-			log, err := telemetry.NewLogger(g.logFormat, g.logLevel)
+			cfg, log, err := setup(cmd, g)
 			if err != nil {
 				return err
 			}
@@ -55,10 +51,9 @@ func newAgentCmd(g *globals) *cobra.Command {
 					return err
 				}
 				defer sink.Close()
-				a, err := agent.New(cfg.Agent, agent.Options{
-					DefaultClass: cfg.Retention.DefaultClass, Classes: classSet(cfg), MaxEventBytes: int(cfg.Ingest.MaxEventBytes),
-					MaxFutureSkew: cfg.Ingest.MaxFutureSkew, LateAfter: cfg.Ingest.LateAfter,
-				}, sink, log, tel.Registry)
+				eo := eventOptions(cfg, cfg.Agent.Name)
+				a, err := agent.New(cfg.Agent, agent.Options{DefaultClass: eo.DefaultClass, Classes: eo.Classes,
+					MaxEventBytes: eo.MaxEventBytes, MaxFutureSkew: eo.MaxFutureSkew, LateAfter: eo.LateAfter}, sink, log, tel.Registry)
 				if err != nil {
 					return err
 				}
@@ -126,19 +121,14 @@ Bad lines are reported on stderr by line number; the others are sent. Exits
 1 if any line was rejected.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadValid(cmd, g)
-			if err != nil {
-				return err
-			}
-			log, err := telemetry.NewLogger(g.logFormat, g.logLevel)
+			cfg, log, err := setup(cmd, g)
 			if err != nil {
 				return err
 			}
 			if source == "" {
 				source = "send@" + cfg.Agent.Name
 			}
-			o := event.Options{Source: source, DefaultClass: cfg.Retention.DefaultClass, Classes: classSet(cfg),
-				MaxEventBytes: int(cfg.Ingest.MaxEventBytes), MaxFutureSkew: cfg.Ingest.MaxFutureSkew, LateAfter: cfg.Ingest.LateAfter}
+			o := eventOptions(cfg, source)
 			recs, rejected, err := readEvents(cmd.InOrStdin(), cmd.ErrOrStderr(), o)
 			if err != nil {
 				return err

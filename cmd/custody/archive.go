@@ -98,11 +98,7 @@ segments holding the records below them are stored; after a crash at any
 point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadValid(cmd, g)
-			if err != nil {
-				return err
-			}
-			log, err := telemetry.NewLogger(g.logFormat, g.logLevel)
+			cfg, log, err := setup(cmd, g)
 			if err != nil {
 				return err
 			}

@@ -15,7 +15,6 @@ import (
 
 	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/ingest/event"
-	"github.com/custodylog/custody/internal/telemetry"
 )
 
 // pushEnv is who pushed, as the git server tells a hook. docs/EVENTS.md
@@ -132,11 +131,7 @@ Events Kafka does not take wait in agent.outbox_dir; the push is never
 blocked for more than a few seconds.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadValid(cmd, g)
-			if err != nil {
-				return err
-			}
-			log, err := telemetry.NewLogger(g.logFormat, g.logLevel)
+			cfg, log, err := setup(cmd, g)
 			if err != nil {
 				return err
 			}
@@ -154,8 +149,7 @@ blocked for more than a few seconds.`,
 			if err != nil {
 				return err
 			}
-			o := event.Options{Source: "git-hook@" + cfg.Agent.Name, DefaultClass: cfg.Retention.DefaultClass, Classes: classSet(cfg),
-				MaxEventBytes: int(cfg.Ingest.MaxEventBytes), MaxFutureSkew: cfg.Ingest.MaxFutureSkew, LateAfter: cfg.Ingest.LateAfter}
+			o := eventOptions(cfg, "git-hook@"+cfg.Agent.Name)
 			var recs []ingest.Record
 			for _, l := range lines {
 				e, err := event.Decode(l, o)

@@ -26,11 +26,7 @@ and answers 202 only once Kafka acknowledged every event (acks=all) or the
 event is fsynced in the disk spool. See docs/EVENTS.md and docs/INGEST.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadValid(cmd, g)
-			if err != nil {
-				return err
-			}
-			log, err := telemetry.NewLogger(g.logFormat, g.logLevel)
+			cfg, log, err := setup(cmd, g)
 			if err != nil {
 				return err
 			}

@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
 
 	"github.com/custodylog/custody/archive/store"
@@ -130,7 +131,7 @@ func runQuery(cmd *cobra.Command, g *globals, q queryFlags) error {
 	if tty {
 		opts.Progress = func(s query.Stats) {
 			fmt.Fprintf(errw, "\rsegments %d/%d scanned, %d skipped by index; %d events matched; %s read   ",
-				s.Scanned, s.Total, s.Pruned, s.Matched, humanBytes(s.Bytes))
+				s.Scanned, s.Total, s.Pruned, s.Matched, humanize.IBytes(uint64(s.Bytes)))
 		}
 	}
 	stats, runErr := eng.Run(ctx, f, opts, emit)
@@ -181,7 +182,7 @@ func recordAccess(ctx context.Context, cfg *config.Config, g *globals, q queryFl
 	if err != nil {
 		return err
 	}
-	e, err := event.Decode(b, event.Options{Source: "query@" + cfg.Agent.Name, DefaultClass: cfg.Retention.DefaultClass, Classes: classSet(cfg)})
+	e, err := event.Decode(b, eventOptions(cfg, "query@"+cfg.Agent.Name))
 	if err != nil {
 		return err
 	}
@@ -269,16 +270,4 @@ func isTerminal(w io.Writer) bool {
 	}
 	fi, err := f.Stat()
 	return err == nil && fi.Mode()&os.ModeCharDevice != 0
-}
-
-func humanBytes(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -155,3 +155,21 @@ func TestDeriveID(t *testing.T) {
 		t.Errorf("derived IDs %q and %q differ for the same line", x.ID, y.ID)
 	}
 }
+
+func TestParseTime(t *testing.T) {
+	for _, s := range []string{"2026-11-29T05:00:00.123456789Z", "2028-02-29T23:59:59.999999999Z", "2026-11-29T05:00:00+02:00", "2026-11-29T05:00:00.5Z"} {
+		want, err := time.Parse(time.RFC3339Nano, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ParseTime(s)
+		if err != nil || !got.Equal(want) || got.Location() != time.UTC && got.Equal(got.UTC()) == false {
+			t.Errorf("ParseTime(%q) = %v, %v; want %v", s, got, err, want)
+		}
+	}
+	for _, bad := range []string{"2026-02-30T00:00:00.000000000Z", "2026-13-01T00:00:00.000000000Z", "2026-11-29T24:00:00.000000000Z", "2026-11-29T05:00:00.00000000xZ", "x"} {
+		if _, err := ParseTime(bad); err == nil {
+			t.Errorf("ParseTime(%q) accepted", bad)
+		}
+	}
+}

@@ -66,8 +66,6 @@ func readPushEnv(getenv func(string) string) pushEnv {
 	return p
 }
 
-const zeroCommit = "0000000000000000000000000000000000000000"
-
 // pushEvents turns post-receive lines ("<old> <new> <ref>") into
 // source_change events, as JSON for event.Decode.
 func pushEvents(r io.Reader, now time.Time, tenant, app string, p pushEnv) ([][]byte, error) {

@@ -28,6 +28,11 @@ type objects interface {
 	Get(ctx context.Context, name string) (io.ReadCloser, error)
 }
 
+// committer commits offsets with metadata on behalf of a group member.
+type committer interface {
+	OffsetCommit(ctx context.Context, req *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error)
+}
+
 // Archiver is `custody archive run`: a member of the consumer group that
 // cuts its partitions into segments. See docs/PIPELINE.md for the protocol.
 type Archiver struct {
@@ -41,6 +46,8 @@ type Archiver struct {
 	log       *zap.Logger
 	dialer    *kafka.Dialer
 	client    *kafka.Client
+	// committer is client, except in unit tests of the cut logic.
+	committer committer
 	dlq       *kafka.Writer
 	now       func() time.Time
 
@@ -104,6 +111,7 @@ func New(cfg Config, kc kafkaconn.Config, ret archive.Retention, st objects, key
 			Transport: tr, BatchTimeout: time.Millisecond, MaxAttempts: 3},
 		now: time.Now, m: newMetrics(), commitEvery: 2 * time.Second,
 	}
+	a.committer = a.client
 	a.retention = map[string]archive.Class{}
 	for _, c := range ret.Classes {
 		a.classes[c.Name] = true
@@ -629,7 +637,7 @@ func (w *worker) commit(ctx context.Context) error {
 	if c == w.committed && md == w.commitMD {
 		return nil
 	}
-	resp, err := w.a.client.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
+	resp, err := w.a.committer.OffsetCommit(ctx, &kafka.OffsetCommitRequest{
 		GroupID: w.a.cfg.GroupID, GenerationID: int(w.gen.ID), MemberID: w.gen.MemberID,
 		Topics: map[string][]kafka.OffsetCommit{w.a.kafka.Topic: {{Partition: w.partition, Offset: c, Metadata: md}}},
 	})

@@ -1,0 +1,224 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/archive/segment"
+	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/internal/kafkaconn"
+)
+
+// memStore is an in-memory stand-in for the S3 store, for unit tests of
+// the cut logic; the integration tests use MinIO.
+type memStore struct {
+	mu      sync.Mutex
+	objects map[string][]byte
+}
+
+func (m *memStore) Put(_ context.Context, name string, r io.Reader, _ int64, _ store.Lock) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.objects[name]; ok {
+		return store.ErrExists
+	}
+	m.objects[name] = b
+	return nil
+}
+
+func (m *memStore) Get(_ context.Context, name string) (io.ReadCloser, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.objects[name]
+	if !ok {
+		return nil, store.ErrNotFound
+	}
+	return io.NopCloser(bytes.NewReader(b)), nil
+}
+
+type okCommitter struct{ offsets []int64 }
+
+func (c *okCommitter) OffsetCommit(_ context.Context, req *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error) {
+	for _, ps := range req.Topics {
+		for _, p := range ps {
+			c.offsets = append(c.offsets, p.Offset)
+		}
+	}
+	return &kafka.OffsetCommitResponse{}, nil
+}
+
+// TestLateStreamSegmentsBounded feeds one event a minute for ten hours of
+// a steady late stream (events three days old, all for one old hour) mixed
+// with current events, on a simulated clock. The old hour must get one
+// segment per late_flush_age (an hour), not one per flush_age.
+func TestLateStreamSegmentsBounded(t *testing.T) {
+	kr := keyring.New()
+	start := time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
+	kr.Generate(start, "2026-11", "2026-11")
+	ms := &memStore{objects: map[string][]byte{}}
+	cfg := Defaults()
+	cfg.FlushAge, cfg.LateFlushAge = 5*time.Minute, time.Hour
+	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
+	a, err := New(cfg, kafkaconn.Defaults(), ret, ms, kr, zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &okCommitter{}
+	a.committer = c
+	now := start
+	a.now = func() time.Time { return now }
+	w := &worker{a: a, gen: &kafka.Generation{}, partition: 0, buffers: map[key]*buffer{}, cov: coverage{}}
+	lateHour := start.Add(-72 * time.Hour)
+	ctx := context.Background()
+	const minutes = 600
+	for m := 0; m < minutes; m++ {
+		now = start.Add(time.Duration(m) * time.Minute)
+		for j, ts := range []time.Time{lateHour.Add(time.Duration(m%60) * time.Second), now} {
+			e := event.Event{ID: fmt.Sprintf("e-%d-%d", m, j), Time: ts, Kind: event.KindLogin, Class: "security", Tenant: "t", Login: "u"}
+			l := event.AppendJSON(nil, &e)
+			if err := w.handle(ctx, kafka.Message{Offset: int64(2*m + j), Value: l[:len(l)-1]}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := w.tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	late, current := 0, 0
+	for name := range ms.objects {
+		if strings.Contains(name, lateHour.Format("2006/01/02/15")+"/") {
+			late++
+		} else {
+			current++
+		}
+	}
+	// 600 minutes of late events, cut every hour: 10 (plus the open one).
+	if late < 9 || late > 11 {
+		t.Errorf("the late hour has %d segments after %d minutes of a steady late stream; want about %d (one per late_flush_age)", late, minutes, minutes/60)
+	}
+	// Current events are cut every flush_age (the next event, a minute
+	// later, opens the next buffer): one segment per 6 simulated minutes.
+	if current < minutes/6-5 || current > minutes/5+5 {
+		t.Errorf("current hours have %d segments; want about %d (one per flush_age)", current, minutes/6)
+	}
+	if len(c.offsets) == 0 || c.offsets[len(c.offsets)-1] <= 0 {
+		t.Errorf("no progress committed: %v", c.offsets)
+	}
+	t.Logf("late hour: %d segments; current hours: %d segments; %d commits", late, current, len(c.offsets))
+}
+
+// TestStaleWriterFenced plays a stale member and the partition's new
+// owner over one store: each cuts the same records at different points,
+// uploads race under If-None-Match, and the loser adopts the winner's cut.
+// Every record must end up in exactly one segment.
+func TestStaleWriterFenced(t *testing.T) {
+	kr := keyring.New()
+	now := time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
+	kr.Generate(now, "2026-11", "2026-11")
+	ms := &memStore{objects: map[string][]byte{}}
+	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
+	newWorker := func() *worker {
+		a, err := New(Defaults(), kafkaconn.Defaults(), ret, ms, kr, zap.NewNop(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.committer = &okCommitter{}
+		a.now = func() time.Time { return now }
+		return &worker{a: a, gen: &kafka.Generation{}, buffers: map[key]*buffer{}, cov: coverage{}}
+	}
+	msg := func(off int) kafka.Message {
+		e := event.Event{ID: fmt.Sprintf("r-%d", off), Time: now.Add(-time.Duration(30-off) * time.Second), Kind: event.KindLogin, Class: "security", Tenant: "t"}
+		l := event.AppendJSON(nil, &e)
+		return kafka.Message{Offset: int64(off), Value: l[:len(l)-1]}
+	}
+	ctx := context.Background()
+	feed := func(w *worker, from, to int) {
+		for o := from; o < to; o++ {
+			if err := w.handle(ctx, msg(o)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	flushAll := func(w *worker) {
+		for k := range w.buffers {
+			if err := w.flush(ctx, k); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	stale, owner := newWorker(), newWorker()
+	feed(stale, 0, 10) // the stale member holds 0-9, unflushed
+	feed(owner, 0, 15)
+	flushAll(owner) // the owner stores +0 = [0, 14]
+	flushAll(stale) // refused: adopts [0, 14], drops its 0-9
+	feed(stale, 10, 20)
+	feed(owner, 15, 20)
+	flushAll(stale) // skipped 10-14 (covered), stores +15 = [15, 19]
+	flushAll(owner) // refused at +15: adopts the stale member's cut
+	seen := map[string]int{}
+	for name, b := range ms.objects {
+		h, err := openHeader(b, name, kr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, id := range h {
+			seen[id]++
+		}
+	}
+	for o := 0; o < 20; o++ {
+		if n := seen[fmt.Sprintf("r-%d", o)]; n != 1 {
+			t.Errorf("record %d is in %d segments; want exactly 1", o, n)
+		}
+	}
+	if len(ms.objects) != 2 {
+		t.Errorf("%d segments; want 2 (+0 and +15)", len(ms.objects))
+	}
+	// Both refused uploads were adopted: the stale member dropped 0-9 and
+	// skipped 10-14, the owner dropped 15-19.
+	if s, o := testutil.ToFloat64(stale.a.m.skipped), testutil.ToFloat64(owner.a.m.skipped); s != 15 || o != 5 {
+		t.Errorf("skipped: stale %v, owner %v; want 15 and 5", s, o)
+	}
+}
+
+// openHeader returns the IDs a stored segment holds.
+func openHeader(b []byte, name string, kr *keyring.Keyring) ([]string, error) {
+	r, err := segment.Open(bytes.NewReader(b), name, kr, segment.ReaderOptions{})
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	body, err := r.Body()
+	if err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	for _, l := range bytes.Split(bytes.TrimSuffix(data, []byte{'\n'}), []byte{'\n'}) {
+		e, err := event.Parse(l)
+		if err != nil {
+			return nil, err
+		}
+		ids = append(ids, e.ID)
+	}
+	return ids, nil
+}

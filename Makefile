@@ -43,7 +43,7 @@ run: build stack-up
 	scripts/run
 
 # Benchmarks, the end-to-end ones against the real stack. Raw output goes to
-# docs/bench/latest.txt; docs/BENCHMARKS.md holds the reviewed medians.
+# docs/bench/ (not committed); docs/BENCHMARKS.md holds the reviewed medians.
 bench: stack-up
 	mkdir -p docs/bench
 	{ uname -m; grep -m1 'model name' /proc/cpuinfo; nproc; $(GO) version; date -u; \

@@ -276,7 +276,7 @@ func (s *Server) parse(body io.Reader, tok *token, limit int64) ([]Record, Respo
 				reject(lineNo, fe.Field, fe.Reason)
 			} else {
 				s.redacted.Add(float64(e.Redacted))
-				recs = append(recs, Record{Key: []byte(e.Tenant), Value: trimNewline(event.AppendJSON(nil, e))})
+				recs = append(recs, RecordOf(e))
 				resp.Accepted++
 			}
 		}
@@ -308,5 +308,3 @@ func (s *Server) parse(body io.Reader, tok *token, limit int64) ([]Record, Respo
 	}
 	return recs, resp, 0
 }
-
-func trimNewline(b []byte) []byte { return b[:len(b)-1] }

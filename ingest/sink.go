@@ -11,6 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
+	"github.com/custodylog/custody/ingest/event"
 	"github.com/custodylog/custody/ingest/spool"
 	"github.com/custodylog/custody/internal/kafkaconn"
 )
@@ -96,6 +97,13 @@ func NewSink(cfg kafkaconn.Config, sp *spool.Spool, log *zap.Logger, o SinkOptio
 		}
 	}
 	return s, nil
+}
+
+// RecordOf is the Kafka record of an event: keyed by tenant, the
+// canonical encoding without its trailing newline as the value.
+func RecordOf(e *event.Event) Record {
+	b := event.AppendJSON(nil, e)
+	return Record{Key: []byte(e.Tenant), Value: b[:len(b)-1]}
 }
 
 func messages(recs []Record) []kafka.Message {

@@ -61,21 +61,7 @@ func TestArchiveEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer a.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !stacktest.CaughtUp(st, cfg.GroupID, topic) {
-		if time.Now().After(deadline) {
-			t.Fatal("archiver did not commit every partition within 2 minutes")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	runUntilCaughtUp(t, a, st, topic)
 
 	got := archivetest.Read(t, s, kr)
 	lost, doubled := archivetest.Compare(want, got)
@@ -137,19 +123,7 @@ func TestReplayReproducesCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !stacktest.CaughtUp(st, cfg.GroupID, topic) {
-		if time.Now().After(deadline) {
-			t.Fatal("archiver did not finish within 2 minutes")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	cancel()
-	<-done
-	a.Close()
+	runUntilCaughtUp(t, a, st, topic)
 	if skipped+testutil.ToFloat64(a.m.skipped) == 0 {
 		t.Fatal("no record was ever skipped as already stored: the runs did not overlap, so replay was not exercised")
 	}
@@ -221,17 +195,7 @@ func TestMemoryCapManyHours(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx2, cancel2 := context.WithCancel(context.Background())
-	go func() { done <- a2.Run(ctx2) }()
-	for !stacktest.CaughtUp(st, cfg.GroupID, topic) {
-		if time.Now().After(deadline) {
-			t.Fatal("second run did not catch up")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	cancel2()
-	<-done
-	a2.Close()
+	runUntilCaughtUp(t, a2, st, topic)
 	// One event and its index entries may land before the cut, per partition.
 	if limit := int64(cfg.MemoryCap) + 2*(firstChunk+64<<10); peak > limit {
 		t.Errorf("open buffers peaked at %d bytes; the cap is %d", peak, cfg.MemoryCap)
@@ -243,4 +207,29 @@ func TestMemoryCapManyHours(t *testing.T) {
 	}
 	t.Logf("peak open-buffer memory %d bytes under a %d cap; %d events in %d segments", peak, cfg.MemoryCap, got.Events, got.Segments)
 
+}
+
+// runUntilCaughtUp runs a until its group has committed every partition of
+// topic (polling, within 2 minutes), then stops it as SIGTERM would:
+// flush, commit, leave. It closes a.
+func runUntilCaughtUp(t *testing.T, a *Archiver, st stacktest.Stack, topic string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	deadline := time.Now().Add(2 * time.Minute)
+	for !stacktest.CaughtUp(st, a.cfg.GroupID, topic) {
+		if time.Now().After(deadline) {
+			cancel()
+			<-done
+			_, progress := stacktest.Progress(st, a.cfg.GroupID, topic)
+			t.Fatalf("archiver did not commit every partition within 2 minutes:\n%s", progress)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
 }

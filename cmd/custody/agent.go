@@ -51,9 +51,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 					return err
 				}
 				defer sink.Close()
-				eo := eventOptions(cfg, cfg.Agent.Name)
-				a, err := agent.New(cfg.Agent, agent.Options{DefaultClass: eo.DefaultClass, Classes: eo.Classes,
-					MaxEventBytes: eo.MaxEventBytes, MaxFutureSkew: eo.MaxFutureSkew, LateAfter: eo.LateAfter}, sink, log, tel.Registry)
+				a, err := agent.New(cfg.Agent, eventOptions(cfg, cfg.Agent.Name), sink, log, tel.Registry)
 				if err != nil {
 					return err
 				}
@@ -77,6 +75,22 @@ func newAgentCmd(g *globals) *cobra.Command {
 			})
 		},
 	}
+}
+
+// submitOutbox delivers recs from a one-shot command: to Kafka, or to the
+// outbox spool when Kafka does not take them in time. It first sends what
+// earlier runs left in the outbox, and returns the bytes still waiting there.
+func submitOutbox(ctx context.Context, cfg *config.Config, log *zap.Logger, recs []ingest.Record) (int64, error) {
+	sink, sp, err := outbox(ctx, cfg, log)
+	if err != nil {
+		return 0, err
+	}
+	defer sp.Close()
+	defer sink.Close()
+	if err := sink.Submit(ctx, recs); err != nil {
+		return sp.Size(), err
+	}
+	return sp.Size(), nil
 }
 
 // outbox opens the spool of the one-shot commands, waiting while another
@@ -135,16 +149,11 @@ Bad lines are reported on stderr by line number; the others are sent. Exits
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 2*time.Minute)
 			defer cancel()
-			sink, sp, err := outbox(ctx, cfg, log)
+			waiting, err := submitOutbox(ctx, cfg, log, recs)
 			if err != nil {
-				return err
-			}
-			defer sp.Close()
-			defer sink.Close()
-			if err := sink.Submit(ctx, recs); err != nil {
 				return fmt.Errorf("%d events not kept: %w", len(recs), err)
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "custody send: %d events kept (%d bytes wait in the outbox), %d lines rejected\n", len(recs), sp.Size(), rejected)
+			fmt.Fprintf(cmd.ErrOrStderr(), "custody send: %d events kept (%d bytes wait in the outbox), %d lines rejected\n", len(recs), waiting, rejected)
 			if rejected > 0 {
 				return exitError{1}
 			}
@@ -168,7 +177,7 @@ func readEvents(r io.Reader, errw io.Writer, o event.Options) ([]ingest.Record, 
 				fmt.Fprintf(errw, "line %d: %v\n", n, derr)
 				rejected++
 			} else {
-				recs = append(recs, ingest.Record{Key: []byte(e.Tenant), Value: trimNewline(event.AppendJSON(nil, e))})
+				recs = append(recs, ingest.RecordOf(e))
 			}
 		}
 		if err == io.EOF {
@@ -179,5 +188,3 @@ func readEvents(r io.Reader, errw io.Writer, o event.Options) ([]ingest.Record, 
 		}
 	}
 }
-
-func trimNewline(b []byte) []byte { return b[:len(b)-1] }

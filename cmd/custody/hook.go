@@ -154,17 +154,11 @@ blocked for more than a few seconds.`,
 				if err != nil {
 					return fmt.Errorf("cannot record push: %v (set CUSTODY_TENANT, CUSTODY_REPO and the pusher's login; see custody hook git-post-receive --help)", err)
 				}
-				recs = append(recs, ingest.Record{Key: []byte(e.Tenant), Value: trimNewline(event.AppendJSON(nil, e))})
+				recs = append(recs, ingest.RecordOf(e))
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
-			sink, sp, err := outbox(ctx, cfg, log)
-			if err != nil {
-				return err
-			}
-			defer sp.Close()
-			defer sink.Close()
-			if err := sink.Submit(ctx, recs); err != nil {
+			if _, err := submitOutbox(ctx, cfg, log, recs); err != nil {
 				return fmt.Errorf("push of %d refs not recorded: %w", len(recs), err)
 			}
 			return nil

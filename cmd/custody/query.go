@@ -192,13 +192,8 @@ func recordAccess(ctx context.Context, cfg *config.Config, g *globals, q queryFl
 	}
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	sink, sp, err := outbox(ctx, cfg, log)
-	if err != nil {
-		return err
-	}
-	defer sp.Close()
-	defer sink.Close()
-	return sink.Submit(ctx, []ingest.Record{{Key: []byte(e.Tenant), Value: trimNewline(event.AppendJSON(nil, e))}})
+	_, err = submitOutbox(ctx, cfg, log, []ingest.Record{ingest.RecordOf(e)})
+	return err
 }
 
 var csvColumns = []string{"time", "id", "kind", "class", "tenant", "app", "ip", "port", "session", "login", "action", "protocol", "method", "path", "status", "repo", "ref", "old_commit", "new_commit", "user_agent", "purpose", "source"}

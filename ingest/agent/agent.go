@@ -21,19 +21,12 @@ type submitter interface {
 	Submit(ctx context.Context, recs []ingest.Record) error
 }
 
-// Options are what the agent takes from the rest of the configuration.
-type Options struct {
-	DefaultClass  string
-	Classes       map[string]bool
-	MaxEventBytes int
-	MaxFutureSkew time.Duration
-	LateAfter     time.Duration
-}
-
 // Agent tails the configured files. Run owns everything it opens.
 type Agent struct {
-	cfg  Config
-	opts Options
+	cfg Config
+	// opts is the template of every line's event.Options: limits, class
+	// and source; convert fills in the time, tenants and ID salt.
+	opts event.Options
 	sink submitter
 	log  *zap.Logger
 	loc  *time.Location
@@ -50,7 +43,7 @@ const (
 )
 
 // New returns an agent writing through sink.
-func New(cfg Config, opts Options, sink submitter, log *zap.Logger, reg prometheus.Registerer) (*Agent, error) {
+func New(cfg Config, opts event.Options, sink submitter, log *zap.Logger, reg prometheus.Registerer) (*Agent, error) {
 	loc, err := time.LoadLocation(cfg.Timezone)
 	if err != nil {
 		return nil, fmt.Errorf("agent.timezone: %w", err)
@@ -138,7 +131,7 @@ func (a *Agent) shipBatch(ctx context.Context, f File, t *tailer) (int, error) {
 			a.log.Warn("rejected line", zap.String("file", f.Path), zap.Int64("offset", l.off), zap.Error(err))
 		default:
 			a.lines.WithLabelValues(f.Path, "shipped").Inc()
-			recs = append(recs, ingest.Record{Key: []byte(e.Tenant), Value: trimNL(event.AppendJSON(nil, e))})
+			recs = append(recs, ingest.RecordOf(e))
 		}
 	}
 	backoff := 100 * time.Millisecond
@@ -163,8 +156,6 @@ func (a *Agent) shipBatch(ctx context.Context, f File, t *tailer) (int, error) {
 	}
 	return len(lines), nil
 }
-
-func trimNL(b []byte) []byte { return b[:len(b)-1] }
 
 // parsedEvent is the v1 JSON built from a parsed log line, validated and
 // redacted by event.Decode like any sender's event.
@@ -196,11 +187,9 @@ func (a *Agent) convert(f File, id fileID, l line) (*event.Event, error) {
 	for _, tn := range f.Tenants {
 		tenants[tn] = true
 	}
-	o := event.Options{
-		Now: a.now(), MaxEventBytes: a.opts.MaxEventBytes, MaxFutureSkew: a.opts.MaxFutureSkew, LateAfter: a.opts.LateAfter,
-		Source: a.cfg.Name, DefaultClass: a.opts.DefaultClass, Classes: a.opts.Classes, Tenants: tenants,
-		IDSalt: []byte(strconv.FormatUint(id.Dev, 10) + ":" + strconv.FormatUint(id.Ino, 10) + ":" + strconv.FormatInt(l.off, 10)),
-	}
+	o := a.opts
+	o.Now, o.Source, o.Tenants = a.now(), a.cfg.Name, tenants
+	o.IDSalt = []byte(strconv.FormatUint(id.Dev, 10) + ":" + strconv.FormatUint(id.Ino, 10) + ":" + strconv.FormatInt(l.off, 10))
 	var p parsedEvent
 	switch f.Format {
 	case "json":

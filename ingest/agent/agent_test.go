@@ -82,7 +82,7 @@ func newHarness(t *testing.T, files ...File) *harness {
 }
 
 func (h *harness) start() {
-	a, err := New(h.cfg, Options{DefaultClass: "security"}, h.rec, zap.NewNop(), nil)
+	a, err := New(h.cfg, event.Options{DefaultClass: "security"}, h.rec, zap.NewNop(), nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -20,7 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/custodylog/custody/archive"
-	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/event"
 )
 
 // submitter is what the HTTP endpoint needs from a Sink.

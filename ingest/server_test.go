@@ -19,10 +19,10 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/custodylog/custody/archive"
-	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/ingest/spool"
 	"github.com/custodylog/custody/internal/kafkaconn"
-	"github.com/custodylog/custody/internal/stacktest"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
 
 const (

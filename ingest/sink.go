@@ -11,7 +11,7 @@ import (
 	"github.com/segmentio/kafka-go"
 	"go.uber.org/zap"
 
-	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/ingest/spool"
 	"github.com/custodylog/custody/internal/kafkaconn"
 )

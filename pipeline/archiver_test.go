@@ -11,10 +11,10 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/custodylog/custody/archive"
-	"github.com/custodylog/custody/ingest/event"
-	"github.com/custodylog/custody/internal/archivetest"
+	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/kafkaconn"
-	"github.com/custodylog/custody/internal/stacktest"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
 
 // testRetention keeps test segments under GOVERNANCE lock, long enough for

@@ -7,7 +7,7 @@ import (
 
 	json "github.com/segmentio/encoding/json"
 
-	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/event"
 )
 
 // fields are the members of a canonical event the archiver needs: where

@@ -17,10 +17,10 @@ import (
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
-	"github.com/custodylog/custody/ingest/event"
-	"github.com/custodylog/custody/internal/archivetest"
+	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/kafkaconn"
-	"github.com/custodylog/custody/internal/stacktest"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
 	"github.com/custodylog/custody/pipeline"
 )
 

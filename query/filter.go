@@ -12,7 +12,7 @@ import (
 	json "github.com/segmentio/encoding/json"
 
 	"github.com/custodylog/custody/archive/segment"
-	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/event"
 )
 
 // Filter is what an investigator asks for. Empty members match anything.

@@ -19,7 +19,7 @@ import (
 	"github.com/custodylog/custody/archive/segment"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/secret"
-	"github.com/custodylog/custody/internal/stacktest"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
 
 // newStore returns a Store on a fresh bucket of the real stack, initialised

@@ -15,7 +15,7 @@ import (
 
 	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/ingest/agent"
-	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/ingest/spool"
 	"github.com/custodylog/custody/internal/config"
 	"github.com/custodylog/custody/internal/telemetry"

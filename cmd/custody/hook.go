@@ -14,7 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/custodylog/custody/ingest"
-	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/event"
 )
 
 // pushEnv is who pushed, as the git server tells a hook. docs/EVENTS.md

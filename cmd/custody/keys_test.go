@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/custodylog/custody/crypto/keyring"
-	"github.com/custodylog/custody/internal/stacktest"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
 
 func writeConfig(t *testing.T, extra string) string {

@@ -20,7 +20,7 @@ import (
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/ingest"
-	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/internal/config"
 	"github.com/custodylog/custody/internal/telemetry"
 	"github.com/custodylog/custody/query"

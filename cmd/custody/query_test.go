@@ -14,9 +14,9 @@ import (
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/segment"
 	"github.com/custodylog/custody/archive/store"
-	"github.com/custodylog/custody/ingest/event"
-	"github.com/custodylog/custody/internal/archivetest"
-	"github.com/custodylog/custody/internal/stacktest"
+	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/internal/testkit/archivetest"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
 
 // TestQueryCommand writes a few segments straight into a fresh bucket and

@@ -4,7 +4,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
-	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/internal/config"
 	"github.com/custodylog/custody/internal/telemetry"
 )

@@ -12,7 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/custodylog/custody/ingest"
-	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/ingest/logparse"
 )
 

@@ -13,7 +13,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/custodylog/custody/ingest"
-	"github.com/custodylog/custody/ingest/event"
+	"github.com/custodylog/custody/event"
 )
 
 // recorder is a sink that keeps what it was given, and can refuse.

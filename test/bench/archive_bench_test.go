@@ -21,9 +21,9 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/custodylog/custody/archive"
-	"github.com/custodylog/custody/ingest/event"
-	"github.com/custodylog/custody/internal/archivetest"
-	"github.com/custodylog/custody/internal/stacktest"
+	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/internal/testkit/archivetest"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
 
 // BenchmarkArchive2M produces 2,000,000 events of about 400 bytes (the

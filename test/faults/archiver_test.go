@@ -17,8 +17,8 @@ import (
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
-	"github.com/custodylog/custody/internal/archivetest"
-	"github.com/custodylog/custody/internal/stacktest"
+	"github.com/custodylog/custody/internal/testkit/archivetest"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
 
 // faultRetention keeps fault-test segments under GOVERNANCE lock, long

@@ -21,8 +21,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/custodylog/custody/ingest/event"
-	"github.com/custodylog/custody/internal/stacktest"
+	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
 
 var (

@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custodylog/custody/ingest/event"
-	"github.com/custodylog/custody/internal/stacktest"
+	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
 
 // TestIngestKill9 kills custody ingest with SIGKILL 12 times while a client

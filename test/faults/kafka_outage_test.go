@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custodylog/custody/ingest/event"
-	"github.com/custodylog/custody/internal/stacktest"
+	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
 
 // TestKafkaOutage stops Kafka for 30 s while 50,000 events are sent, half

@@ -10,8 +10,8 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/custodylog/custody/ingest/event"
-	"github.com/custodylog/custody/internal/stacktest"
+	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
 
 // Events makes n canonical events of every kind, spread over tenants and

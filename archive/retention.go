@@ -65,6 +65,24 @@ func (r *Retention) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Names lists the class names in configuration order.
+func (r *Retention) Names() []string {
+	out := make([]string, len(r.Classes))
+	for i, c := range r.Classes {
+		out[i] = c.Name
+	}
+	return out
+}
+
+// NameSet is the set of class names.
+func (r *Retention) NameSet() map[string]bool {
+	m := make(map[string]bool, len(r.Classes))
+	for _, c := range r.Classes {
+		m[c.Name] = true
+	}
+	return m
+}
+
 // Class returns the class named name.
 func (r *Retention) Class(name string) (Class, bool) {
 	for _, c := range r.Classes {

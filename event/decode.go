@@ -4,20 +4,33 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	json "github.com/segmentio/encoding/json"
 	"net/netip"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
+
+	json "github.com/segmentio/encoding/json"
 )
+
+// ErrNotAllowed is wrapped by a FieldError when the event is well formed
+// but its sender may not send it: a tenant, kind or retention class
+// outside what its credentials allow. Callers refuse the whole request on
+// it (errors.Is), since that is a misconfigured or hostile sender.
+var ErrNotAllowed = errors.New("not allowed for this sender")
 
 // FieldError is a validation failure of one event. Field is the JSON
 // member at fault, or empty when the problem is the event as a whole.
+// Cause, when set, is a sentinel such as ErrNotAllowed.
 type FieldError struct {
 	Field  string
 	Reason string
+	Cause  error
 }
+
+// Unwrap returns the cause, for errors.Is.
+func (e *FieldError) Unwrap() error { return e.Cause }
 
 func (e *FieldError) Error() string {
 	if e.Field == "" {
@@ -45,11 +58,26 @@ type Options struct {
 	// gets the same ID and an identical line elsewhere a different one.
 	IDSalt []byte
 	// DefaultClass fills "class" when the sender gave none; Classes, if
-	// non-empty, is the set of classes a sender may name.
+	// non-empty, is the set of configured classes.
 	DefaultClass string
 	Classes      map[string]bool
 	// Tenants, if non-nil, is the set of tenants the sender may write for.
 	Tenants map[string]bool
+	// Kinds, if non-nil, is the set of kinds the sender may send.
+	Kinds map[Kind]bool
+	// AllowedClasses, if non-nil, is the set of classes the sender's
+	// events may end up in, the default class included when it applies.
+	AllowedClasses map[string]bool
+}
+
+// WithLimits returns o with the limits of the events section.
+func (o Options) WithLimits(c Config) Options {
+	o.MaxEventBytes, o.MaxFutureSkew, o.LateAfter = int(c.MaxEventBytes), c.MaxFutureSkew, c.LateAfter
+	return o
+}
+
+func notAllowed(field, format string, args ...any) *FieldError {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...), Cause: ErrNotAllowed}
 }
 
 // MaxUserAgent is the length user agents are cut to, at a rune boundary.
@@ -239,11 +267,21 @@ func (e *Event) fill(w *wire, now time.Time, o Options) error {
 	default:
 		return fieldErr("kind", "%q is not one of connection, login, source_change, activity, access_audit", w.Kind)
 	}
+	if o.Kinds != nil && !o.Kinds[e.Kind] {
+		return notAllowed("kind", "this sender may not send %s events (its credentials allow %s)", e.Kind, kindList(o.Kinds))
+	}
 	e.Class = w.Class
 	if e.Class == "" {
 		e.Class = o.DefaultClass
 	} else if len(o.Classes) > 0 && !o.Classes[e.Class] {
 		return fieldErr("class", "%q is not a configured retention class", w.Class)
+	}
+	if o.AllowedClasses != nil && !o.AllowedClasses[e.Class] {
+		how := ""
+		if w.Class == "" {
+			how = " (the default class)"
+		}
+		return notAllowed("class", "this sender may not write to retention class %q%s (its credentials allow %s)", e.Class, how, setList(o.AllowedClasses))
 	}
 	if w.Tenant == "" {
 		return fieldErr("tenant", "is required")
@@ -252,7 +290,7 @@ func (e *Event) fill(w *wire, now time.Time, o Options) error {
 		return fieldErr("tenant", "%q must be 1-128 characters of A-Z a-z 0-9 . _ - starting with a letter or digit", w.Tenant)
 	}
 	if o.Tenants != nil && !o.Tenants[w.Tenant] {
-		return &FieldError{Field: "tenant", Reason: fmt.Sprintf("this token may not write for tenant %q", w.Tenant)}
+		return notAllowed("tenant", "this sender may not write for tenant %q", w.Tenant)
 	}
 	e.Tenant = w.Tenant
 	var err error
@@ -454,4 +492,31 @@ func isHex(s string, min, max int) bool {
 		}
 	}
 	return true
+}
+
+func kindList(m map[Kind]bool) string {
+	var out []string
+	for _, k := range Kinds {
+		if m[k] {
+			out = append(out, string(k))
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ", ")
+}
+
+func setList(m map[string]bool) string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		if m[k] {
+			out = append(out, k)
+		}
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	sort.Strings(out)
+	return strings.Join(out, ", ")
 }

@@ -2,6 +2,7 @@ package event
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -89,8 +90,38 @@ func TestDecodeErrors(t *testing.T) {
 	f(`{`+base+`,"path":"`+strings.Repeat("a", 17000)+`"}`, "", "the limit is 16384")
 	o := opts()
 	o.Tenants = map[string]bool{"globex": true}
-	if _, err := Decode([]byte(`{`+base+`}`), o); err == nil || !strings.Contains(err.Error(), `this token may not write for tenant "acme"`) {
-		t.Errorf("tenant outside the token's tenants: %v", err)
+	if _, err := Decode([]byte(`{`+base+`}`), o); !errors.Is(err, ErrNotAllowed) || !strings.Contains(err.Error(), `this sender may not write for tenant "acme"`) {
+		t.Errorf("tenant outside the token's tenants: %v; want ErrNotAllowed naming acme", err)
+	}
+}
+
+// Regression test: any sender could write access_audit events (forging the
+// access log) and pick any retention class. Senders get explicit kinds and
+// classes; a refusal names what is allowed.
+func TestKindsAndClassesPerSender(t *testing.T) {
+	o := opts()
+	o.Classes = map[string]bool{"security": true, "analytics": true}
+	o.DefaultClass = "security"
+	o.Kinds = map[Kind]bool{KindLogin: true, KindConnection: true}
+	o.AllowedClasses = map[string]bool{"security": true}
+	f := func(line, field, reason string) {
+		t.Helper()
+		_, err := Decode([]byte(line), o)
+		var fe *FieldError
+		if !errors.As(err, &fe) || !errors.Is(err, ErrNotAllowed) || fe.Field != field || !strings.Contains(fe.Reason, reason) {
+			t.Errorf("Decode(%s) = %v; want ErrNotAllowed on %q containing %q", line, err, field, reason)
+		}
+	}
+	f(`{"kind":"access_audit","tenant":"acme","login":"x","action":"query","purpose":"p"}`, "kind", "may not send access_audit events (its credentials allow connection, login)")
+	f(`{"kind":"login","tenant":"acme","login":"x","action":"success","ip":"192.0.2.1","class":"analytics"}`, "class", `may not write to retention class "analytics" (its credentials allow security)`)
+	o.AllowedClasses = map[string]bool{"analytics": true}
+	f(`{"kind":"login","tenant":"acme","login":"x","action":"success","ip":"192.0.2.1"}`, "class", `class "security" (the default class)`)
+	if _, err := Decode([]byte(`{"kind":"login","tenant":"acme","login":"x","action":"success","ip":"192.0.2.1","class":"analytics"}`), o); err != nil {
+		t.Errorf("allowed kind and class refused: %v", err)
+	}
+	// An unknown class is a plain validation error, not a permission one.
+	if _, err := Decode([]byte(`{"kind":"login","tenant":"acme","login":"x","action":"success","ip":"192.0.2.1","class":"legal"}`), o); err == nil || errors.Is(err, ErrNotAllowed) {
+		t.Errorf("unknown class: %v; want a validation error that is not ErrNotAllowed", err)
 	}
 }
 

@@ -3,9 +3,10 @@ package event
 import (
 	"bytes"
 	"fmt"
-	json "github.com/segmentio/encoding/json"
 	"net/netip"
 	"time"
+
+	json "github.com/segmentio/encoding/json"
 )
 
 // stored is the canonical JSON as Custody writes it, Custody's own

@@ -1,9 +1,10 @@
 package event
 
 import (
-	json "github.com/segmentio/encoding/json"
 	"net/url"
 	"strings"
+
+	json "github.com/segmentio/encoding/json"
 )
 
 // Redaction: Custody must never store a password, secret, token, cookie,

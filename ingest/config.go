@@ -8,9 +8,10 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"strings"
-	"time"
 
+	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/internal/bytesize"
 	"github.com/custodylog/custody/internal/secret"
 )
@@ -21,26 +22,57 @@ type Config struct {
 	Listen string `yaml:"listen"`
 	// MetricsListen serves /metrics, /healthz and /readyz.
 	MetricsListen   string        `yaml:"metrics_listen"`
-	MaxEventBytes   bytesize.Size `yaml:"max_event_bytes"`
 	MaxRequestBytes bytesize.Size `yaml:"max_request_bytes"`
-	// MaxFutureSkew rejects events stamped further ahead than this.
-	MaxFutureSkew time.Duration `yaml:"max_future_skew"`
-	// LateAfter marks events older than this as late; they are still kept.
-	LateAfter time.Duration `yaml:"late_after"`
 	// SpoolDir holds the durable queue used while Kafka is unavailable.
 	SpoolDir      string        `yaml:"spool_dir"`
 	SpoolMaxBytes bytesize.Size `yaml:"spool_max_bytes"`
 	Tokens        []Token       `yaml:"tokens"`
 }
 
-// Token authorises one service to write for the listed tenants. Its value
-// comes from CUSTODY_INGEST_TOKEN_<NAME> (upper case, '-' as '_'), from
-// token_file, or from token.
+// Token authorises one service to write for the listed tenants, kinds and
+// retention classes. Its value comes from CUSTODY_INGEST_TOKEN_<NAME>
+// (upper case, '-' as '_'), from token_file, or from token.
 type Token struct {
 	Name      string        `yaml:"name"`
 	Token     secret.String `yaml:"token"`
 	TokenFile string        `yaml:"token_file"`
 	Tenants   []string      `yaml:"tenants"`
+	// Kinds the token may send; empty means every kind except
+	// access_audit, which only Custody's own readers write, so that no
+	// sender can forge an entry in the access log.
+	Kinds []string `yaml:"kinds"`
+	// Classes the token's events may go to; empty means only
+	// retention.default_class, so a sender cannot shorten (or lengthen)
+	// how long its events are kept unless it is allowed to.
+	Classes []string `yaml:"classes"`
+}
+
+// AllowedKinds is the set of kinds t may send.
+func (t Token) AllowedKinds() map[event.Kind]bool {
+	m := map[event.Kind]bool{}
+	if len(t.Kinds) == 0 {
+		for _, k := range event.Kinds {
+			m[k] = k != event.KindAccessAudit
+		}
+		return m
+	}
+	for _, k := range t.Kinds {
+		m[event.Kind(k)] = true
+	}
+	return m
+}
+
+// AllowedClasses is the set of retention classes t may write to.
+func (t Token) AllowedClasses(defaultClass string) map[string]bool {
+	m := map[string]bool{}
+	if len(t.Classes) == 0 {
+		m[defaultClass] = true
+		return m
+	}
+	for _, c := range t.Classes {
+		m[c] = true
+	}
+	return m
 }
 
 // Defaults returns the configuration for the local stack.
@@ -48,10 +80,7 @@ func Defaults() Config {
 	return Config{
 		Listen:          "127.0.0.1:8080",
 		MetricsListen:   "127.0.0.1:9464",
-		MaxEventBytes:   16 << 10,
 		MaxRequestBytes: 8 << 20,
-		MaxFutureSkew:   5 * time.Minute,
-		LateAfter:       time.Hour,
 		SpoolDir:        "../.stack/spool/ingest",
 		SpoolMaxBytes:   1 << 30,
 	}
@@ -89,17 +118,8 @@ func (c *Config) Validate() error {
 	if c.Listen != "" && c.Listen == c.MetricsListen {
 		errs = append(errs, errors.New("metrics_listen: must differ from listen"))
 	}
-	if c.MaxEventBytes < 256 {
-		errs = append(errs, fmt.Errorf("max_event_bytes: %s is below the 256 B minimum", c.MaxEventBytes))
-	}
-	if c.MaxRequestBytes < c.MaxEventBytes {
-		errs = append(errs, fmt.Errorf("max_request_bytes: %s is smaller than max_event_bytes %s", c.MaxRequestBytes, c.MaxEventBytes))
-	}
-	if c.MaxFutureSkew <= 0 {
-		errs = append(errs, fmt.Errorf("max_future_skew: %s is not a positive duration", c.MaxFutureSkew))
-	}
-	if c.LateAfter <= 0 {
-		errs = append(errs, fmt.Errorf("late_after: %s is not a positive duration", c.LateAfter))
+	if c.MaxRequestBytes < 256 {
+		errs = append(errs, fmt.Errorf("max_request_bytes: %s is below the 256 B minimum", c.MaxRequestBytes))
 	}
 	if c.SpoolDir == "" {
 		errs = append(errs, errors.New("spool_dir: is required"))
@@ -136,6 +156,39 @@ func (c *Config) Validate() error {
 		for k, tn := range t.Tenants {
 			if strings.TrimSpace(tn) == "" {
 				errs = append(errs, fmt.Errorf("tokens[%d].tenants[%d]: is empty", i, k))
+			}
+		}
+		for k, kind := range t.Kinds {
+			if !slices.Contains(event.Kinds, event.Kind(kind)) {
+				errs = append(errs, fmt.Errorf("tokens[%d].kinds[%d]: %q is not one of %s", i, k, kind, kindNames()))
+			}
+		}
+		for k, class := range t.Classes {
+			if strings.TrimSpace(class) == "" {
+				errs = append(errs, fmt.Errorf("tokens[%d].classes[%d]: is empty", i, k))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func kindNames() string {
+	var out []string
+	for _, k := range event.Kinds {
+		out = append(out, string(k))
+	}
+	return strings.Join(out, ", ")
+}
+
+// CheckClasses reports token classes that are not configured retention
+// classes: a cross-section check the composer runs when both the ingest
+// and retention sections are in use.
+func (c *Config) CheckClasses(configured map[string]bool) error {
+	var errs []error
+	for i, t := range c.Tokens {
+		for k, class := range t.Classes {
+			if class != "" && !configured[class] {
+				errs = append(errs, fmt.Errorf("tokens[%d].classes[%d]: %q is not a retention class", i, k, class))
 			}
 		}
 	}

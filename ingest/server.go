@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/event"
 )
 
@@ -29,22 +28,20 @@ type submitter interface {
 }
 
 type token struct {
-	name    string
-	digest  [sha256.Size]byte
-	tenants map[string]bool
-	slots   chan struct{} // per-token concurrency limit
+	name   string
+	digest [sha256.Size]byte
+	opts   event.Options // what the token may send: tenants, kinds, classes
+	slots  chan struct{} // per-token concurrency limit
 }
 
 // Server is the HTTP endpoint POST /v1/events.
 type Server struct {
-	cfg     Config
-	ret     archive.Retention
-	classes map[string]bool
-	sink    submitter
-	log     *zap.Logger
-	tokens  []*token
-	slots   chan struct{} // global concurrency limit
-	now     func() time.Time
+	cfg    Config
+	sink   submitter
+	log    *zap.Logger
+	tokens []*token
+	slots  chan struct{} // global concurrency limit
+	now    func() time.Time
 
 	requests *prometheus.CounterVec
 	events   *prometheus.CounterVec
@@ -58,12 +55,13 @@ const (
 	maxErrorsReported   = 100
 )
 
-// NewServer builds the endpoint. Metrics go to reg when it is not nil.
-func NewServer(cfg Config, ret archive.Retention, sink submitter, log *zap.Logger, reg prometheus.Registerer) (*Server, error) {
+// NewServer builds the endpoint. base holds the event limits, the default
+// and configured classes; each token narrows it to its own tenants, kinds
+// and classes. Metrics go to reg when it is not nil.
+func NewServer(cfg Config, base event.Options, sink submitter, log *zap.Logger, reg prometheus.Registerer) (*Server, error) {
 	s := &Server{
-		cfg: cfg, ret: ret, sink: sink, log: log, now: time.Now,
-		classes: map[string]bool{},
-		slots:   make(chan struct{}, maxInFlight),
+		cfg: cfg, sink: sink, log: log, now: time.Now,
+		slots: make(chan struct{}, maxInFlight),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_ingest_requests_total", Help: "HTTP requests to /v1/events by status code."},
 			[]string{"code"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_ingest_events_total", Help: "Events by outcome: accepted, or rejected with a reason."},
@@ -72,15 +70,13 @@ func NewServer(cfg Config, ret archive.Retention, sink submitter, log *zap.Logge
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "custody_ingest_request_duration_seconds", Help: "Time from request to response, Kafka or spool acknowledgement included.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
-	for _, c := range ret.Classes {
-		s.classes[c.Name] = true
-	}
 	for _, t := range cfg.Tokens {
-		tk := &token{name: t.Name, digest: sha256.Sum256([]byte(t.Token.Reveal())), tenants: map[string]bool{}, slots: make(chan struct{}, maxInFlightPerToken)}
+		o := base
+		o.Source, o.Tenants, o.Kinds, o.AllowedClasses = t.Name, map[string]bool{}, t.AllowedKinds(), t.AllowedClasses(base.DefaultClass)
 		for _, tn := range t.Tenants {
-			tk.tenants[tn] = true
+			o.Tenants[tn] = true
 		}
-		s.tokens = append(s.tokens, tk)
+		s.tokens = append(s.tokens, &token{name: t.Name, digest: sha256.Sum256([]byte(t.Token.Reveal())), opts: o, slots: make(chan struct{}, maxInFlightPerToken)})
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{s.requests, s.events, s.redacted, s.duration} {
@@ -106,20 +102,40 @@ type LineError struct {
 	Error string `json:"error"`
 }
 
-// Response is the JSON body of every /v1/events answer.
+// Response is the JSON body of every /v1/events answer. Every member is
+// always present (docs/EVENTS.md §8): errors is [] when there are none.
 type Response struct {
 	Accepted int         `json:"accepted"`
 	Rejected int         `json:"rejected"`
-	Errors   []LineError `json:"errors,omitempty"`
-	// Message explains a refusal of the whole request.
-	Message string `json:"message,omitempty"`
+	Errors   []LineError `json:"errors"`
+	// Message says what happened to the request as a whole.
+	Message string `json:"message"`
 }
 
 func (s *Server) reply(w http.ResponseWriter, code int, r Response) {
+	if r.Errors == nil {
+		r.Errors = []LineError{}
+	}
+	if r.Message == "" {
+		r.Message = summary(code, r)
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(r)
 	s.requests.WithLabelValues(strconv.Itoa(code)).Inc()
+}
+
+// summary is the message of an answer that has no more specific one.
+func summary(code int, r Response) string {
+	switch {
+	case code == http.StatusAccepted:
+		return fmt.Sprintf("%d events accepted", r.Accepted)
+	case code == http.StatusBadRequest && r.Accepted > 0:
+		return fmt.Sprintf("%d events accepted; %d lines rejected (listed in errors); do not resend the accepted ones", r.Accepted, r.Rejected)
+	case code == http.StatusBadRequest:
+		return fmt.Sprintf("all %d lines rejected (listed in errors)", r.Rejected)
+	}
+	return http.StatusText(code)
 }
 
 // authenticate finds the token presented as "Authorization: Bearer ...".
@@ -173,10 +189,14 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 	}
 
 	limit := int64(s.cfg.MaxRequestBytes)
-	body, err := decompress(r, http.MaxBytesReader(w, r.Body, limit))
+	raw := transportErrors{http.MaxBytesReader(w, r.Body, limit)}
+	body, err := decompress(r, raw)
 	if err != nil {
 		s.reply(w, http.StatusUnsupportedMediaType, Response{Message: err.Error()})
 		return
+	}
+	if body != io.ReadCloser(raw) {
+		body = decodeErrors{body}
 	}
 	defer body.Close()
 	recs, resp, code := s.parse(io.LimitReader(body, limit+1), tok, limit)
@@ -221,6 +241,44 @@ func decompress(r *http.Request, body io.ReadCloser) (io.ReadCloser, error) {
 	}
 }
 
+// corruptBody marks a failure to decompress the request body, as opposed
+// to a failure to read it: the answer is 415, not 400.
+type corruptBody struct{ err error }
+
+func (e *corruptBody) Error() string { return "body does not decompress: " + e.err.Error() }
+func (e *corruptBody) Unwrap() error { return e.err }
+
+// bodyError is an error reading the request body itself (its size limit,
+// a broken connection), as opposed to decompressing it.
+type bodyError struct{ err error }
+
+func (e *bodyError) Error() string { return e.err.Error() }
+func (e *bodyError) Unwrap() error { return e.err }
+
+// transportErrors marks the errors of the raw body as bodyError.
+type transportErrors struct{ io.ReadCloser }
+
+func (t transportErrors) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = &bodyError{err}
+	}
+	return n, err
+}
+
+// decodeErrors marks the decompressor's own errors as corruptBody; errors
+// of the raw body pass through with their own status.
+type decodeErrors struct{ io.ReadCloser }
+
+func (d decodeErrors) Read(p []byte) (int, error) {
+	n, err := d.ReadCloser.Read(p)
+	var be *bodyError
+	if err != nil && err != io.EOF && !errors.As(err, &be) {
+		err = &corruptBody{err}
+	}
+	return n, err
+}
+
 // parse reads NDJSON lines and decodes each. It returns the records to
 // submit, the response so far, and a non-zero status code if the whole
 // request must be refused.
@@ -232,12 +290,13 @@ func decompress(r *http.Request, body io.ReadCloser) (io.ReadCloser, error) {
 func (s *Server) parse(body io.Reader, tok *token, limit int64) ([]Record, Response, int) {
 	var resp Response
 	var recs []Record
-	maxEvent := int(s.cfg.MaxEventBytes)
-	br := bufio.NewReaderSize(body, maxEvent+2)
-	opts := event.Options{
-		Now: s.now(), MaxEventBytes: maxEvent, MaxFutureSkew: s.cfg.MaxFutureSkew, LateAfter: s.cfg.LateAfter,
-		Source: tok.name, DefaultClass: s.ret.DefaultClass, Classes: s.classes, Tenants: tok.tenants,
+	opts := tok.opts
+	opts.Now = s.now()
+	maxEvent := opts.MaxEventBytes
+	if maxEvent == 0 {
+		maxEvent = 16 << 10
 	}
+	br := bufio.NewReaderSize(body, maxEvent+2)
 	var read int64
 	reject := func(line int, field, msg string) {
 		resp.Rejected++
@@ -269,7 +328,7 @@ func (s *Server) parse(body io.Reader, tok *token, limit int64) ([]Record, Respo
 				if !errors.As(derr, &fe) {
 					fe = &event.FieldError{Reason: derr.Error()}
 				}
-				if fe != nil && fe.Field == "tenant" && strings.HasPrefix(fe.Reason, "this token may not write") {
+				if errors.Is(derr, event.ErrNotAllowed) {
 					forbidden = true
 				}
 				s.events.WithLabelValues("invalid").Inc()
@@ -291,11 +350,15 @@ func (s *Server) parse(body io.Reader, tok *token, limit int64) ([]Record, Respo
 			if errors.As(err, &mbe) {
 				return nil, Response{Message: fmt.Sprintf("request body exceeds %d bytes", mbe.Limit)}, http.StatusRequestEntityTooLarge
 			}
+			var cb *corruptBody
+			if errors.As(err, &cb) {
+				return nil, Response{Message: cb.Error() + "; nothing was accepted"}, http.StatusUnsupportedMediaType
+			}
 			return nil, Response{Message: "cannot read request body: " + err.Error()}, http.StatusBadRequest
 		}
 	}
 	if forbidden {
-		resp.Message = fmt.Sprintf("token %s may not write for some tenants in this request; nothing was accepted", tok.name)
+		resp.Message = fmt.Sprintf("token %s may not send some events of this request (tenant, kind or class; see errors); nothing was accepted", tok.name)
 		resp.Rejected += resp.Accepted
 		resp.Accepted = 0
 		return nil, resp, http.StatusForbidden

@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-
-	"github.com/custodylog/custody/archive"
 )
 
 // benchBody is one request of n connection events of about 400 bytes.
@@ -40,7 +38,7 @@ func (discard) Submit(context.Context, []Record) error { return nil }
 // reports events/s and events per CPU-second of this process (server,
 // Kafka client and HTTP clients together: an upper bound on ingest's cost).
 func runIngestBench(b *testing.B, sink submitter) {
-	srv, err := NewServer(testConfig(), archive.DefaultRetention(), sink, zap.NewNop(), nil)
+	srv, err := NewServer(testConfig(), baseOptions(), sink, zap.NewNop(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,8 +37,16 @@ type Record struct {
 // While the spool holds anything, new records go to the spool too, behind
 // the older ones, so a tenant's events reach Kafka in the order they were
 // accepted.
+//
+// Every write first makes sure the topic exists: on the first write, and
+// again after Kafka answered that it does not know the topic (deleted, or
+// Kafka was unreachable when this process started), so a producer started
+// on a fresh or unreachable cluster delivers once Kafka is back.
 type Sink struct {
 	w       *kafka.Writer
+	topics  topicEnsurer
+	topic   string
+	known   atomic.Bool // the topic was ensured and not reported unknown since
 	spool   *spool.Spool
 	log     *zap.Logger
 	timeout time.Duration
@@ -56,13 +65,17 @@ type SinkOptions struct {
 	Name string
 }
 
-// NewSink returns a sink writing to the configured topic. The caller owns
-// the spool and closes it after the sink.
-func NewSink(cfg kafkaconn.Config, sp *spool.Spool, log *zap.Logger, o SinkOptions) (*Sink, error) {
-	tr, err := cfg.Transport()
-	if err != nil {
-		return nil, err
-	}
+// topicEnsurer creates the topic if absent; *kafkaconn.Client is one.
+type topicEnsurer interface {
+	EnsureTopic(ctx context.Context, topic string) error
+}
+
+// NewSink returns a sink writing to the configured topic through the
+// process's Kafka client, whose transport it shares. The caller owns the
+// client and the spool and closes them after the sink.
+func NewSink(kc *kafkaconn.Client, sp *spool.Spool, log *zap.Logger, o SinkOptions) (*Sink, error) {
+	cfg := kc.Config()
+	tr := kc.Transport()
 	if o.WriteTimeout == 0 {
 		o.WriteTimeout = 5 * time.Second
 	}
@@ -82,7 +95,7 @@ func NewSink(cfg kafkaconn.Config, sp *spool.Spool, log *zap.Logger, o SinkOptio
 	}
 	labels := prometheus.Labels{"sink": o.Name}
 	s := &Sink{
-		w: w, spool: sp, log: log, timeout: o.WriteTimeout,
+		w: w, topics: kc, topic: cfg.Topic, spool: sp, log: log, timeout: o.WriteTimeout,
 		written:     prometheus.NewCounter(prometheus.CounterOpts{Name: "custody_sink_kafka_written_total", Help: "Events acknowledged by Kafka.", ConstLabels: labels}),
 		spooled:     prometheus.NewCounter(prometheus.CounterOpts{Name: "custody_sink_spooled_total", Help: "Events written to the disk spool because Kafka did not acknowledge them in time.", ConstLabels: labels}),
 		kafkaErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "custody_sink_kafka_errors_total", Help: "Failed Kafka writes (each retried or spooled, never dropped).", ConstLabels: labels}),
@@ -124,7 +137,7 @@ func (s *Sink) Submit(ctx context.Context, recs []Record) error {
 		return s.toSpool(recs)
 	}
 	wctx, cancel := context.WithTimeout(ctx, s.timeout)
-	err := s.w.WriteMessages(wctx, messages(recs)...)
+	err := s.write(wctx, messages(recs))
 	cancel()
 	if err == nil {
 		s.written.Add(float64(len(recs)))
@@ -172,54 +185,103 @@ func decodeSpooled(b []byte) (Record, error) {
 	return Record{Key: b[2 : 2+k], Value: b[2+k:]}, nil
 }
 
+// write sends msgs, ensuring the topic first when it is not known to
+// exist.
+func (s *Sink) write(ctx context.Context, msgs []kafka.Message) error {
+	if !s.known.Load() {
+		if err := s.topics.EnsureTopic(ctx, s.topic); err != nil {
+			return err
+		}
+		s.known.Store(true)
+	}
+	err := s.w.WriteMessages(ctx, msgs...)
+	if unknownTopic(err) {
+		s.known.Store(false)
+	}
+	return err
+}
+
+// unknownTopic reports whether Kafka said the topic does not exist, for the
+// whole write or for any of its messages.
+func unknownTopic(err error) bool {
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if errors.Is(e, kafka.UnknownTopicOrPartition) {
+				return true
+			}
+		}
+	}
+	return errors.Is(err, kafka.UnknownTopicOrPartition)
+}
+
+// drainBatch moves the oldest batch in the spool to Kafka with write, and
+// acknowledges it in the spool only once Kafka took all of it. It returns
+// how many records moved: 0 when the spool is empty.
+func (s *Sink) drainBatch(ctx context.Context, write func(context.Context, []kafka.Message) error) (int, error) {
+	recs, cur, err := s.spool.Read(5000)
+	if err != nil {
+		return 0, fmt.Errorf("cannot read spool: %w", err)
+	}
+	if len(recs) == 0 {
+		return 0, nil
+	}
+	batch := make([]Record, len(recs))
+	for i, b := range recs {
+		if batch[i], err = decodeSpooled(b); err != nil {
+			return 0, err
+		}
+	}
+	if err := write(ctx, messages(batch)); err != nil {
+		return 0, err
+	}
+	s.written.Add(float64(len(batch)))
+	if err := s.spool.Ack(cur); err != nil {
+		return 0, fmt.Errorf("cannot acknowledge spool: %w", err)
+	}
+	return len(batch), nil
+}
+
 // Run drains the spool into Kafka until ctx ends. A batch is acknowledged
 // in the spool only after Kafka acknowledged all of it; a failure is
 // retried with backoff, so records leave the spool in order, at least once.
 func (s *Sink) Run(ctx context.Context) error {
 	backoff := 100 * time.Millisecond
-	for {
-		recs, cur, err := s.spool.Read(5000)
-		if err != nil {
-			return fmt.Errorf("cannot read spool: %w", err)
-		}
-		if len(recs) == 0 {
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-s.spool.Signal():
-			case <-time.After(time.Second):
-			}
-			continue
-		}
-		batch := make([]Record, len(recs))
-		for i, b := range recs {
-			if batch[i], err = decodeSpooled(b); err != nil {
+	retrying := func(ctx context.Context, msgs []kafka.Message) error {
+		for {
+			err := s.write(ctx, msgs)
+			if err == nil || ctx.Err() != nil {
 				return err
 			}
-		}
-		for {
-			err := s.w.WriteMessages(ctx, messages(batch)...)
-			if err == nil {
-				break
-			}
-			if ctx.Err() != nil {
-				return nil
-			}
 			s.kafkaErrors.Inc()
-			s.log.Warn("cannot drain spool to kafka; retrying", zap.Int("events", len(batch)), zap.Duration("backoff", backoff), zap.Error(err))
+			s.log.Warn("cannot drain spool to kafka; retrying", zap.Int("events", len(msgs)), zap.Duration("backoff", backoff), zap.Error(err))
 			select {
 			case <-ctx.Done():
-				return nil
+				return ctx.Err()
 			case <-time.After(backoff):
 			}
 			backoff = min(backoff*2, 5*time.Second)
 		}
-		backoff = 100 * time.Millisecond
-		s.written.Add(float64(len(batch)))
-		if err := s.spool.Ack(cur); err != nil {
-			return fmt.Errorf("cannot acknowledge spool: %w", err)
+	}
+	for {
+		n, err := s.drainBatch(ctx, retrying)
+		if ctx.Err() != nil {
+			return nil // stopping: what is not acknowledged stays spooled
 		}
-		s.log.Info("drained spool batch to kafka", zap.Int("events", len(batch)), zap.Int64("spool_bytes", s.spool.Size()))
+		if err != nil {
+			return err
+		}
+		if n > 0 {
+			backoff = 100 * time.Millisecond
+			s.log.Info("drained spool batch to kafka", zap.Int("events", n), zap.Int64("spool_bytes", s.spool.Size()))
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-s.spool.Signal():
+		case <-time.After(time.Second):
+		}
 	}
 }
 
@@ -227,29 +289,18 @@ func (s *Sink) Run(ctx context.Context) error {
 // it is for one-shot commands, which leave what Kafka refuses for their
 // next run.
 func (s *Sink) Flush(ctx context.Context) error {
-	for {
-		recs, cur, err := s.spool.Read(5000)
-		if err != nil {
-			return fmt.Errorf("cannot read spool: %w", err)
-		}
-		if len(recs) == 0 {
-			return nil
-		}
-		batch := make([]Record, len(recs))
-		for i, b := range recs {
-			if batch[i], err = decodeSpooled(b); err != nil {
-				return err
-			}
-		}
+	once := func(ctx context.Context, msgs []kafka.Message) error {
 		wctx, cancel := context.WithTimeout(ctx, s.timeout)
-		err = s.w.WriteMessages(wctx, messages(batch)...)
-		cancel()
-		if err != nil {
+		defer cancel()
+		if err := s.write(wctx, msgs); err != nil {
 			s.kafkaErrors.Inc()
-			return fmt.Errorf("kafka did not take %d spooled events: %w", len(batch), err)
+			return fmt.Errorf("kafka did not take %d spooled events: %w", len(msgs), err)
 		}
-		s.written.Add(float64(len(batch)))
-		if err := s.spool.Ack(cur); err != nil {
+		return nil
+	}
+	for {
+		n, err := s.drainBatch(ctx, once)
+		if err != nil || n == 0 {
 			return err
 		}
 	}

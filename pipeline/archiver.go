@@ -105,7 +105,7 @@ func New(cfg Config, kc kafkaconn.Config, ret archive.Retention, st objects, key
 		return nil, err
 	}
 	a := &Archiver{
-		cfg: cfg, kafka: kc, ret: ret, classes: map[string]bool{}, store: st, keys: keys, log: log, dialer: dialer,
+		cfg: cfg, kafka: kc, ret: ret, classes: ret.NameSet(), store: st, keys: keys, log: log, dialer: dialer,
 		client: &kafka.Client{Addr: kafka.TCP(kc.Brokers...), Transport: tr, Timeout: 30 * time.Second},
 		dlq: &kafka.Writer{Addr: kafka.TCP(kc.Brokers...), Topic: kc.DLQTopic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Murmur2Balancer{},
 			Transport: tr, BatchTimeout: time.Millisecond, MaxAttempts: 3},
@@ -114,7 +114,6 @@ func New(cfg Config, kc kafkaconn.Config, ret archive.Retention, st objects, key
 	a.committer = a.client
 	a.retention = map[string]archive.Class{}
 	for _, c := range ret.Classes {
-		a.classes[c.Name] = true
 		a.retention[c.Name] = c
 	}
 	if reg != nil {

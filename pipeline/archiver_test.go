@@ -12,8 +12,8 @@ import (
 
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/event"
-	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/kafkaconn"
+	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
 

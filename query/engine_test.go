@@ -18,8 +18,8 @@ import (
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/event"
-	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/kafkaconn"
+	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 	"github.com/custodylog/custody/pipeline"
 )
@@ -104,6 +104,9 @@ var (
 // all the tests of this package.
 func archiveCorpus(t *testing.T) *fixture {
 	t.Helper()
+	// First, so that -short skips every caller instead of recording the
+	// skip of the first one as a failure for the others.
+	stacktest.Get(t)
 	if shared == nil && sharedErr == "" {
 		ok := false
 		defer func() {

@@ -140,11 +140,7 @@ func TestGoldenVector(t *testing.T) {
 	if *update {
 		os.MkdirAll(filepath.Join(goldenDir, "invalid"), 0o755)
 		kr, _ := testKeyring(t)
-		krJSON, _ := json.MarshalIndent(struct {
-			Version int           `json:"version"`
-			Keys    []keyring.Key `json:"keys"`
-		}{1, kr.Keys()}, "", "  ")
-		must(t, os.WriteFile(filepath.Join(goldenDir, "keyring.json"), append(krJSON, '\n'), 0o644))
+		must(t, kr.Save(filepath.Join(goldenDir, "keyring.json")))
 		must(t, os.WriteFile(filepath.Join(goldenDir, "golden.cseg"), b, 0o644))
 		must(t, os.WriteFile(filepath.Join(goldenDir, "golden.name"), []byte(name+"\n"), 0o644))
 		must(t, os.WriteFile(filepath.Join(goldenDir, "golden.jsonl"), []byte(plain), 0o644))

@@ -13,21 +13,13 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/ingest/agent"
-	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/ingest/spool"
 	"github.com/custodylog/custody/internal/config"
 	"github.com/custodylog/custody/internal/telemetry"
 )
-
-func classSet(cfg *config.Config) map[string]bool {
-	m := map[string]bool{}
-	for _, c := range cfg.Retention.Classes {
-		m[c.Name] = true
-	}
-	return m
-}
 
 func newAgentCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
@@ -35,27 +27,32 @@ func newAgentCmd(g *globals) *cobra.Command {
 		Short: "Tail log files (JSON lines, combined access logs, sshd auth logs) into Kafka",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := setup(cmd, g)
+			cfg, log, err := setup(cmd, g, sections["agent"])
 			if err != nil {
 				return err
 			}
 			defer log.Sync()
-			return runService(cmd.Context(), log, cfg.Agent.MetricsListen, func(ctx context.Context, tel *telemetry.Server) error {
+			return runService(cmd.Context(), log, g, cfg.Agent.MetricsListen, func(ctx context.Context, tel *telemetry.Server) error {
+				kc, err := cfg.Kafka.NewClient()
+				if err != nil {
+					return err
+				}
+				defer kc.Close()
 				sp, err := spool.Open(cfg.Agent.SpoolDir, int64(cfg.Agent.SpoolMaxBytes))
 				if err != nil {
 					return err
 				}
 				defer sp.Close()
-				sink, err := ingest.NewSink(cfg.Kafka, sp, log, ingest.SinkOptions{Registerer: tel.Registry, Name: "agent"})
+				sink, err := ingest.NewSink(kc, sp, log, ingest.SinkOptions{Registerer: tel.Registry, Name: "agent"})
 				if err != nil {
 					return err
 				}
 				defer sink.Close()
-				a, err := agent.New(cfg.Agent, eventOptions(cfg, cfg.Agent.Name), sink, log, tel.Registry)
+				a, err := agent.New(cfg.Agent, senderOptions(cfg, cfg.Agent.Name), sink, log, tel.Registry)
 				if err != nil {
 					return err
 				}
-				tel.AddCheck("kafka", cfg.Kafka.Ping)
+				tel.AddCheck("kafka", kc.Ping)
 				log.Info("agent tailing", zap.Int("files", len(cfg.Agent.Files)), zap.String("spool", cfg.Agent.SpoolDir))
 				var wg sync.WaitGroup
 				drainErr := make(chan error, 1)
@@ -65,6 +62,7 @@ func newAgentCmd(g *globals) *cobra.Command {
 					defer wg.Done()
 					drainErr <- sink.Run(dctx)
 				}()
+				tel.Serving()
 				runErr := a.Run(ctx)
 				stopDrain()
 				wg.Wait()
@@ -78,24 +76,10 @@ func newAgentCmd(g *globals) *cobra.Command {
 }
 
 // submitOutbox delivers recs from a one-shot command: to Kafka, or to the
-// outbox spool when Kafka does not take them in time. It first sends what
-// earlier runs left in the outbox, and returns the bytes still waiting there.
+// outbox spool when Kafka does not take them in time. It waits while
+// another one-shot command holds the outbox, first sends what earlier runs
+// left there, and returns the bytes still waiting there.
 func submitOutbox(ctx context.Context, cfg *config.Config, log *zap.Logger, recs []ingest.Record) (int64, error) {
-	sink, sp, err := outbox(ctx, cfg, log)
-	if err != nil {
-		return 0, err
-	}
-	defer sp.Close()
-	defer sink.Close()
-	if err := sink.Submit(ctx, recs); err != nil {
-		return sp.Size(), err
-	}
-	return sp.Size(), nil
-}
-
-// outbox opens the spool of the one-shot commands, waiting while another
-// one holds it, and first sends what earlier runs left there.
-func outbox(ctx context.Context, cfg *config.Config, log *zap.Logger) (*ingest.Sink, *spool.Spool, error) {
 	var sp *spool.Spool
 	var err error
 	for {
@@ -105,22 +89,31 @@ func outbox(ctx context.Context, cfg *config.Config, log *zap.Logger) (*ingest.S
 		}
 		select {
 		case <-ctx.Done():
-			return nil, nil, err
+			return 0, err
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	if err != nil {
-		return nil, nil, err
+		return 0, err
 	}
-	sink, err := ingest.NewSink(cfg.Kafka, sp, log, ingest.SinkOptions{Name: "outbox", WriteTimeout: 3 * time.Second})
+	defer sp.Close()
+	kc, err := cfg.Kafka.NewClient()
 	if err != nil {
-		sp.Close()
-		return nil, nil, err
+		return 0, err
 	}
+	defer kc.Close()
+	sink, err := ingest.NewSink(kc, sp, log, ingest.SinkOptions{Name: "outbox", WriteTimeout: 3 * time.Second})
+	if err != nil {
+		return 0, err
+	}
+	defer sink.Close()
 	if err := sink.Flush(ctx); err != nil {
 		log.Warn("earlier events stay in the outbox", zap.String("outbox", cfg.Agent.OutboxDir), zap.Error(err))
 	}
-	return sink, sp, nil
+	if err := sink.Submit(ctx, recs); err != nil {
+		return sp.Size(), err
+	}
+	return sp.Size(), nil
 }
 
 func newSendCmd(g *globals) *cobra.Command {
@@ -135,14 +128,14 @@ Bad lines are reported on stderr by line number; the others are sent. Exits
 1 if any line was rejected.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := setup(cmd, g)
+			cfg, log, err := setup(cmd, g, sections["send"])
 			if err != nil {
 				return err
 			}
 			if source == "" {
 				source = "send@" + cfg.Agent.Name
 			}
-			o := eventOptions(cfg, source)
+			o := senderOptions(cfg, source)
 			recs, rejected, err := readEvents(cmd.InOrStdin(), cmd.ErrOrStderr(), o)
 			if err != nil {
 				return err

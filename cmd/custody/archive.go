@@ -12,26 +12,9 @@ import (
 
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
-	"github.com/custodylog/custody/internal/config"
 	"github.com/custodylog/custody/internal/telemetry"
 	"github.com/custodylog/custody/pipeline"
 )
-
-// loadValid loads the configuration and refuses to go on if any section is
-// invalid, printing every problem as `config check` does.
-func loadValid(cmd *cobra.Command, g *globals) (*config.Config, error) {
-	cfg, err := config.Load(g.configPath)
-	if err != nil {
-		return nil, err
-	}
-	if ps := cfg.Problems(); len(ps) > 0 {
-		for _, p := range ps {
-			fmt.Fprintf(cmd.ErrOrStderr(), "%s: %s\n", g.configPath, p)
-		}
-		return nil, fmt.Errorf("%s: %d configuration problem(s); see `custody config check`", g.configPath, len(ps))
-	}
-	return cfg, nil
-}
 
 func newArchiveCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "archive", Short: "The encrypted segment archive on S3"}
@@ -47,7 +30,7 @@ verified; drift on an existing bucket is reported, and corrected unless
 --check is given, in which case drift makes the command exit non-zero.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadValid(cmd, g)
+			cfg, err := loadValid(cmd, g, sections["archive init"])
 			if err != nil {
 				return err
 			}
@@ -98,7 +81,7 @@ segments holding the records below them are stored; after a crash at any
 point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := setup(cmd, g)
+			cfg, log, err := setup(cmd, g, sections["archive run"])
 			if err != nil {
 				return err
 			}
@@ -117,10 +100,15 @@ point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
 				// garbage) within a fixed margin of it.
 				debug.SetMemoryLimit(int64(cfg.Archive.MemoryCap) + 512<<20)
 			}
-			return runService(cmd.Context(), log, cfg.Archive.MetricsListen, func(ctx context.Context, tel *telemetry.Server) error {
+			return runService(cmd.Context(), log, g, cfg.Archive.MetricsListen, func(ctx context.Context, tel *telemetry.Server) error {
+				kc, err := cfg.Kafka.NewClient()
+				if err != nil {
+					return err
+				}
+				defer kc.Close()
 				tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				for _, topic := range []string{cfg.Kafka.Topic, cfg.Kafka.DLQTopic} {
-					if err := cfg.Kafka.EnsureTopic(tctx, topic); err != nil {
+					if err := kc.EnsureTopic(tctx, topic); err != nil {
 						log.Warn("cannot ensure topic; continuing", zap.String("topic", topic), zap.Error(err))
 					}
 				}
@@ -130,10 +118,11 @@ point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
 					return err
 				}
 				defer a.Close()
-				tel.AddCheck("kafka", cfg.Kafka.Ping)
+				tel.AddCheck("kafka", kc.Ping)
 				tel.AddCheck("s3", st.Ping)
 				tel.AddCheck("archiver", a.Ready)
 				log.Info("archiver running", zap.String("group", cfg.Archive.GroupID), zap.String("topic", cfg.Kafka.Topic), zap.String("bucket", st.Bucket()))
+				tel.Serving()
 				return a.Run(ctx)
 			})
 		},

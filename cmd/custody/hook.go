@@ -13,8 +13,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/ingest"
 )
 
 // pushEnv is who pushed, as the git server tells a hook. docs/EVENTS.md
@@ -129,7 +129,7 @@ Events Kafka does not take wait in agent.outbox_dir; the push is never
 blocked for more than a few seconds.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := setup(cmd, g)
+			cfg, log, err := setup(cmd, g, sections["hook"])
 			if err != nil {
 				return err
 			}
@@ -147,7 +147,7 @@ blocked for more than a few seconds.`,
 			if err != nil {
 				return err
 			}
-			o := eventOptions(cfg, "git-hook@"+cfg.Agent.Name)
+			o := senderOptions(cfg, "git-hook@"+cfg.Agent.Name)
 			var recs []ingest.Record
 			for _, l := range lines {
 				e, err := event.Decode(l, o)

@@ -23,19 +23,27 @@ func newIngestCmd(g *globals) *cobra.Command {
 		Short: "Run the HTTP ingest endpoint (POST /v1/events) in front of Kafka",
 		Long: `Accepts NDJSON events from services over HTTP, validates and redacts them,
 and answers 202 only once Kafka acknowledged every event (acks=all) or the
-event is fsynced in the disk spool. See docs/EVENTS.md and docs/INGEST.md.`,
+event is fsynced in the disk spool. Tokens (ingest.tokens) are bound to
+the tenants, kinds and retention classes they may write. See docs/EVENTS.md
+§8 for the API and docs/CONFIG.md for the configuration.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, log, err := setup(cmd, g)
+			cfg, log, err := setup(cmd, g, sections["ingest"])
 			if err != nil {
 				return err
 			}
 			defer log.Sync()
-			return runService(cmd.Context(), log, cfg.Ingest.MetricsListen, func(ctx context.Context, tel *telemetry.Server) error {
+			return runService(cmd.Context(), log, g, cfg.Ingest.MetricsListen, func(ctx context.Context, tel *telemetry.Server) error {
+				kc, err := cfg.Kafka.NewClient()
+				if err != nil {
+					return err
+				}
+				defer kc.Close()
 				tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-				if err := cfg.Kafka.EnsureTopic(tctx, cfg.Kafka.Topic); err != nil {
-					// Not fatal: events are spooled until Kafka answers.
-					log.Warn("cannot ensure the events topic; continuing, events will be spooled", zap.Error(err))
+				if err := kc.EnsureTopic(tctx, cfg.Kafka.Topic); err != nil {
+					// Not fatal: events are spooled, and the sink ensures the
+					// topic again before its next write.
+					log.Warn("cannot ensure the events topic yet; events will be spooled until Kafka answers", zap.Error(err))
 				}
 				cancel()
 				sp, err := spool.Open(cfg.Ingest.SpoolDir, int64(cfg.Ingest.SpoolMaxBytes))
@@ -43,16 +51,16 @@ event is fsynced in the disk spool. See docs/EVENTS.md and docs/INGEST.md.`,
 					return err
 				}
 				defer sp.Close()
-				sink, err := ingest.NewSink(cfg.Kafka, sp, log, ingest.SinkOptions{Registerer: tel.Registry, Name: "ingest"})
+				sink, err := ingest.NewSink(kc, sp, log, ingest.SinkOptions{Registerer: tel.Registry, Name: "ingest"})
 				if err != nil {
 					return err
 				}
 				defer sink.Close()
-				srv, err := ingest.NewServer(cfg.Ingest, cfg.Retention, sink, log, tel.Registry)
+				srv, err := ingest.NewServer(cfg.Ingest, cfg.EventOptions(""), sink, log, tel.Registry)
 				if err != nil {
 					return err
 				}
-				tel.AddCheck("kafka", cfg.Kafka.Ping)
+				tel.AddCheck("kafka", kc.Ping)
 				tel.AddCheck("spool", func(context.Context) error {
 					if sz := sp.Size(); sz > sp.MaxBytes()*9/10 {
 						return fmt.Errorf("spool holds %d of %d bytes", sz, sp.MaxBytes())
@@ -82,6 +90,10 @@ event is fsynced in the disk spool. See docs/EVENTS.md and docs/INGEST.md.`,
 						errc <- err
 					}
 				}()
+				// The listener is bound (connections queue until Serve
+				// accepts them) and the sink is set up: from here /readyz
+				// reports the Kafka and spool checks.
+				tel.Serving()
 				var runErr error
 				select {
 				case <-ctx.Done():
@@ -105,8 +117,10 @@ event is fsynced in the disk spool. See docs/EVENTS.md and docs/INGEST.md.`,
 // runService runs a long-running command: the telemetry server alongside
 // run, both stopped when ctx ends (SIGTERM or SIGINT). It returns after
 // both have stopped.
-func runService(ctx context.Context, log *zap.Logger, metricsAddr string, run func(ctx context.Context, tel *telemetry.Server) error) error {
-	tel, err := telemetry.NewServer(metricsAddr)
+//
+// /readyz says "starting" until run calls tel.Serving.
+func runService(ctx context.Context, log *zap.Logger, g *globals, metricsAddr string, run func(ctx context.Context, tel *telemetry.Server) error) error {
+	tel, err := telemetry.NewServer(metricsAddr, telemetry.Options{Pprof: g.pprof})
 	if err != nil {
 		return err
 	}

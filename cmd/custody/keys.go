@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/custodylog/custody/crypto/keyring"
-	"github.com/custodylog/custody/internal/config"
 )
 
 func newKeysCmd(g *globals) *cobra.Command {
@@ -19,8 +18,8 @@ func newKeysCmd(g *globals) *cobra.Command {
 
 	// loadForWrite reads the keyring file for modification. The env form
 	// (CUSTODY_KEYRING) cannot be written back, so it is refused here.
-	loadForWrite := func() (*keyring.Keyring, string, error) {
-		cfg, err := config.Load(g.configPath)
+	loadForWrite := func(cmd *cobra.Command) (*keyring.Keyring, string, error) {
+		cfg, err := loadValid(cmd, g, sections["keys"])
 		if err != nil {
 			return nil, "", err
 		}
@@ -41,7 +40,7 @@ func newKeysCmd(g *globals) *cobra.Command {
 		Short: "Create a first key for every month in a range that has none (default: 13 months back to 12 ahead)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			kr, path, err := loadForWrite()
+			kr, path, err := loadForWrite(cmd)
 			if err != nil {
 				return err
 			}
@@ -76,7 +75,7 @@ func newKeysCmd(g *globals) *cobra.Command {
 		Short: "Add a new key version for a month (default: the current month); older versions stay readable",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			kr, path, err := loadForWrite()
+			kr, path, err := loadForWrite(cmd)
 			if err != nil {
 				return err
 			}
@@ -101,7 +100,7 @@ func newKeysCmd(g *globals) *cobra.Command {
 		Short: "List key IDs, months and creation times (never the key material)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := config.Load(g.configPath)
+			cfg, err := loadValid(cmd, g, sections["keys"])
 			if err != nil {
 				return err
 			}

@@ -19,8 +19,8 @@ import (
 
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
-	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/internal/config"
 	"github.com/custodylog/custody/internal/telemetry"
 	"github.com/custodylog/custody/query"
@@ -101,7 +101,7 @@ func runQuery(cmd *cobra.Command, g *globals, q queryFlags) error {
 	if strings.TrimSpace(q.purpose) == "" {
 		return fmt.Errorf("--purpose is required: every access to the archive records why")
 	}
-	cfg, err := loadValid(cmd, g)
+	cfg, err := loadValid(cmd, g, sections["query"])
 	if err != nil {
 		return err
 	}
@@ -117,11 +117,7 @@ func runQuery(cmd *cobra.Command, g *globals, q queryFlags) error {
 	if err := recordAccess(ctx, cfg, g, q); err != nil {
 		return fmt.Errorf("cannot record this access, so the query does not run: %w", err)
 	}
-	var classes []string
-	for _, c := range cfg.Retention.Classes {
-		classes = append(classes, c.Name)
-	}
-	eng := query.NewEngine(cfg.Query, st, kr, classes)
+	eng := query.NewEngine(cfg.Query, st, kr, cfg.Retention.Names())
 
 	out := bufio.NewWriterSize(cmd.OutOrStdout(), 256<<10)
 	emit, finish := formatter(q.format, out)
@@ -182,7 +178,7 @@ func recordAccess(ctx context.Context, cfg *config.Config, g *globals, q queryFl
 	if err != nil {
 		return err
 	}
-	e, err := event.Decode(b, eventOptions(cfg, "query@"+cfg.Agent.Name))
+	e, err := event.Decode(b, cfg.EventOptions("query@"+cfg.Agent.Name))
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
@@ -9,10 +11,43 @@ import (
 	"github.com/custodylog/custody/internal/telemetry"
 )
 
-// setup loads and validates the configuration and builds the logger: the
-// start of every command that runs Custody's components.
-func setup(cmd *cobra.Command, g *globals) (*config.Config, *zap.Logger, error) {
-	cfg, err := loadValid(cmd, g)
+// sections lists, per command, the configuration sections it reads. A
+// command resolves and validates only these (least privilege: a git server
+// running the hook holds no archive credentials, an archiver no ingest
+// tokens). `custody config check --for COMMAND` checks the same set.
+var sections = map[string][]config.Section{
+	"ingest":           {config.Kafka, config.Events, config.Ingest, config.Retention},
+	"agent":            {config.Kafka, config.Events, config.Agent, config.Retention},
+	"send":             {config.Kafka, config.Events, config.Agent, config.Retention},
+	"hook":             {config.Kafka, config.Events, config.Agent, config.Retention},
+	"archive init":     {config.S3, config.Retention},
+	"archive run":      {config.Kafka, config.S3, config.Crypto, config.Archive, config.Retention},
+	"query":            {config.Kafka, config.Events, config.Agent, config.S3, config.Crypto, config.Query, config.Retention},
+	"keys":             {config.Crypto},
+	"config check":     config.All,
+}
+
+// loadValid loads the configuration and refuses to go on if any section
+// the command uses is invalid, printing every problem as `config check`
+// does.
+func loadValid(cmd *cobra.Command, g *globals, use []config.Section) (*config.Config, error) {
+	cfg, err := config.Load(g.configPath)
+	if err != nil {
+		return nil, err
+	}
+	if ps := cfg.Problems(use...); len(ps) > 0 {
+		for _, p := range ps {
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s: %s\n", g.configPath, p)
+		}
+		return nil, fmt.Errorf("%s: %d configuration problem(s); see `custody config check`", g.configPath, len(ps))
+	}
+	return cfg, nil
+}
+
+// setup loads and validates the sections a command uses and builds the
+// logger: the start of every command that runs Custody's components.
+func setup(cmd *cobra.Command, g *globals, use []config.Section) (*config.Config, *zap.Logger, error) {
+	cfg, err := loadValid(cmd, g, use)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -23,9 +58,14 @@ func setup(cmd *cobra.Command, g *globals) (*config.Config, *zap.Logger, error) 
 	return cfg, log, nil
 }
 
-// eventOptions are the validation limits and stamp that events entering
-// through source get, from the ingest and retention sections.
-func eventOptions(cfg *config.Config, source string) event.Options {
-	return event.Options{Source: source, DefaultClass: cfg.Retention.DefaultClass, Classes: classSet(cfg),
-		MaxEventBytes: int(cfg.Ingest.MaxEventBytes), MaxFutureSkew: cfg.Ingest.MaxFutureSkew, LateAfter: cfg.Ingest.LateAfter}
+// senderOptions are the event options of the agent, custody send and the
+// hook: every kind but access_audit, which only Custody's readers write,
+// so a log line cannot forge an entry in the access log.
+func senderOptions(cfg *config.Config, source string) event.Options {
+	o := cfg.EventOptions(source)
+	o.Kinds = map[event.Kind]bool{}
+	for _, k := range event.Kinds {
+		o.Kinds[k] = k != event.KindAccessAudit
+	}
+	return o
 }

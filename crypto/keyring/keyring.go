@@ -23,6 +23,10 @@ import (
 	"sort"
 	"strconv"
 	"time"
+
+	"go.uber.org/zap/zapcore"
+
+	"github.com/custodylog/custody/internal/atomicfile"
 )
 
 // KeySize is the size of KEKs and data keys (AES-256).
@@ -38,14 +42,51 @@ type NotFoundError struct{ ID string }
 
 func (e *NotFoundError) Error() string { return fmt.Sprintf("key %s not in keyring", e.ID) }
 
-// Key is one KEK.
+// Key is one KEK. Its material never leaves through formatting or
+// logging: String, GoString, Format (every fmt verb), MarshalJSON and
+// zap's MarshalLogObject all show the ID and month only. The keyring file
+// is written through fileKey, the one place the material is encoded.
 type Key struct {
-	ID      string    `json:"id"`
-	Month   string    `json:"month"`
-	Created time.Time `json:"created"`
-	// Material is never logged; Key has no String method that shows it and
-	// the JSON form is only ever written to the keyring file.
-	Material []byte `json:"key"`
+	ID       string
+	Month    string
+	Created  time.Time
+	Material []byte
+}
+
+// fileKey is a Key as the keyring file stores it.
+type fileKey struct {
+	ID       string    `json:"id"`
+	Month    string    `json:"month"`
+	Created  time.Time `json:"created"`
+	Material []byte    `json:"key"`
+}
+
+// String names the key without its material.
+func (k Key) String() string {
+	return fmt.Sprintf("key %s (month %s, material redacted)", k.ID, k.Month)
+}
+
+// GoString is String, so %#v does not reveal the material either.
+func (k Key) GoString() string { return k.String() }
+
+// Format prints String for every verb (%v, %+v, %s, %x, %q ...).
+func (k Key) Format(f fmt.State, _ rune) { io.WriteString(f, k.String()) }
+
+// MarshalJSON writes the key without its material.
+func (k Key) MarshalJSON() ([]byte, error) {
+	return json.Marshal(struct {
+		ID       string `json:"id"`
+		Month    string `json:"month"`
+		Material string `json:"key"`
+	}{k.ID, k.Month, "REDACTED"})
+}
+
+// MarshalLogObject makes zap.Any and zap.Object log the ID and month only.
+func (k Key) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("id", k.ID)
+	enc.AddString("month", k.Month)
+	enc.AddString("key", "REDACTED")
+	return nil
 }
 
 // Keyring is the set of KEKs. It is not safe for concurrent modification;
@@ -55,8 +96,8 @@ type Keyring struct {
 }
 
 type fileFormat struct {
-	Version int   `json:"version"`
-	Keys    []Key `json:"keys"`
+	Version int       `json:"version"`
+	Keys    []fileKey `json:"keys"`
 }
 
 var idPattern = regexp.MustCompile(`^(\d{4}-\d{2})\.v([1-9]\d{0,5})$`)
@@ -96,7 +137,10 @@ func Parse(b []byte) (*Keyring, error) {
 		return nil, fmt.Errorf("unsupported keyring version %d", f.Version)
 	}
 	seen := map[string]bool{}
-	for i, k := range f.Keys {
+	keys := make([]Key, len(f.Keys))
+	for i, fk := range f.Keys {
+		k := Key(fk)
+		keys[i] = k
 		m := idPattern.FindStringSubmatch(k.ID)
 		if m == nil {
 			return nil, fmt.Errorf("keys[%d].id: %q is not YYYY-MM.vN", i, k.ID)
@@ -115,7 +159,7 @@ func Parse(b []byte) (*Keyring, error) {
 		}
 		seen[k.ID] = true
 	}
-	kr := &Keyring{keys: f.Keys}
+	kr := &Keyring{keys: keys}
 	kr.sort()
 	return kr, nil
 }
@@ -141,43 +185,18 @@ func (kr *Keyring) sort() {
 // renamed over path, then the directory is fsynced, so path holds either
 // the old or the new keyring, never a mix.
 func (kr *Keyring) Save(path string) error {
-	b, err := json.MarshalIndent(fileFormat{Version: 1, Keys: kr.keys}, "", "  ")
+	f := fileFormat{Version: 1, Keys: make([]fileKey, len(kr.keys))}
+	for i, k := range kr.keys {
+		f.Keys[i] = fileKey(k)
+	}
+	b, err := json.MarshalIndent(f, "", "  ")
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("cannot create keyring directory: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, ".keyring-*")
-	if err != nil {
-		return fmt.Errorf("cannot write keyring: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("cannot write keyring: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("cannot sync keyring: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("cannot replace keyring: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(path, append(b, '\n'), 0o600)
 }
 
 // New returns an empty keyring.

@@ -2,6 +2,11 @@ package keyring
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+
 	"crypto/rand"
 	"errors"
 	"os"
@@ -9,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 var now = time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
@@ -132,4 +140,50 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Regression test: Key used to print its raw material under %v and
+// zap.Any, so one careless log line would leak a KEK.
+func TestKeyNeverShowsMaterial(t *testing.T) {
+	kr := New()
+	if _, err := kr.Generate(time.Now(), "2026-11", "2026-11"); err != nil {
+		t.Fatal(err)
+	}
+	k := kr.Keys()[0]
+	hexM, b64M := hex.EncodeToString(k.Material), base64.StdEncoding.EncodeToString(k.Material)
+	var logs bytes.Buffer
+	zl := zap.New(zapcore.NewCore(zapcore.NewJSONEncoder(zap.NewProductionEncoderConfig()), zapcore.AddSync(&logs), zap.DebugLevel))
+	zl.Info("k", zap.Any("any", k), zap.Object("obj", k), zap.Reflect("reflect", k), zap.Stringer("str", k))
+	zl.Sync()
+	js, err := json.Marshal(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outs := map[string]string{
+		"%v": fmt.Sprintf("%v", k), "%+v": fmt.Sprintf("%+v", k), "%#v": fmt.Sprintf("%#v", k),
+		"%s": fmt.Sprintf("%s", k), "%x": fmt.Sprintf("%x", k), "%q": fmt.Sprintf("%q", k),
+		"in a slice": fmt.Sprintf("%v", []Key{k}), "pointer": fmt.Sprintf("%+v", &k),
+		"json": string(js), "zap": logs.String(),
+	}
+	for how, out := range outs {
+		if !strings.Contains(out, k.ID) {
+			t.Errorf("%s = %q; want the key ID %s in it", how, out, k.ID)
+		}
+		if strings.Contains(out, hexM) || strings.Contains(out, b64M) || strings.Contains(out, string(k.Material)) ||
+			strings.Contains(out, fmt.Sprint([]byte(k.Material))) {
+			t.Errorf("%s shows the key material: %q", how, out)
+		}
+	}
+	// The keyring file is the one place the material is written.
+	p := filepath.Join(t.TempDir(), "kr.json")
+	if err := kr.Save(p); err != nil {
+		t.Fatal(err)
+	}
+	back, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := back.Keys()[0].Material; !bytes.Equal(got, k.Material) {
+		t.Fatal("keyring file does not round-trip the material")
+	}
 }

@@ -11,8 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
-	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/ingest/logparse"
 )
 

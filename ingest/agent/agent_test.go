@@ -12,8 +12,8 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/ingest"
 )
 
 // recorder is a sink that keeps what it was given, and can refuse.

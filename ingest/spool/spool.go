@@ -25,6 +25,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+
+	"github.com/custodylog/custody/internal/atomicfile"
 )
 
 // ErrLocked is returned by Open when another process has the spool open.
@@ -140,7 +142,7 @@ func open(dir string, maxBytes int64) (*Spool, error) {
 		return nil, err
 	}
 	s.w, s.wSize = f, good
-	if err := syncDir(dir); err != nil {
+	if err := atomicfile.SyncDir(dir); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -276,7 +278,7 @@ func (s *Spool) roll() error {
 	if err != nil {
 		return fmt.Errorf("cannot create spool file: %w", err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := atomicfile.SyncDir(s.dir); err != nil {
 		f.Close()
 		return err
 	}
@@ -357,15 +359,8 @@ func (s *Spool) Read(max int) ([][]byte, Cursor, error) {
 // Ack consumes everything before c: the cursor is persisted, and files
 // wholly before it are removed.
 func (s *Spool) Ack(c Cursor) error {
-	tmp := filepath.Join(s.dir, cursorName+".tmp")
-	if err := writeSync(tmp, fmt.Sprintf("%d %d\n", c.Seq, c.Off)); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, cursorName)); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.dir, cursorName), fmt.Appendf(nil, "%d %d\n", c.Seq, c.Off), 0o600); err != nil {
 		return fmt.Errorf("cannot save spool cursor: %w", err)
-	}
-	if err := syncDir(s.dir); err != nil {
-		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -421,32 +416,4 @@ func (s *Spool) Close() error {
 	err := s.w.Close()
 	s.lock.Close()
 	return err
-}
-
-func writeSync(path, content string) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.WriteString(content); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("cannot sync directory %s: %w", dir, err)
-	}
-	return nil
 }

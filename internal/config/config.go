@@ -16,6 +16,7 @@ import (
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/ingest/agent"
 	"github.com/custodylog/custody/internal/kafkaconn"
@@ -29,12 +30,34 @@ type Config struct {
 	Kafka     kafkaconn.Config  `yaml:"kafka"`
 	S3        store.Config      `yaml:"s3"`
 	Crypto    keyring.Config    `yaml:"crypto"`
+	Events    event.Config      `yaml:"events"`
 	Ingest    ingest.Config     `yaml:"ingest"`
 	Agent     agent.Config      `yaml:"agent"`
 	Archive   pipeline.Config   `yaml:"archive"`
 	Query     query.Config      `yaml:"query"`
 	Retention archive.Retention `yaml:"retention"`
+
+	baseDir string // the file's directory: relative paths start here
 }
+
+// Section names one top-level section of the file.
+type Section string
+
+// The sections, in file order.
+const (
+	Kafka     Section = "kafka"
+	S3        Section = "s3"
+	Crypto    Section = "crypto"
+	Events    Section = "events"
+	Ingest    Section = "ingest"
+	Agent     Section = "agent"
+	Archive   Section = "archive"
+	Query     Section = "query"
+	Retention Section = "retention"
+)
+
+// All lists every section.
+var All = []Section{Kafka, S3, Crypto, Events, Ingest, Agent, Archive, Query, Retention}
 
 // Defaults returns a configuration for the local stack. Values in the file
 // replace these field by field.
@@ -43,17 +66,19 @@ func Defaults() Config {
 		Kafka:     kafkaconn.Defaults(),
 		S3:        store.Defaults(),
 		Crypto:    keyring.Defaults(),
+		Events:    event.DefaultConfig(),
 		Ingest:    ingest.Defaults(),
 		Agent:     agent.Defaults(),
 		Archive:   pipeline.Defaults(),
 		Query:     query.Defaults(),
 		Retention: archive.DefaultRetention(),
+		baseDir:   ".",
 	}
 }
 
-// Load reads path, applies environment overrides and resolves secrets and
-// relative paths (relative to the file's directory). It does not validate:
-// call Validate.
+// Load reads path and applies the environment overrides. It neither reads
+// secret files nor validates: Check does both, for the sections a command
+// uses, so that a git server running the hook needs no S3 credentials.
 func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -69,6 +94,7 @@ func Load(path string) (*Config, error) {
 // Parse is Load on bytes already read; baseDir anchors relative paths.
 func Parse(b []byte, baseDir string) (*Config, error) {
 	c := Defaults()
+	c.baseDir = baseDir
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	// Unknown keys are errors: a misspelt "retenton:" must not silently
 	// leave the default in force.
@@ -77,17 +103,6 @@ func Parse(b []byte, baseDir string) (*Config, error) {
 		return nil, fmt.Errorf("cannot parse YAML: %w", err)
 	}
 	applyEnv(&c)
-	c.Crypto.ResolvePaths(baseDir)
-	c.Agent.ResolvePaths(baseDir)
-	if err := c.Kafka.Resolve(baseDir); err != nil {
-		return nil, keyerr.Prefix("kafka.", err)
-	}
-	if err := c.S3.Resolve(baseDir); err != nil {
-		return nil, keyerr.Prefix("s3.", err)
-	}
-	if err := c.Ingest.Resolve(baseDir); err != nil {
-		return nil, keyerr.Prefix("ingest.", err)
-	}
 	return &c, nil
 }
 
@@ -105,25 +120,60 @@ func applyEnv(c *Config) {
 	}
 }
 
-// Validate returns every problem, each naming its full key.
-func (c *Config) Validate() error {
-	return errors.Join(
-		keyerr.Prefix("kafka.", c.Kafka.Validate()),
-		keyerr.Prefix("s3.", c.S3.Validate()),
-		keyerr.Prefix("crypto.", c.Crypto.Validate()),
-		keyerr.Prefix("ingest.", c.Ingest.Validate()),
-		keyerr.Prefix("agent.", c.Agent.Validate()),
-		keyerr.Prefix("archive.", c.Archive.Validate()),
-		keyerr.Prefix("query.", c.Query.Validate()),
-		keyerr.Prefix("retention.", c.Retention.Validate()),
-	)
+// Check resolves the named sections (secrets from the environment or
+// files, paths relative to the file) and validates them, with the checks
+// between them that apply when both are used. Other sections are neither
+// read nor checked. It returns every problem, each naming its full key.
+// Check is meant to be called once per process, before the sections are
+// used.
+func (c *Config) Check(sections ...Section) error {
+	use := map[Section]bool{}
+	for _, s := range sections {
+		use[s] = true
+	}
+	var errs []error
+	check := func(s Section, resolve func() error, validate func() error) {
+		if !use[s] {
+			return
+		}
+		if resolve != nil {
+			if err := resolve(); err != nil {
+				errs = append(errs, keyerr.Prefix(string(s)+".", err))
+				return
+			}
+		}
+		errs = append(errs, keyerr.Prefix(string(s)+".", validate()))
+	}
+	d := c.baseDir
+	check(Kafka, func() error { return c.Kafka.Resolve(d) }, c.Kafka.Validate)
+	check(S3, func() error { return c.S3.Resolve(d) }, c.S3.Validate)
+	check(Crypto, func() error { c.Crypto.ResolvePaths(d); return nil }, c.Crypto.Validate)
+	check(Events, nil, c.Events.Validate)
+	check(Ingest, func() error { return c.Ingest.Resolve(d) }, c.Ingest.Validate)
+	check(Agent, func() error { c.Agent.ResolvePaths(d); return nil }, c.Agent.Validate)
+	check(Archive, nil, c.Archive.Validate)
+	check(Query, nil, c.Query.Validate)
+	check(Retention, nil, c.Retention.Validate)
+	if use[Ingest] && use[Events] && int64(c.Ingest.MaxRequestBytes) < int64(c.Events.MaxEventBytes) {
+		errs = append(errs, fmt.Errorf("ingest.max_request_bytes: %s is smaller than events.max_event_bytes %s", c.Ingest.MaxRequestBytes, c.Events.MaxEventBytes))
+	}
+	if use[Ingest] && use[Retention] {
+		errs = append(errs, keyerr.Prefix("ingest.", c.Ingest.CheckClasses(c.Retention.NameSet())))
+	}
+	return errors.Join(errs...)
 }
 
-// Problems is Validate as one line per problem, for `custody config check`.
-func (c *Config) Problems() []string {
+// Problems is Check as one line per problem, for `custody config check`.
+func (c *Config) Problems(sections ...Section) []string {
 	var out []string
-	for _, e := range keyerr.Flatten(c.Validate()) {
+	for _, e := range keyerr.Flatten(c.Check(sections...)) {
 		out = append(out, e.Error())
 	}
 	return out
+}
+
+// EventOptions are the limits, classes and stamp that events entering
+// through source get. The caller narrows them per sender (tenants, kinds).
+func (c *Config) EventOptions(source string) event.Options {
+	return event.Options{Source: source, DefaultClass: c.Retention.DefaultClass, Classes: c.Retention.NameSet()}.WithLimits(c.Events)
 }

@@ -21,7 +21,7 @@ func TestValidConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p := c.Problems(); len(p) != 0 {
+	if p := c.Problems(All...); len(p) != 0 {
 		t.Fatalf("Problems() = %q; want none", p)
 	}
 	if got := c.S3.SecretKey.Reveal(); got != "file-secret-key" {
@@ -34,8 +34,8 @@ func TestValidConfig(t *testing.T) {
 	if c.Retention.DefaultClass != "security" || c.Retention.Classes[0].Days != 365 {
 		t.Errorf("retention defaults = %+v; want security/365", c.Retention)
 	}
-	if c.Ingest.MaxEventBytes != 16<<10 {
-		t.Errorf("ingest.max_event_bytes default = %d; want 16384", c.Ingest.MaxEventBytes)
+	if c.Events.MaxEventBytes != 16<<10 {
+		t.Errorf("events.max_event_bytes default = %d; want 16384", c.Events.MaxEventBytes)
 	}
 }
 
@@ -46,6 +46,9 @@ func TestEnvOverrides(t *testing.T) {
 	t.Setenv("CUSTODY_INGEST_TOKEN_WEB_FRONTEND", "web-token-from-env-0123")
 	c, err := Load(filepath.Join("testdata", "valid.yaml"))
 	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Check(All...); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(c.Kafka.Brokers, ","); got != "10.0.0.1:9092,10.0.0.2:9092" {
@@ -75,7 +78,7 @@ func TestBrokenConfigs(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Load(%s): %v", name, err)
 		}
-		got := c.Problems()
+		got := c.Problems(All...)
 		have := map[string]bool{}
 		for _, p := range got {
 			have[p] = true
@@ -88,7 +91,7 @@ func TestBrokenConfigs(t *testing.T) {
 	}
 	f("unknown-key.yaml", "line 3: field retenton not found")
 	f("bad-size.yaml", `line 2: "sixteen kilobytes" is not a size`)
-	f("missing-secret.yaml", "s3.secret_key_file: cannot read secret file")
+	f("missing-secret.yaml", "", "s3.secret_key_file: cannot read secret file: open testdata/does-not-exist.txt: no such file or directory")
 	f("no-credentials.yaml", "",
 		"s3.access_key: is required (set access_key_file or CUSTODY_S3_ACCESS_KEY)",
 		"s3.secret_key: is required (set secret_key_file or CUSTODY_S3_SECRET_KEY)",
@@ -102,7 +105,7 @@ func TestBrokenConfigs(t *testing.T) {
 		`kafka.sasl.mechanism: "kerberos" is not one of plain, scram-sha-256, scram-sha-512`,
 		`s3.endpoint: "https://s3.example.com" must be host:port without a scheme; set tls.enabled for https`,
 		`s3.bucket: "Custody_Archive" has 'C' at byte 0; only lowercase letters, digits, '-' and '.' are allowed`,
-		"ingest.max_request_bytes: 1.0 KiB is smaller than max_event_bytes 16 KiB",
+		"ingest.max_request_bytes: 1.0 KiB is smaller than events.max_event_bytes 16 KiB",
 		"ingest.tokens[0].token: is 5 characters; at least 16 are required",
 		"ingest.tokens[0].tenants: at least one tenant is required",
 		"archive.flush_age: 10ms is below the 1s minimum",
@@ -119,11 +122,55 @@ func TestProblemsNeverRevealSecrets(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ps := strings.Join(c.Problems(), "\n")
+	ps := strings.Join(c.Problems(Ingest), "\n")
 	if !strings.Contains(ps, "ingest.tokens[1].token: has the same value as tokens[0]") {
 		t.Errorf("duplicate token not reported; problems:\n%s", ps)
 	}
 	if strings.Contains(ps, "tok-abcdefghijklmnop") {
 		t.Errorf("problems reveal a token value:\n%s", ps)
+	}
+}
+
+// Regression test: every command validated every section, so the git hook
+// on a git server failed with "s3.access_key: is required". Each command
+// resolves and checks only what it uses.
+func TestCheckOnlyNamedSections(t *testing.T) {
+	clearEnv(t)
+	// A git server's file: Kafka and the agent's outbox, no S3 credentials,
+	// no keyring, an ingest token file that does not exist on this host.
+	c, err := Parse([]byte("s3:\n  secret_key_file: /absent/s3-secret\ningest:\n  tokens:\n    - name: web\n      token_file: /absent/token\n      tenants: [acme]\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Check(Kafka, Events, Agent, Retention); err != nil {
+		t.Errorf("Check(kafka, events, agent, retention) = %v; want nil (s3 and ingest are not used)", err)
+	}
+	ps := strings.Join(c.Problems(S3), "\n")
+	if !strings.Contains(ps, "s3.secret_key_file: cannot read secret file") {
+		t.Errorf("Problems(s3) = %q; want the unreadable secret file", ps)
+	}
+	if strings.Contains(ps, "ingest.") {
+		t.Errorf("Problems(s3) mentions ingest: %q", ps)
+	}
+	ps = strings.Join(c.Problems(Ingest), "\n")
+	if !strings.Contains(ps, "ingest.tokens[0].token_file: cannot read secret file") {
+		t.Errorf("Problems(ingest) = %q; want the unreadable token file", ps)
+	}
+}
+
+func TestTokenClassesMustBeConfigured(t *testing.T) {
+	clearEnv(t)
+	c, err := Parse([]byte("ingest:\n  tokens:\n    - name: web\n      token: 0123456789abcdef-web\n      tenants: [acme]\n      kinds: [login, audit]\n      classes: [security, analytics]\n"), ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := strings.Join(c.Problems(Ingest, Retention), "\n")
+	for _, w := range []string{
+		`ingest.tokens[0].kinds[1]: "audit" is not one of connection, login, source_change, activity, access_audit`,
+		`ingest.tokens[0].classes[1]: "analytics" is not a retention class`,
+	} {
+		if !strings.Contains(ps, w) {
+			t.Errorf("problems lack %q:\n%s", w, ps)
+		}
 	}
 }

@@ -196,16 +196,43 @@ func validateTopic(t string) error {
 	return nil
 }
 
-// EnsureTopic creates topic with the configured partitions and replication
-// factor if it does not exist. An existing topic is left as it is.
-func (c *Config) EnsureTopic(ctx context.Context, topic string) error {
+// Client is a process's one administrative connection to Kafka: topic
+// creation and readiness probes share its transport (and so its pooled
+// broker connections) for the life of the process. A kafka-go Transport
+// keeps goroutines per broker connection, so building one per probe, as
+// an earlier version did, leaked two goroutines a call. Safe for
+// concurrent use; Close once, after the last call.
+type Client struct {
+	cfg Config
+	tr  *kafka.Transport
+	cl  *kafka.Client
+}
+
+// NewClient builds the client; it does not connect until first used.
+func (c *Config) NewClient() (*Client, error) {
 	tr, err := c.Transport()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	cl := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: tr, Timeout: c.DialTimeout}
-	resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
-		Topic: topic, NumPartitions: c.Partitions, ReplicationFactor: c.ReplicationFactor,
+	return &Client{cfg: *c, tr: tr, cl: &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: tr, Timeout: c.DialTimeout}}, nil
+}
+
+// Transport is the client's transport, for writers of the same process.
+func (c *Client) Transport() *kafka.Transport { return c.tr }
+
+// Config is the configuration the client was built from.
+func (c *Client) Config() Config { return c.cfg }
+
+// Close closes the pooled connections.
+func (c *Client) Close() { c.tr.CloseIdleConnections() }
+
+// EnsureTopic creates topic with the configured partitions and replication
+// factor if it does not exist. An existing topic is left as it is. It
+// returns only once the topic's metadata shows a leader for every
+// partition, so a produce right after it does not meet "unknown topic".
+func (c *Client) EnsureTopic(ctx context.Context, topic string) error {
+	resp, err := c.cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
+		Topic: topic, NumPartitions: c.cfg.Partitions, ReplicationFactor: c.cfg.ReplicationFactor,
 	}}})
 	if err != nil {
 		return fmt.Errorf("cannot create topic %s: %w", topic, err)
@@ -213,23 +240,52 @@ func (c *Config) EnsureTopic(ctx context.Context, topic string) error {
 	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("cannot create topic %s: %w", topic, err)
 	}
-	return nil
+	for {
+		err := c.topicReady(ctx, topic)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("topic %s created but not ready: %w", topic, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
-// Ping asks the cluster for its metadata, for readiness probes.
-func (c *Config) Ping(ctx context.Context) error {
-	tr, err := c.Transport()
-	if err != nil {
-		return err
+// Ping checks that a broker answers now (an ApiVersions round trip, never
+// served from a cache) and that the events topic exists with a leader for
+// every partition: what a producer needs to be served.
+func (c *Client) Ping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := c.cl.ApiVersions(ctx, &kafka.ApiVersionsRequest{}); err != nil {
+		return fmt.Errorf("kafka %s unreachable: %w", strings.Join(c.cfg.Brokers, ","), err)
 	}
-	cl := &kafka.Client{Addr: kafka.TCP(c.Brokers...), Transport: tr, Timeout: 5 * time.Second}
-	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{c.Topic}})
+	return c.topicReady(ctx, c.cfg.Topic)
+}
+
+// topicReady reads the topic's metadata. The transport answers metadata
+// requests from its cache, refreshed every few seconds and at once after
+// a topic is created through it, so this costs no round trip.
+func (c *Client) topicReady(ctx context.Context, topic string) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	md, err := c.cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil {
-		return fmt.Errorf("kafka %s unreachable: %w", strings.Join(c.Brokers, ","), err)
+		return fmt.Errorf("kafka %s unreachable: %w", strings.Join(c.cfg.Brokers, ","), err)
 	}
 	for _, t := range md.Topics {
 		if t.Error != nil {
 			return fmt.Errorf("topic %s: %w", t.Name, t.Error)
+		}
+		if len(t.Partitions) == 0 {
+			return fmt.Errorf("topic %s has no partitions yet", t.Name)
+		}
+		for _, p := range t.Partitions {
+			if p.Error != nil || p.Leader.Host == "" {
+				return fmt.Errorf("topic %s partition %d has no leader yet", t.Name, p.ID)
+			}
 		}
 	}
 	return nil

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,25 +51,45 @@ func NewLogger(format, level string) (*zap.Logger, error) {
 type Check func(ctx context.Context) error
 
 // Server serves the operational endpoints. Register checks before Serve.
+//
+// /readyz answers 503 "starting" until the command calls Serving: the
+// metrics listener is up from the first moment (so a port conflict shows
+// at once), but the service itself is ready only when its own listener is
+// bound and its dependencies are set up. Readiness then also needs every
+// registered check to pass.
 type Server struct {
 	Registry *prometheus.Registry
 
-	mu     sync.Mutex
-	checks map[string]Check
-	ln     net.Listener
+	mu      sync.Mutex
+	checks  map[string]Check
+	ln      net.Listener
+	pprof   bool
+	serving atomic.Bool
+}
+
+// Options tune a Server.
+type Options struct {
+	// Pprof serves /debug/pprof/ beside the metrics. Off by default: the
+	// endpoints are unauthenticated, and a CPU profile or trace costs the
+	// process real work, so anyone who can reach the address could load it.
+	Pprof bool
 }
 
 // NewServer listens on addr at once, so that a port conflict is reported at
 // start-up rather than after the service is already doing work.
-func NewServer(addr string) (*Server, error) {
+func NewServer(addr string, o Options) (*Server, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("cannot listen for metrics on %s: %w", addr, err)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	return &Server{Registry: reg, checks: map[string]Check{}, ln: ln}, nil
+	return &Server{Registry: reg, checks: map[string]Check{}, ln: ln, pprof: o.Pprof}, nil
 }
+
+// Serving marks the service as serving: from now on /readyz reports the
+// checks instead of "starting".
+func (s *Server) Serving() { s.serving.Store(true) }
 
 // Addr is the address actually listened on.
 func (s *Server) Addr() string { return s.ln.Addr().String() }
@@ -88,16 +109,21 @@ func (s *Server) Handler() http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	mux.HandleFunc("/readyz", s.ready)
-	// Profiles for diagnosing a live process; the address is loopback by
-	// default, and nothing here reveals event data.
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if s.pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	return mux
 }
 
 func (s *Server) ready(w http.ResponseWriter, r *http.Request) {
+	if !s.serving.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "starting: not serving yet")
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
 	s.mu.Lock()

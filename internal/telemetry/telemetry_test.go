@@ -28,7 +28,7 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 func TestServerEndpointsAndShutdown(t *testing.T) {
-	s, err := NewServer("127.0.0.1:0")
+	s, err := NewServer("127.0.0.1:0", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +53,15 @@ func TestServerEndpointsAndShutdown(t *testing.T) {
 	if code, body := get(t, base+"/healthz"); code != 200 || strings.TrimSpace(body) != "ok" {
 		t.Errorf("/healthz = %d %q; want 200 ok", code, body)
 	}
+	broken.Store(false)
+	if code, body := get(t, base+"/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "starting") {
+		t.Errorf("/readyz before Serving, checks passing = %d %q; want 503 starting", code, body)
+	}
+	if code, _ := get(t, base+"/debug/pprof/"); code != http.StatusNotFound {
+		t.Errorf("/debug/pprof/ without Options.Pprof = %d; want 404", code)
+	}
+	s.Serving()
+	broken.Store(true)
 	code, body := get(t, base+"/readyz")
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "kafka: not ready: broker 127.0.0.1:9092 unreachable") || !strings.Contains(body, "s3: ok") {
 		t.Errorf("/readyz with a failing check = %d %q; want 503 naming kafka", code, body)
@@ -80,12 +89,12 @@ func TestServerEndpointsAndShutdown(t *testing.T) {
 }
 
 func TestNewServerPortConflict(t *testing.T) {
-	a, err := NewServer("127.0.0.1:0")
+	a, err := NewServer("127.0.0.1:0", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer a.ln.Close()
-	if _, err := NewServer(a.Addr()); err == nil || !strings.Contains(err.Error(), a.Addr()) {
+	if _, err := NewServer(a.Addr(), Options{}); err == nil || !strings.Contains(err.Error(), a.Addr()) {
 		t.Errorf("NewServer on a busy port: error %v; want one naming %s", err, a.Addr())
 	}
 }
@@ -101,5 +110,19 @@ func TestNewLogger(t *testing.T) {
 	}
 	if _, err := NewLogger("json", "loud"); err == nil || !strings.Contains(err.Error(), "--log-level") {
 		t.Errorf("NewLogger(json, loud) error = %v; want one naming --log-level", err)
+	}
+}
+
+func TestPprofOnlyWhenEnabled(t *testing.T) {
+	s, err := NewServer("127.0.0.1:0", Options{Pprof: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	if code, body := get(t, "http://"+s.Addr()+"/debug/pprof/"); code != 200 || !strings.Contains(body, "goroutine") {
+		t.Errorf("/debug/pprof/ with Options.Pprof = %d; want 200 with the profile index", code)
 	}
 }

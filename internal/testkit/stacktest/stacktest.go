@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"net"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -54,6 +55,21 @@ func Get(t testing.TB) Stack {
 		c.Close()
 	}
 	return s
+}
+
+// Kcat returns the path of kcat, the independent Kafka client that tests
+// use as a witness, or ends the test: skipped under -short like every
+// integration test, failed when kcat is missing (make test installs it).
+func Kcat(t testing.TB) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: needs kcat and the real Kafka")
+	}
+	p, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Fatal("kcat is required as an independent Kafka witness (apt-get install kcat); make test installs it")
+	}
+	return p
 }
 
 // Name returns a name unique to this test run, usable as a topic, group

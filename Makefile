@@ -13,12 +13,15 @@ WITH_STACK := set -a; . .stack/env; set +a;
 build:
 	$(GO) build -o bin/custody ./cmd/custody
 
-# Unit and integration tests together against the real Kafka and MinIO,
-# then the fault-injection suite (which stops and restarts them, so it runs
-# alone). The stack is brought down whether the tests pass or not; the exit
-# code is the tests'.
+# Lint and the fast unit tests (-short) first, so both stay green; then unit
+# and integration tests together against the real Kafka and MinIO, then the
+# fault-injection suite (which stops and restarts them, so it runs alone).
+# The stack is brought down whether the tests pass or not; the exit code is
+# the first failure's.
 test:
 	scripts/test-deps
+	$(MAKE) lint
+	$(MAKE) test-unit
 	$(STACK) up
 	rc=0; $(WITH_STACK) $(GOTESTSUM) --format pkgname-and-test-fails -- -race -count=1 -timeout 30m ./... || rc=$$?; \
 	$(WITH_STACK) $(GOTESTSUM) --format pkgname-and-test-fails -- -tags faults -p 1 -count=1 -timeout 30m ./test/faults/ || rc=$$?; \
@@ -32,14 +35,12 @@ test-faults:
 test-unit:
 	$(GO) test -short -count=1 ./...
 
-# The main job: stack up, keys and bucket ready, then custody ingest and
-# custody archive run with a small synthetic workload sent through them, and
-# a query to copy. Ctrl-C stops the services; make stack-down stops Kafka
-# and MinIO.
-run: build stack-up
-	$(WITH_STACK) bin/custody config check --config configs/custody.yaml
-	$(WITH_STACK) bin/custody keys generate --config configs/custody.yaml
-	$(WITH_STACK) bin/custody archive init --config configs/custody.yaml
+# The main job: stack up, then scripts/run: build, keys and bucket ready,
+# custody ingest and custody archive run with a small synthetic workload
+# sent through them, waited for until stored, and a query to copy that was
+# checked to find it. Ctrl-C stops the services; make stack-down stops
+# Kafka and MinIO.
+run: stack-up
 	scripts/run
 
 # Benchmarks, the end-to-end ones against the real stack. Raw output goes to
@@ -56,6 +57,7 @@ bench-archive: stack-up
 	$(WITH_STACK) $(GO) test -tags benchend -run '^$$' -bench Archive2M -benchtime 1x -timeout 60m -v ./test/bench/ | tee docs/bench/archive-latest.txt
 
 lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags faults ./test/faults/
 	$(GO) vet -tags benchend ./test/bench/

@@ -188,17 +188,26 @@ func decodeSpooled(b []byte) (Record, error) {
 // write sends msgs, ensuring the topic first when it is not known to
 // exist.
 func (s *Sink) write(ctx context.Context, msgs []kafka.Message) error {
-	if !s.known.Load() {
-		if err := s.topics.EnsureTopic(ctx, s.topic); err != nil {
-			return err
-		}
-		s.known.Store(true)
+	if err := s.ensure(ctx); err != nil {
+		return err
 	}
 	err := s.w.WriteMessages(ctx, msgs...)
 	if unknownTopic(err) {
 		s.known.Store(false)
 	}
 	return err
+}
+
+// ensure creates the topic unless it is known to exist.
+func (s *Sink) ensure(ctx context.Context) error {
+	if s.known.Load() {
+		return nil
+	}
+	if err := s.topics.EnsureTopic(ctx, s.topic); err != nil {
+		return err
+	}
+	s.known.Store(true)
+	return nil
 }
 
 // unknownTopic reports whether Kafka said the topic does not exist, for the
@@ -276,6 +285,14 @@ func (s *Sink) Run(ctx context.Context) error {
 			s.log.Info("drained spool batch to kafka", zap.Int("events", n), zap.Int64("spool_bytes", s.spool.Size()))
 			continue
 		}
+		// Idle: a producer started while Kafka was unreachable creates the
+		// topic as soon as Kafka answers, not at its first event, so that
+		// readiness (which needs the topic) follows Kafka's return.
+		ectx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := s.ensure(ectx); err != nil && ctx.Err() == nil {
+			s.log.Debug("cannot ensure the topic yet", zap.String("topic", s.topic), zap.Error(err))
+		}
+		cancel()
 		select {
 		case <-ctx.Done():
 			return nil

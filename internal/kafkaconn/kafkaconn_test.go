@@ -1,0 +1,75 @@
+package kafkaconn_test
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/custodylog/custody/internal/kafkaconn"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
+)
+
+// Regression test: every /readyz probe and EnsureTopic built a kafka-go
+// Transport and never closed it; 20 probes leaked 40 goroutines. One
+// client per process now serves them all.
+func TestProbesDoNotLeakGoroutines(t *testing.T) {
+	st := stacktest.Get(t)
+	cfg := kafkaconn.Defaults()
+	cfg.Brokers = st.KafkaBrokers
+	cfg.Topic = stacktest.Name(t, "probe")
+	kc, err := cfg.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := kc.Ping(ctx); err == nil || !strings.Contains(err.Error(), cfg.Topic) {
+		t.Errorf("Ping before the topic exists = %v; want an error naming %s", err, cfg.Topic)
+	}
+	if err := kc.EnsureTopic(ctx, cfg.Topic); err != nil {
+		t.Fatal(err)
+	}
+	if err := kc.Ping(ctx); err != nil {
+		t.Fatalf("Ping after EnsureTopic = %v", err)
+	}
+	before := runtime.NumGoroutine()
+	for i := 0; i < 100; i++ {
+		if err := kc.Ping(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := kc.EnsureTopic(ctx, cfg.Topic); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Goroutines of finished calls may take a moment to return.
+	var after int
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		after = runtime.NumGoroutine()
+		if after-before <= 5 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if after-before > 5 {
+		t.Errorf("goroutines grew from %d to %d over 100 probes and 100 EnsureTopic calls; want a bounded count", before, after)
+	}
+	kc.Close()
+}
+
+func TestPingUnreachable(t *testing.T) {
+	cfg := kafkaconn.Defaults()
+	cfg.Brokers = []string{"127.0.0.1:1"}
+	cfg.DialTimeout = time.Second
+	kc, err := cfg.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := kc.Ping(ctx); err == nil || !strings.Contains(err.Error(), "127.0.0.1:1 unreachable") {
+		t.Errorf("Ping of a closed port = %v; want unreachable naming the broker", err)
+	}
+}

@@ -332,9 +332,6 @@ func (e *Event) fill(w *wire, now time.Time, o Options) error {
 	if e.Path, err = text("path", w.Path, 4096); err != nil {
 		return err
 	}
-	var n int
-	e.Path, n = redactPath(e.Path)
-	e.Redacted += n
 	if w.Status != nil {
 		if *w.Status < 100 || *w.Status > 599 {
 			return fieldErr("status", "%d is not an HTTP status", *w.Status)
@@ -359,6 +356,13 @@ func (e *Event) fill(w *wire, now time.Time, o Options) error {
 	}
 	if e.Purpose, err = text("purpose", w.Purpose, 1024); err != nil {
 		return err
+	}
+	// Secrets are removed from every free-text member (docs/EVENTS.md §5),
+	// after validation so that limits apply to what the sender sent.
+	for _, m := range []*string{&e.App, &e.Session, &e.Login, &e.UserAgent, &e.Action, &e.Protocol, &e.Path, &e.Repo, &e.Ref, &e.Purpose} {
+		var n int
+		*m, n = redactText(*m)
+		e.Redacted += n
 	}
 	if len(w.Attrs) > 0 && string(w.Attrs) != "null" {
 		attrs, n, err := decodeAttrs(w.Attrs)

@@ -55,6 +55,65 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
+// FuzzRedactCanary puts a canary secret, in one of the forms senders leak
+// secrets in, into any string member between arbitrary text, and asserts
+// that no accepted event carries it (docs/EVENTS.md §5).
+func FuzzRedactCanary(f *testing.F) {
+	// More seeds live in testdata/fuzz/FuzzRedactCanary.
+	for form := range canaryForms {
+		for member := range canaryMembers {
+			f.Add(uint8(form), uint8(member), "curl/8.4 ", " (x)")
+		}
+	}
+	f.Fuzz(func(t *testing.T, form, member uint8, prefix, suffix string) {
+		if strings.Contains(prefix+suffix, "CANARY") {
+			return // the fuzzer wrote the canary itself
+		}
+		v := prefix + canaryForms[int(form)%len(canaryForms)] + suffix
+		m := canaryMembers[int(member)%len(canaryMembers)]
+		ev := map[string]any{"kind": "activity", "tenant": "acme", "login": "carol", "action": "deploy", "ip": "192.0.2.1"}
+		switch {
+		case strings.HasPrefix(m, "attrs."):
+			ev["attrs"] = map[string]any{m[6:]: v, "list": []any{"x", v}, "nested": map[string]any{"deep": v}}
+		default:
+			ev[m] = v
+		}
+		line, err := json.Marshal(ev)
+		if err != nil {
+			return
+		}
+		e, err := Decode(line, opts())
+		if err != nil {
+			return
+		}
+		if out := AppendJSON(nil, e); strings.Contains(string(out), canarySecret) {
+			t.Fatalf("canary survived in %s (form %q):\n%s", m, canaryForms[int(form)%len(canaryForms)], out)
+		}
+	})
+}
+
+const canarySecret = "CANARYz9y8x7w6v5u4"
+
+// canaryForms are self-delimited leaks: whatever text surrounds them,
+// the canary inside must go.
+var canaryForms = []string{
+	" Bearer " + canarySecret + " ",
+	" https://u:" + canarySecret + "@h.example/ ",
+	" https://" + canarySecret + "@github.com/acme/shop ",
+	"?access_token=" + canarySecret + "&",
+	"#access_token=" + canarySecret + "&",
+	";password=" + canarySecret + ";",
+	"&client_secret=" + canarySecret + "&",
+	"?X-Api-Key=" + canarySecret + "&",
+	"\nAuthorization: Token " + canarySecret + "\n",
+	"\ncookie: sid=" + canarySecret + "\n",
+	" password=" + canarySecret + " ",
+	" -----BEGIN PRIVATE KEY-----" + canarySecret + " ",
+	" ghp_" + canarySecret + canarySecret + " ",
+}
+
+var canaryMembers = []string{"app", "session", "login", "user_agent", "action", "protocol", "path", "repo", "ref", "purpose", "attrs.referer", "attrs.note"}
+
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{"v":1,"id":"x","time":"2026-11-29T05:00:00.000000000Z","kind":"login","tenant":"acme"}`))
 	f.Fuzz(func(t *testing.T, line []byte) {

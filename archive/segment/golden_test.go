@@ -8,6 +8,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -42,6 +43,22 @@ type invalidVector struct {
 	Name   string `json:"name"` // object name to open it under
 	Change string `json:"change"`
 	Error  string `json:"error"` // the sentinel, or for a missing key the message
+	// Diff states the one change against golden.cseg, machine-checked by
+	// TestInvalidVectorsOneChange.
+	Diff vectorDiff `json:"diff"`
+}
+
+// vectorDiff is one change to the golden segment. Kind is "byte" (the byte
+// at Offset differs, nothing else), "header" (the header re-encoded with
+// exactly Fields changed, everything after it identical), "header-bytes"
+// (the same header members in other bytes), "truncate" (the first Length
+// bytes), "append" (one byte added) or "name" (the same bytes under
+// another object name).
+type vectorDiff struct {
+	Kind   string   `json:"kind"`
+	Offset int      `json:"offset,omitempty"`
+	Fields []string `json:"fields,omitempty"`
+	Length int      `json:"length,omitempty"`
 }
 
 var sentinels = map[string]error{
@@ -60,7 +77,10 @@ func buildInvalid(t *testing.T, name string, good []byte) map[string][]byte {
 	idxLen := int(binary.BigEndian.Uint32(rest))
 	bodyStart := preambleSize + len(hb) + 4 + idxLen
 	reheader := func(mod func(h *Header)) []byte {
+		// A deep copy: a change to one vector's wrapped key must not leak
+		// into the next (it once did, so moved-hour failed at key unwrap).
 		c := *h
+		c.WrappedKey, c.NoncePrefix = bytes.Clone(h.WrappedKey), bytes.Clone(h.NoncePrefix)
 		mod(&c)
 		b, err := encodeHeader(&c)
 		if err != nil {
@@ -111,26 +131,35 @@ func spacedHeader(hb, rest []byte) []byte {
 	return append(append(out, j...), rest...)
 }
 
-func invalidManifest(name string) []invalidVector {
+func invalidManifest(name string, good []byte) []invalidVector {
 	moved := strings.Replace(name, "/05/", "/06/", 1)
+	_, hb, err := ReadHeader(bytes.NewReader(good))
+	if err != nil {
+		panic(err)
+	}
+	idx := preambleSize + len(hb)
+	bodyStart := idx + 4 + int(binary.BigEndian.Uint32(good[idx:]))
+	hdr := func(f ...string) vectorDiff { return vectorDiff{Kind: "header", Fields: f} }
+	at := func(o int) vectorDiff { return vectorDiff{Kind: "byte", Offset: o} }
+	cut := func(n int) vectorDiff { return vectorDiff{Kind: "truncate", Length: n} }
 	return []invalidVector{
-		{"bad-magic.cseg", name, "first magic byte flipped", "ErrNotSegment"},
-		{"version-2.cseg", name, "version byte set to 2", "ErrVersion"},
-		{"header-count.cseg", name, "header count lowered by one, header re-encoded", "ErrAuth"},
-		{"header-maxtime.cseg", name, "header max_time one second later, header re-encoded", "ErrAuth"},
-		{"wrapped-key.cseg", name, "one byte of wrapped_key flipped, header re-encoded", "ErrAuth"},
-		{"unknown-key.cseg", name, "key_id set to 2026-10.v1, which the keyring lacks", "key 2026-10.v1 not in keyring"},
-		{"moved-hour.cseg", moved, "hour, min_time and max_time moved one hour later, opened under the matching name", "ErrAuth"},
-		{"header-json.cseg", name, "a space added inside the header JSON (same meaning, other bytes)", "ErrAuth"},
-		{"golden.cseg", moved, "the golden segment opened under another hour's name", "ErrName"},
-		{"index-byte.cseg", name, "one byte of the sealed index flipped", "ErrAuth"},
-		{"index-length.cseg", name, "index length word changed", "ErrAuth"},
-		{"body-byte.cseg", name, "one byte of the body ciphertext flipped", "ErrAuth"},
-		{"final-flag.cseg", name, "final-chunk flag cleared on the last chunk", "ErrAuth"},
-		{"truncated-body.cseg", name, "last byte removed", "ErrTruncated"},
-		{"truncated-index.cseg", name, "cut inside the index", "ErrTruncated"},
-		{"truncated-head.cseg", name, "cut inside the header", "ErrTruncated"},
-		{"extended.cseg", name, "one zero byte appended", "ErrTrailing"},
+		{"bad-magic.cseg", name, "first magic byte flipped", "ErrNotSegment", at(0)},
+		{"version-2.cseg", name, "version byte set to 2", "ErrVersion", at(len(Magic))},
+		{"header-count.cseg", name, "header count lowered by one, header re-encoded", "ErrAuth", hdr("count")},
+		{"header-maxtime.cseg", name, "header max_time one second later, header re-encoded", "ErrAuth", hdr("max_time")},
+		{"wrapped-key.cseg", name, "one byte of wrapped_key flipped, header re-encoded", "ErrAuth", hdr("wrapped_key")},
+		{"unknown-key.cseg", name, "key_id set to 2026-10.v1, which the keyring lacks", "key 2026-10.v1 not in keyring", hdr("key_id")},
+		{"moved-hour.cseg", moved, "hour, min_time and max_time moved one hour later, opened under the matching name", "ErrAuth", hdr("hour", "max_time", "min_time")},
+		{"header-json.cseg", name, "a space added inside the header JSON (same meaning, other bytes)", "ErrAuth", vectorDiff{Kind: "header-bytes"}},
+		{"golden.cseg", moved, "the golden segment opened under another hour's name", "ErrName", vectorDiff{Kind: "name"}},
+		{"index-byte.cseg", name, "one byte of the sealed index flipped", "ErrAuth", at(idx + 4 + 3)},
+		{"index-length.cseg", name, "index length word changed", "ErrAuth", at(idx + 3)},
+		{"body-byte.cseg", name, "one byte of the body ciphertext flipped", "ErrAuth", at(bodyStart + 10)},
+		{"final-flag.cseg", name, "final-chunk flag cleared on the last chunk", "ErrAuth", at(bodyStart)},
+		{"truncated-body.cseg", name, "last byte removed", "ErrTruncated", cut(len(good) - 1)},
+		{"truncated-index.cseg", name, "cut inside the index", "ErrTruncated", cut(bodyStart - 5)},
+		{"truncated-head.cseg", name, "cut inside the header", "ErrTruncated", cut(preambleSize + 10)},
+		{"extended.cseg", name, "one zero byte appended", "ErrTrailing", vectorDiff{Kind: "append"}},
 	}
 }
 
@@ -147,7 +176,7 @@ func TestGoldenVector(t *testing.T) {
 		for f, v := range buildInvalid(t, name, b) {
 			must(t, os.WriteFile(filepath.Join(goldenDir, "invalid", f), v, 0o644))
 		}
-		m, _ := json.MarshalIndent(invalidManifest(name), "", "  ")
+		m, _ := json.MarshalIndent(invalidManifest(name, b), "", "  ")
 		must(t, os.WriteFile(filepath.Join(goldenDir, "invalid", "manifest.json"), append(m, '\n'), 0o644))
 	}
 
@@ -208,6 +237,87 @@ func TestInvalidVectors(t *testing.T) {
 		}
 		if !strings.Contains(err.Error(), v.Name) {
 			t.Errorf("%s: error %q does not name the object", v.File, err)
+		}
+	}
+}
+
+// TestInvalidVectorsOneChange checks that each invalid vector differs from
+// golden.cseg by exactly the one change its manifest entry names. Regression
+// test: unknown-key and moved-hour also carried wrapped-key's flipped byte,
+// so moved-hour failed at key unwrap and never tested that moving the hour
+// breaks authentication.
+func TestInvalidVectorsOneChange(t *testing.T) {
+	good, err := os.ReadFile(filepath.Join(goldenDir, "golden.cseg"))
+	must(t, err)
+	goodName, err := os.ReadFile(filepath.Join(goldenDir, "golden.name"))
+	must(t, err)
+	mb, err := os.ReadFile(filepath.Join(goldenDir, "invalid", "manifest.json"))
+	must(t, err)
+	var vs []invalidVector
+	must(t, json.Unmarshal(mb, &vs))
+	split := func(b []byte) (map[string]any, []byte, []byte) {
+		n := int(binary.BigEndian.Uint32(b[len(Magic)+1:]))
+		hb := b[preambleSize : preambleSize+n]
+		var m map[string]any
+		must(t, json.Unmarshal(hb, &m))
+		return m, hb, b[preambleSize+n:]
+	}
+	gh, ghb, grest := split(good)
+	for _, v := range vs {
+		path := filepath.Join(goldenDir, "invalid", v.File)
+		if v.File == "golden.cseg" {
+			path = filepath.Join(goldenDir, v.File)
+		}
+		b, err := os.ReadFile(path)
+		must(t, err)
+		switch d := v.Diff; d.Kind {
+		case "byte":
+			var diffs []int
+			for i := 0; i < len(b) && i < len(good); i++ {
+				if b[i] != good[i] {
+					diffs = append(diffs, i)
+				}
+			}
+			if len(b) != len(good) || len(diffs) != 1 || diffs[0] != d.Offset {
+				t.Errorf("%s: differs at bytes %v (length %d vs %d); manifest says only byte %d", v.File, diffs, len(b), len(good), d.Offset)
+			}
+		case "header", "header-bytes":
+			h, hb, rest := split(b)
+			if !bytes.Equal(rest, grest) {
+				t.Errorf("%s: bytes after the header differ from golden.cseg", v.File)
+			}
+			var changed []string
+			for k := range gh {
+				if gj, _ := json.Marshal(gh[k]); string(gj) != func() string { j, _ := json.Marshal(h[k]); return string(j) }() {
+					changed = append(changed, k)
+				}
+			}
+			for k := range h {
+				if _, ok := gh[k]; !ok {
+					changed = append(changed, k)
+				}
+			}
+			slices.Sort(changed)
+			if !slices.Equal(changed, d.Fields) {
+				t.Errorf("%s: header members %v changed; manifest says %v", v.File, changed, d.Fields)
+			}
+			if d.Kind == "header-bytes" && bytes.Equal(hb, ghb) {
+				t.Errorf("%s: header bytes are golden's; manifest says they differ", v.File)
+			}
+		case "truncate":
+			if d.Length >= len(good) || !bytes.Equal(b, good[:d.Length]) {
+				t.Errorf("%s: is not golden.cseg cut to %d bytes", v.File, d.Length)
+			}
+		case "append":
+			if len(b) != len(good)+1 || !bytes.Equal(b[:len(good)], good) {
+				t.Errorf("%s: is not golden.cseg plus one byte", v.File)
+			}
+		case "name":
+			if !bytes.Equal(b, good) || v.Name == strings.TrimSpace(string(goodName)) {
+				t.Errorf("%s: want golden.cseg's bytes under another name", v.File)
+			}
+		default:
+			t.Errorf("%s: manifest diff kind %q is unknown", v.File, d.Kind)
 		}
 	}
 }

@@ -36,7 +36,7 @@ var (
 	ErrVersion     = errors.New("unsupported segment version")
 	ErrHeader      = errors.New("invalid segment header")
 	ErrName        = errors.New("object name does not match the segment header (moved or renamed)")
-	ErrAuth        = errors.New("authentication failed")
+	ErrAuth        = seal.ErrAuth // the one authentication sentinel, whichever layer failed
 	ErrTruncated   = errors.New("segment truncated")
 	ErrTrailing    = errors.New("data after the end of the segment")
 	ErrTooLarge    = errors.New("segment plaintext exceeds the size cap")
@@ -175,6 +175,23 @@ func parseHeader(hb []byte) (*Header, error) {
 	}
 	if err := h.Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrHeader, err)
+	}
+	// One spelling per time (docs/FORMAT.md §4): what the writer writes.
+	var raw struct {
+		Hour    string `json:"hour"`
+		MinTime string `json:"min_time"`
+		MaxTime string `json:"max_time"`
+	}
+	if err := json.Unmarshal(hb, &raw); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrHeader, err)
+	}
+	for _, f := range []struct {
+		name, raw string
+		t         time.Time
+	}{{"hour", raw.Hour, h.Hour}, {"min_time", raw.MinTime, h.MinTime}, {"max_time", raw.MaxTime, h.MaxTime}} {
+		if want := f.t.UTC().Format(time.RFC3339Nano); f.raw != want {
+			return nil, fmt.Errorf("%w: %s %q is not spelt %q (UTC, Z, no trailing zeros)", ErrHeader, f.name, f.raw, want)
+		}
 	}
 	return &h, nil
 }

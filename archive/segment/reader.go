@@ -80,7 +80,7 @@ func open(src io.Reader, name string, ks keys, opts ReaderOptions) (*Reader, err
 		if errors.As(err, &nf) {
 			return nil, err
 		}
-		return nil, ErrAuth
+		return nil, ErrAuth // opaque, whatever the keyring said
 	}
 	k, err := deriveKeys(dek)
 	if err != nil {
@@ -167,7 +167,7 @@ func (r *Reader) Close() error {
 
 func (r *Reader) mapErr(err error) error {
 	switch {
-	case errors.Is(err, seal.ErrAuth):
+	case errors.Is(err, ErrAuth):
 		return ErrAuth
 	case errors.Is(err, seal.ErrTruncated):
 		return ErrTruncated

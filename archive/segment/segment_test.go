@@ -300,3 +300,18 @@ func TestParseName(t *testing.T) {
 		}
 	}
 }
+
+func TestHeaderTimeSpelling(t *testing.T) {
+	_, good, _ := writeSegment(t, events(2, 3), nil)
+	_, hb, err := ReadHeader(bytes.NewReader(good))
+	must(t, err)
+	for _, alt := range [][2]string{{`"hour":"2026-11-29T05:00:00Z"`, `"hour":"2026-11-29T05:00:00.000Z"`}, {`"hour":"2026-11-29T05:00:00Z"`, `"hour":"2026-11-29T05:00:00+00:00"`}} {
+		j := bytes.Replace(hb, []byte(alt[0]), []byte(alt[1]), 1)
+		if bytes.Equal(j, hb) {
+			t.Fatalf("header lacks %s", alt[0])
+		}
+		if _, err := parseHeader(j); !errors.Is(err, ErrHeader) || !strings.Contains(err.Error(), "hour") {
+			t.Errorf("header with %s: %v; want ErrHeader naming hour", alt[1], err)
+		}
+	}
+}

@@ -14,7 +14,6 @@ import (
 	"crypto/cipher"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -26,6 +25,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 
+	"github.com/custodylog/custody/crypto/seal"
 	"github.com/custodylog/custody/internal/atomicfile"
 )
 
@@ -33,8 +33,8 @@ import (
 const KeySize = 32
 
 // ErrAuth means a wrapped key did not authenticate under its KEK. It does
-// not say why.
-var ErrAuth = errors.New("authentication failed")
+// not say why. It is seal.ErrAuth, the one authentication sentinel.
+var ErrAuth = seal.ErrAuth
 
 // NotFoundError reports a key ID that the keyring does not hold, either
 // never generated here or already shredded.

@@ -39,7 +39,10 @@ const (
 	finalBit = 1 << 31
 )
 
-// Errors a Reader returns. ErrAuth is deliberately uninformative: the
+// Errors a Reader returns. ErrAuth is Custody's one authentication-failure
+// sentinel: keyring.ErrAuth and segment.ErrAuth are the same value, so
+// errors.Is finds it whichever layer failed. It is deliberately
+// uninformative: the
 // reader does not say which check failed, only that the bytes are not what
 // the key holder wrote.
 var (

@@ -10,7 +10,6 @@ import (
 	"io"
 	"iter"
 	"slices"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -74,22 +73,27 @@ type Options struct {
 	SpillDir string
 }
 
-// hit is one matched event.
+// hit is one matched event. key is its identity: tenant, a zero byte, ID.
+// Senders choose IDs, so an ID is unique only within its tenant: deduping
+// on the ID alone let one tenant's token hide another tenant's event from
+// a cross-tenant query by reusing its ID.
 type hit struct {
 	t    time.Time
-	id   string
+	key  string
 	line []byte
 }
+
+func hitKey(tenant, id string) string { return tenant + "\x00" + id }
 
 func compareHits(a, b hit) int {
 	if c := a.t.Compare(b.t); c != 0 {
 		return c
 	}
-	return cmp.Compare(a.id, b.id)
+	return cmp.Compare(a.key, b.key)
 }
 
 // Run streams the events matching f to emit in event-time order (ties by
-// ID), each ID once. Hours are processed one at a time; within an hour the
+// tenant, then ID), each (tenant, ID) once. Hours are processed one at a time; within an hour the
 // segments are fetched and read in parallel (Config.Concurrency) and their
 // matches merged, spilling sorted runs to disk past Config.MemoryBudget, so
 // memory stays bounded whatever the range. Unreadable segments are
@@ -283,7 +287,7 @@ func (q *Engine) scanSegment(ctx context.Context, f Filter, name string, st *cou
 			}
 			if ok {
 				// Copies: l and rw's strings live in the reader's buffer.
-				hits = append(hits, hit{t: t, id: strings.Clone(rw.ID), line: bytes.Clone(l)})
+				hits = append(hits, hit{t: t, key: hitKey(rw.Tenant, rw.ID), line: bytes.Clone(l)})
 			}
 		}
 		if err == io.EOF {

@@ -35,7 +35,7 @@ func (h *hourHits) add(hits []hit) error {
 	defer h.mu.Unlock()
 	h.runs = append(h.runs, hits)
 	for _, x := range hits {
-		h.bytes += int64(len(x.line) + len(x.id) + hitOverhead)
+		h.bytes += int64(len(x.line) + len(x.key) + hitOverhead)
 	}
 	if h.budget > 0 && h.bytes > h.budget {
 		return h.spill()
@@ -44,7 +44,7 @@ func (h *hourHits) add(hits []hit) error {
 }
 
 // spill merges the in-memory runs into one file; called with mu held.
-// Record: int64 unix nanoseconds, uint16 ID length, ID, uint32 line length, line.
+// Record: int64 unix nanoseconds, uint16 key length, key, uint32 line length, line.
 func (h *hourHits) spill() error {
 	f, err := os.CreateTemp(h.dir, "custody-query-*.run")
 	if err != nil {
@@ -55,9 +55,9 @@ func (h *hourHits) spill() error {
 	var hdr [14]byte
 	err = mergeRuns(memSources(h.runs), func(x hit) error {
 		binary.BigEndian.PutUint64(hdr[0:8], uint64(x.t.UnixNano()))
-		binary.BigEndian.PutUint16(hdr[8:10], uint16(len(x.id)))
+		binary.BigEndian.PutUint16(hdr[8:10], uint16(len(x.key)))
 		w.Write(hdr[:10])
-		w.WriteString(x.id)
+		w.WriteString(x.key)
 		binary.BigEndian.PutUint32(hdr[10:14], uint32(len(x.line)))
 		w.Write(hdr[10:14])
 		_, err := w.Write(x.line)
@@ -75,8 +75,8 @@ func (h *hourHits) spill() error {
 	return nil
 }
 
-// each calls fn for every hit in order, dropping repeated IDs (a repeat
-// has the same time, so it sorts next to the first).
+// each calls fn for every hit in order, dropping repeated (tenant, ID)
+// keys (a repeat has the same time and key, so it sorts next to the first).
 func (h *hourHits) each(fn func(hit) error, st *counters) error {
 	srcs := memSources(h.runs)
 	for _, f := range h.files {
@@ -88,7 +88,7 @@ func (h *hourHits) each(fn func(hit) error, st *counters) error {
 	var last hit
 	first := true
 	return mergeRuns(srcs, func(x hit) error {
-		if !first && x.id == last.id && x.t.Equal(last.t) {
+		if !first && x.key == last.key && x.t.Equal(last.t) {
 			st.dupes.Add(1)
 			return nil
 		}
@@ -138,8 +138,8 @@ func (f *fileSource) next() (hit, bool, error) {
 		}
 		return hit{}, false, err
 	}
-	id := make([]byte, binary.BigEndian.Uint16(hdr[8:10]))
-	if _, err := io.ReadFull(f.r, id); err != nil {
+	key := make([]byte, binary.BigEndian.Uint16(hdr[8:10]))
+	if _, err := io.ReadFull(f.r, key); err != nil {
 		return hit{}, false, err
 	}
 	var ln [4]byte
@@ -150,7 +150,7 @@ func (f *fileSource) next() (hit, bool, error) {
 	if _, err := io.ReadFull(f.r, line); err != nil {
 		return hit{}, false, err
 	}
-	return hit{t: time.Unix(0, int64(binary.BigEndian.Uint64(hdr[0:8]))).UTC(), id: string(id), line: line}, true, nil
+	return hit{t: time.Unix(0, int64(binary.BigEndian.Uint64(hdr[0:8]))).UTC(), key: string(key), line: line}, true, nil
 }
 
 // mergeRuns is a k-way merge of sorted sources.

@@ -24,7 +24,7 @@ func TestHourHitsSpillAndDedupe(t *testing.T) {
 			var run []hit
 			for i := 0; i < 300; i++ {
 				n := r.IntN(1000) // repeats across and within runs
-				x := hit{t: base.Add(time.Duration(n) * time.Millisecond), id: fmt.Sprintf("id-%04d", n), line: []byte(fmt.Sprintf(`{"id":"id-%04d"}`, n))}
+				x := hit{t: base.Add(time.Duration(n) * time.Millisecond), key: fmt.Sprintf("id-%04d", n), line: []byte(fmt.Sprintf(`{"id":"id-%04d"}`, n))}
 				run = append(run, x)
 			}
 			slices.SortFunc(run, compareHits)
@@ -46,9 +46,9 @@ func TestHourHitsSpillAndDedupe(t *testing.T) {
 		var st counters
 		var got []string
 		err := hh.each(func(x hit) error {
-			got = append(got, x.id)
-			if want := fmt.Sprintf(`{"id":"%s"}`, x.id); string(x.line) != want {
-				t.Fatalf("line %q for %s", x.line, x.id)
+			got = append(got, x.key)
+			if want := fmt.Sprintf(`{"id":"%s"}`, x.key); string(x.line) != want {
+				t.Fatalf("line %q for %s", x.line, x.key)
 			}
 			return nil
 		}, &st)
@@ -59,8 +59,8 @@ func TestHourHitsSpillAndDedupe(t *testing.T) {
 		slices.SortFunc(all, compareHits)
 		var want []string
 		for i, x := range all {
-			if i == 0 || x.id != all[i-1].id {
-				want = append(want, x.id)
+			if i == 0 || x.key != all[i-1].key {
+				want = append(want, x.key)
 			}
 		}
 		if !slices.Equal(got, want) {

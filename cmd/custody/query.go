@@ -40,7 +40,7 @@ func newQueryCmd(g *globals) *cobra.Command {
 		Short: "Search the archive by time range, IP or CIDR, login, kind, tenant, app, repo or session",
 		Long: `Lists the hour prefixes of the range, skips segments whose header and
 keyed index rule them out, reads the rest in parallel, and streams the
-matching events in event-time order, each event ID once.
+matching events in event-time order, each (tenant, event ID) once.
 
 Every query is itself recorded first, as an access_audit event with the
 operator, the purpose and the filters; no purpose, no query.

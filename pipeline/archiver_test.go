@@ -46,11 +46,13 @@ func TestArchiveEndToEnd(t *testing.T) {
 		[]byte("not json at all"),
 		[]byte(`{"v":1,"id":"x1","time":"2026-11-29T05:00:00.000000000Z","kind":"login","class":"forever","tenant":"t"}`),
 		[]byte(`{"v":2,"id":"x2"}`),
+		[]byte(`{"v":1,"id":"x4","time":"2026-11-29T05:00:00.000000000Z","kind":"login","tenant":"t"}`),
 		[]byte(`{"v":1,"id":"x3","time":"`+now.AddDate(0, 0, -200).Format("2006-01-02T15:04:05.000000000Z")+`","kind":"login","class":"short","tenant":"t"}`),
 	)
 	want := archivetest.Produce(t, st, topic, values)
 	delete(want, "x1") // parseable, but bound for the dead-letter topic
 	delete(want, "x3")
+	delete(want, "x4")
 
 	s, _ := archivetest.NewStore(t, st, testRetention)
 	kr := archivetest.Keyring(t)
@@ -71,7 +73,7 @@ func TestArchiveEndToEnd(t *testing.T) {
 	if got.Segments < 20 {
 		t.Errorf("%d segments; want many (small flushes, several kinds, hours and classes)", got.Segments)
 	}
-	dead := stacktest.ReadAll(t, st, dlqTopic, 4, 30*time.Second)
+	dead := stacktest.ReadAll(t, st, dlqTopic, 5, 30*time.Second)
 	var reasons []string
 	for _, m := range dead {
 		for _, h := range m.Headers {
@@ -81,7 +83,8 @@ func TestArchiveEndToEnd(t *testing.T) {
 		}
 	}
 	all := strings.Join(reasons, "\n")
-	for _, r := range []string{"not a one-line JSON object", `class "forever" is not a configured retention class`, "v is 2; want 1", "is past the 100-day retention of class short"} {
+	for _, r := range []string{"not a one-line JSON object", `class "forever" is not a configured retention class`, "v is 2; want 1", "is past the 100-day retention of class short",
+		"class is missing (producers writing to the topic directly must set it"} {
 		if !strings.Contains(all, r) {
 			t.Errorf("dead letters lack reason %q; have:\n%s", r, all)
 		}

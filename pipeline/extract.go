@@ -76,7 +76,10 @@ func extract(value []byte, classes map[string]bool, f *fields) error {
 	case f.Tenant == "":
 		return invalid("tenant is missing")
 	case f.Class == "":
-		return invalid("class is missing")
+		// Ingest fills the default class; a record produced straight to
+		// the topic must carry it (docs/EVENTS.md §7): the archiver does
+		// not rewrite records, since what it stores is what was produced.
+		return invalid("class is missing (producers writing to the topic directly must set it; docs/EVENTS.md §7)")
 	case !classes[f.Class]:
 		return invalid("class %q is not a configured retention class", f.Class)
 	}

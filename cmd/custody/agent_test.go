@@ -134,10 +134,24 @@ func TestAgentKill9(t *testing.T) {
 	t.Logf("%d lines, %d messages in Kafka (%d duplicates, each with its original ID), 20 kills", total, len(msgs), len(msgs)-total)
 }
 
+// TestSendAndHook runs send and the hook as on a git server: no S3
+// credentials (their file is absent), no keyring, no ingest tokens, and an
+// events topic that does not exist yet. Regression test: the hook failed
+// with "s3.access_key: is required", and send left its events in the
+// outbox for ever on a cluster without the topic.
 func TestSendAndHook(t *testing.T) {
 	st := stacktest.Get(t)
-	topic := stacktest.Topic(t, st, 1)
-	cfg := stackConfig(t, st, topic, "")
+	topic := stacktest.Name(t, "absent") // created by the first producer
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "git-server.yaml")
+	doc := fmt.Sprintf("kafka:\n  brokers: [%s]\n  topic: %s\n  partitions: 1\ns3:\n  secret_key_file: /absent/s3-secret\ncrypto:\n  keyring_file: /absent/keyring.json\ningest:\n  tokens: [{name: web, token_file: /absent/token, tenants: [acme]}]\nagent:\n  name: git-host\n  outbox_dir: %s/outbox\n  spool_dir: %s/spool\n",
+		strings.Join(st.KafkaBrokers, ","), topic, dir, dir)
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CUSTODY_KAFKA_BROKERS", "")
+	t.Setenv("CUSTODY_S3_ACCESS_KEY", "")
+	t.Setenv("CUSTODY_S3_SECRET_KEY", "")
 	root := newRoot()
 	var out, errOut bytes.Buffer
 	root.SetOut(&out)
@@ -145,7 +159,7 @@ func TestSendAndHook(t *testing.T) {
 	root.SetIn(strings.NewReader(`{"id":"s1","kind":"activity","tenant":"acme","login":"a","action":"app.deploy","attrs":{"token":"t0p"}}` + "\n" + `{"kind":"activity"}` + "\n"))
 	root.SetArgs([]string{"send", "--config", cfg})
 	err := root.Execute()
-	if ee, ok := err.(exitError); !ok || ee.code != 1 || !strings.Contains(errOut.String(), `line 2: field "tenant": is required`) || !strings.Contains(errOut.String(), "1 events kept") {
+	if ee, ok := err.(exitError); !ok || ee.code != 1 || !strings.Contains(errOut.String(), `line 2: field "tenant": is required`) || !strings.Contains(errOut.String(), "1 events kept (0 bytes wait in the outbox)") {
 		t.Fatalf("send with one bad line: %v\n%s", err, errOut.String())
 	}
 

@@ -284,23 +284,6 @@ func TestWriterRejectsWrongCount(t *testing.T) {
 	}
 }
 
-func TestParseName(t *testing.T) {
-	m := metaFor(events(2, 1))
-	p, err := ParseName(Name(&m))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if p.Class != "security" || p.Kind != "connection" || !p.Hour.Equal(testHour) || p.Topic != "custody.events" || p.Partition != 3 || p.FirstOffset != 1000 {
-		t.Errorf("ParseName = %+v", p)
-	}
-	for _, bad := range []string{"", "security/connection/2026/11/29/05/x.cseg", "security/connection/2026/13/29/05/t+1+00000000000000000001.cseg",
-		"security/connection/2026/11/29/05/t+-1+00000000000000000001.cseg", "security/connection/2026/11/29/05/t+1+1.cseg", "a/b/c"} {
-		if _, err := ParseName(bad); err == nil {
-			t.Errorf("ParseName(%q) accepted", bad)
-		}
-	}
-}
-
 func TestHeaderTimeSpelling(t *testing.T) {
 	_, good, _ := writeSegment(t, events(2, 3), nil)
 	_, hb, err := ReadHeader(bytes.NewReader(good))

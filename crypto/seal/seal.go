@@ -254,12 +254,3 @@ func readErr(err error) error {
 	}
 	return err
 }
-
-// SealedSize is the sealed length of a plaintext of n bytes.
-func SealedSize(n int64) int64 {
-	var full int64 // non-final chunks; the final one holds the rest, 0 to ChunkSize bytes
-	if n > 0 {
-		full = (n - 1) / ChunkSize
-	}
-	return full*(FrameSize+ChunkSize+Overhead) + FrameSize + (n - full*ChunkSize) + Overhead
-}

@@ -209,21 +209,9 @@ func TestGoldenVector(t *testing.T) {
 }
 
 func TestInvalidVectors(t *testing.T) {
-	mb, err := os.ReadFile(filepath.Join(goldenDir, "invalid", "manifest.json"))
-	must(t, err)
-	var vs []invalidVector
-	must(t, json.Unmarshal(mb, &vs))
-	if len(vs) < 15 {
-		t.Fatalf("manifest lists %d vectors; want them all", len(vs))
-	}
-	for _, v := range vs {
-		path := filepath.Join(goldenDir, "invalid", v.File)
-		if v.File == "golden.cseg" {
-			path = filepath.Join(goldenDir, v.File)
-		}
-		b, err := os.ReadFile(path)
-		must(t, err)
-		_, err = readSegment(t, v.Name, b, ReaderOptions{})
+	for _, v := range loadManifest(t) {
+		b := v.bytes(t)
+		_, err := readSegment(t, v.Name, b, ReaderOptions{})
 		if err == nil {
 			t.Errorf("%s (%s): read without error", v.File, v.Change)
 			continue
@@ -251,10 +239,6 @@ func TestInvalidVectorsOneChange(t *testing.T) {
 	must(t, err)
 	goodName, err := os.ReadFile(filepath.Join(goldenDir, "golden.name"))
 	must(t, err)
-	mb, err := os.ReadFile(filepath.Join(goldenDir, "invalid", "manifest.json"))
-	must(t, err)
-	var vs []invalidVector
-	must(t, json.Unmarshal(mb, &vs))
 	split := func(b []byte) (map[string]any, []byte, []byte) {
 		n := int(binary.BigEndian.Uint32(b[len(Magic)+1:]))
 		hb := b[preambleSize : preambleSize+n]
@@ -263,13 +247,8 @@ func TestInvalidVectorsOneChange(t *testing.T) {
 		return m, hb, b[preambleSize+n:]
 	}
 	gh, ghb, grest := split(good)
-	for _, v := range vs {
-		path := filepath.Join(goldenDir, "invalid", v.File)
-		if v.File == "golden.cseg" {
-			path = filepath.Join(goldenDir, v.File)
-		}
-		b, err := os.ReadFile(path)
-		must(t, err)
+	for _, v := range loadManifest(t) {
+		b := v.bytes(t)
 		switch d := v.Diff; d.Kind {
 		case "byte":
 			var diffs []int
@@ -320,6 +299,31 @@ func TestInvalidVectorsOneChange(t *testing.T) {
 			t.Errorf("%s: manifest diff kind %q is unknown", v.File, d.Kind)
 		}
 	}
+}
+
+// loadManifest reads testdata/golden/invalid/manifest.json.
+func loadManifest(t *testing.T) []invalidVector {
+	t.Helper()
+	mb, err := os.ReadFile(filepath.Join(goldenDir, "invalid", "manifest.json"))
+	must(t, err)
+	var vs []invalidVector
+	must(t, json.Unmarshal(mb, &vs))
+	if len(vs) < 15 {
+		t.Fatalf("manifest lists %d vectors; want them all", len(vs))
+	}
+	return vs
+}
+
+// bytes reads the vector's file.
+func (v invalidVector) bytes(t *testing.T) []byte {
+	t.Helper()
+	path := filepath.Join(goldenDir, "invalid", v.File)
+	if v.File == "golden.cseg" {
+		path = filepath.Join(goldenDir, v.File)
+	}
+	b, err := os.ReadFile(path)
+	must(t, err)
+	return b
 }
 
 func must(t testing.TB, err error) {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -153,7 +154,7 @@ func Decode(line []byte, o Options) (*Event, error) {
 	// on this path, and with exact (not case-insensitive) member names.
 	rest, err := json.Parse(line, &w, json.DisallowUnknownFields|json.DontMatchCaseInsensitiveStructFields)
 	if err != nil {
-		return nil, jsonError(err)
+		return nil, jsonError(line, err)
 	}
 	if len(bytes.TrimSpace(rest)) > 0 {
 		return nil, fieldErr("", "more than one JSON value on the line")
@@ -176,27 +177,69 @@ func Decode(line []byte, o Options) (*Event, error) {
 	return e, nil
 }
 
-// jsonError turns the JSON decoder's messages into ones naming the member.
-func jsonError(err error) *FieldError {
+// jsonError explains a decoding failure, naming the member. It finds
+// what is wrong from the line itself (an unknown member, a cut line) or
+// from the decoder's typed errors, never from the decoder's message text,
+// which is not part of its API. It runs only on the error path.
+func jsonError(line []byte, err error) *FieldError {
 	var te *json.UnmarshalTypeError
-	var se *json.SyntaxError
-	msg := err.Error()
-	switch {
-	case errors.As(err, &te):
+	if errors.As(err, &te) {
 		return fieldErr(te.Field, "is a JSON %s; want %s", valueKind(te.Value), jsonType(te.Type.String()))
-	case strings.HasPrefix(msg, "json: unknown field "):
-		name := strings.Trim(strings.TrimPrefix(msg, "json: unknown field "), `"`)
+	}
+	name, complete := scanMembers(line)
+	if name != "" {
 		return fieldErr(name, "is not a v1 event member (put free-form data under attrs)")
-	case strings.Contains(msg, "unexpected end of JSON input"), msg == "unexpected EOF":
+	}
+	if !complete {
 		return fieldErr("", "invalid JSON: the line ends inside a value")
-	case errors.As(err, &se):
-		msg = strings.TrimPrefix(se.Error(), "json: ")
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		msg := strings.TrimPrefix(se.Error(), "json: ")
 		if len(msg) > 120 {
 			msg = msg[:120] + "..."
 		}
 		return fieldErr("", "invalid JSON: %s", msg)
 	}
 	return fieldErr("", "invalid JSON: %v", err)
+}
+
+// wireMembers are the member names wire accepts.
+var wireMembers = func() map[string]bool {
+	m := map[string]bool{}
+	t := reflect.TypeFor[wire]()
+	for i := 0; i < t.NumField(); i++ {
+		m[strings.Split(t.Field(i).Tag.Get("json"), ",")[0]] = true
+	}
+	return m
+}()
+
+// scanMembers tokenizes line and returns the first top-level member name
+// that wire does not know, and whether the top-level value was complete.
+func scanMembers(line []byte) (unknown string, complete bool) {
+	tk := json.NewTokenizer(line)
+	depth := 0
+	for tk.Next() {
+		switch tk.Delim {
+		case '{', '[':
+			depth++
+		case '}', ']':
+			depth--
+			if depth == 0 {
+				return "", true
+			}
+		}
+		if tk.IsKey && tk.Depth == 1 {
+			var k string
+			if json.Unmarshal(tk.Value, &k) == nil && !wireMembers[k] {
+				return k, true
+			}
+		}
+	}
+	// Input ran out inside an object or array, without a syntax error: the
+	// line was cut. A syntax error counts as complete, for the caller to
+	// report as such.
+	return "", depth == 0 || tk.Err != nil
 }
 
 // valueKind names the JSON type of a value as the decoder reports it:

@@ -25,7 +25,7 @@ type stored struct {
 func Parse(line []byte) (*Event, error) {
 	var s stored
 	if _, err := json.Parse(bytes.TrimRight(line, "\n"), &s, json.DisallowUnknownFields|json.DontMatchCaseInsensitiveStructFields|json.UseNumber); err != nil {
-		return nil, jsonError(err)
+		return nil, jsonError(line, err)
 	}
 	e := &Event{
 		ID: s.ID, Kind: Kind(s.Kind), Class: s.Class, Tenant: s.Tenant, App: s.App, Source: s.Source,

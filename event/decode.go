@@ -69,11 +69,16 @@ type Options struct {
 	// AllowedClasses, if non-nil, is the set of classes the sender's
 	// events may end up in, the default class included when it applies.
 	AllowedClasses map[string]bool
+	// Minimise holds, by retention class, what is kept of the members
+	// that identify a person; a class without an entry keeps them all.
+	Minimise map[string]*Minimiser
 }
 
-// WithLimits returns o with the limits of the events section.
-func (o Options) WithLimits(c Config) Options {
+// WithConfig returns o with the limits and minimisation rules of the
+// events section.
+func (o Options) WithConfig(c Config) Options {
 	o.MaxEventBytes, o.MaxFutureSkew, o.LateAfter = int(c.MaxEventBytes), c.MaxFutureSkew, c.LateAfter
+	o.Minimise = c.Minimisers()
 	return o
 }
 
@@ -171,8 +176,18 @@ func Decode(line []byte, o Options) (*Event, error) {
 	if err := e.fill(&w, now, o); err != nil {
 		return nil, err
 	}
+	m := o.Minimise[e.Class]
 	if e.ID == "" {
-		e.ID = DeriveID(e.Time, []byte(o.Source), []byte(e.Tenant), o.IDSalt, line)
+		if m != nil {
+			// Keyed: the line holds the full IP and login, and an ID
+			// hashed from it alone could be brute-forced back to them.
+			e.ID = DeriveID(e.Time, m.key, []byte(o.Source), []byte(e.Tenant), o.IDSalt, line)
+		} else {
+			e.ID = DeriveID(e.Time, []byte(o.Source), []byte(e.Tenant), o.IDSalt, line)
+		}
+	}
+	if m != nil {
+		m.apply(e)
 	}
 	return e, nil
 }

@@ -51,7 +51,7 @@ func testConfig() Config {
 // baseOptions are what custody ingest passes for the default retention.
 func baseOptions() event.Options {
 	r := archive.DefaultRetention()
-	return event.Options{DefaultClass: r.DefaultClass, Classes: r.NameSet()}.WithLimits(event.DefaultConfig())
+	return event.Options{DefaultClass: r.DefaultClass, Classes: r.NameSet()}.WithConfig(event.DefaultConfig())
 }
 
 // testClient is the process's Kafka client, closed with the test.
@@ -358,5 +358,65 @@ func TestSpoolWhenKafkaUnreachable(t *testing.T) {
 	}
 	if f.spool.Size() != 0 {
 		t.Errorf("spool holds %d bytes after draining", f.spool.Size())
+	}
+}
+
+// TestAnalyticsMinimisedBeforeKafka sends analytics-class events and reads
+// the topic back with kcat: no full IP, user agent, login or session of
+// them reaches Kafka (docs/EVENTS.md §5a).
+func TestAnalyticsMinimisedBeforeKafka(t *testing.T) {
+	cfg := testConfig()
+	cfg.Tokens[0].Classes = []string{"security", "analytics"}
+	opts := baseOptions()
+	opts.Classes = map[string]bool{"security": true, "analytics": true}
+	ec := event.DefaultConfig()
+	ec.Minimise = []event.Minimise{{Class: "analytics", IP: "truncate", Port: "drop", UserAgent: "summary", Login: "pseudonym", Session: "pseudonym", PseudonymKey: "analytics-key-for-tests-0123456789abcdef"}}
+	opts = opts.WithConfig(ec)
+	f := newFixtureOpts(t, cfg, opts, nil, 1<<20)
+	kcat := stacktest.Kcat(t)
+	const ua = "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15"
+	var body strings.Builder
+	var ips []string
+	for i := 0; i < 20; i++ {
+		ip := fmt.Sprintf("198.51.%d.%d", 100+i, 200+i)
+		ips = append(ips, ip)
+		fmt.Fprintf(&body, `{"kind":"connection","class":"analytics","tenant":"acme","ip":"%s","port":%d,"login":"person%d@example.org","session":"sess-%04d","user_agent":"%s","path":"/"}`+"\n", ip, 40000+i, i, i, ua)
+	}
+	fmt.Fprintf(&body, `{"kind":"connection","tenant":"acme","ip":"192.0.2.99","port":41000,"login":"kept@example.org","user_agent":"%s"}`+"\n", ua)
+	if code, r := post(t, f.url, tokenWeb, "", []byte(body.String())); code != http.StatusAccepted || r.Accepted != 21 {
+		t.Fatalf("post: %d %+v", code, r)
+	}
+	stacktest.ReadAll(t, f.st, f.topic, 21, 30*time.Second)
+	out, err := exec.Command(kcat, "-b", strings.Join(f.st.KafkaBrokers, ","), "-C", "-t", f.topic, "-o", "beginning", "-e", "-q").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kcat: %v\n%s", err, out)
+	}
+	var analytics, security []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if strings.Contains(l, `"class":"analytics"`) {
+			analytics = append(analytics, l)
+		} else {
+			security = append(security, l)
+		}
+	}
+	if len(analytics) != 20 || len(security) != 1 {
+		t.Fatalf("kcat read %d analytics and %d security events; want 20 and 1:\n%s", len(analytics), len(security), out)
+	}
+	all := strings.Join(analytics, "\n")
+	for _, ip := range ips {
+		if strings.Contains(all, `"`+ip+`"`) {
+			t.Errorf("full IP %s reached Kafka", ip)
+		}
+	}
+	for _, leak := range []string{"@example.org", "sess-", "Macintosh", "605.1.15", `"port"`} {
+		if strings.Contains(all, leak) {
+			t.Errorf("%q of an analytics event reached Kafka:\n%s", leak, all)
+		}
+	}
+	if !strings.Contains(all, `"ip":"198.51.0.0"`) || !strings.Contains(all, `"user_agent":"Safari 17; macOS; Desktop"`) || !strings.Contains(all, `"login":"p-`) {
+		t.Errorf("analytics events lack the minimised forms:\n%s", analytics[0])
+	}
+	if s := security[0]; !strings.Contains(s, `"ip":"192.0.2.99"`) || !strings.Contains(s, "kept@example.org") || !strings.Contains(s, "Macintosh") {
+		t.Errorf("the security event was minimised: %s", s)
 	}
 }

@@ -22,7 +22,7 @@ var sections = map[string][]config.Section{
 	"hook":         {config.Kafka, config.Events, config.Agent, config.Retention},
 	"archive init": {config.S3, config.Retention},
 	"archive run":  {config.Kafka, config.S3, config.Crypto, config.Archive, config.Retention},
-	"query":        {config.Kafka, config.Events, config.Agent, config.S3, config.Crypto, config.Query, config.Retention},
+	"query":        {config.Kafka, config.Agent, config.S3, config.Crypto, config.Query, config.Retention},
 	"keys":         {config.Crypto},
 	"config check": config.All,
 }

@@ -114,7 +114,19 @@ func Load(path string) (*Keyring, error) {
 		}
 		return k, nil
 	}
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read keyring: %w", err)
+	}
+	defer f.Close()
+	// Checked on the open file, so the mode read is the mode of the bytes
+	// read. Keys readable by other users are keys already leaked.
+	if fi, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("cannot read keyring: %w", err)
+	} else if m := fi.Mode().Perm(); m&0o077 != 0 {
+		return nil, fmt.Errorf("keyring %s is mode %04o: readable by group or others; run chmod 600 %s (and consider the keys exposed)", path, m, path)
+	}
+	b, err := io.ReadAll(f)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read keyring: %w", err)
 	}

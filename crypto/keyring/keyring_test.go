@@ -187,3 +187,33 @@ func TestKeyNeverShowsMaterial(t *testing.T) {
 		t.Fatal("keyring file does not round-trip the material")
 	}
 }
+
+// docs/CONFIG.md: the keyring file must be mode 0600 or stricter; a
+// readable one refuses to load with a clear error.
+func TestLoadRefusesOpenPermissions(t *testing.T) {
+	t.Setenv(EnvKeyring, "")
+	kr := New()
+	if _, err := kr.Generate(now, "2026-11", "2026-11"); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "keyring.json")
+	if err := kr.Save(p); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Load(p); err != nil {
+		t.Fatalf("Load of a 0600 keyring: %v", err)
+	}
+	for _, mode := range []os.FileMode{0o640, 0o604, 0o644} {
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(p)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("mode %04o: readable by group or others", mode)) {
+			t.Errorf("Load of a %04o keyring: %v; want a refusal naming the mode", mode, err)
+		}
+	}
+	os.Chmod(p, 0o400)
+	if _, err := Load(p); err != nil {
+		t.Errorf("Load of a 0400 keyring: %v", err)
+	}
+}

@@ -37,7 +37,8 @@ type Config struct {
 	Query     query.Config      `yaml:"query"`
 	Retention archive.Retention `yaml:"retention"`
 
-	baseDir string // the file's directory: relative paths start here
+	baseDir string           // the file's directory: relative paths start here
+	checked map[Section]bool // the sections Check resolved and validated
 }
 
 // Section names one top-level section of the file.
@@ -131,6 +132,7 @@ func (c *Config) Check(sections ...Section) error {
 	for _, s := range sections {
 		use[s] = true
 	}
+	c.checked = use
 	var errs []error
 	check := func(s Section, resolve func() error, validate func() error) {
 		if !use[s] {
@@ -148,7 +150,7 @@ func (c *Config) Check(sections ...Section) error {
 	check(Kafka, func() error { return c.Kafka.Resolve(d) }, c.Kafka.Validate)
 	check(S3, func() error { return c.S3.Resolve(d) }, c.S3.Validate)
 	check(Crypto, func() error { c.Crypto.ResolvePaths(d); return nil }, c.Crypto.Validate)
-	check(Events, nil, c.Events.Validate)
+	check(Events, func() error { return c.Events.Resolve(d) }, c.Events.Validate)
 	check(Ingest, func() error { return c.Ingest.Resolve(d) }, c.Ingest.Validate)
 	check(Agent, func() error { c.Agent.ResolvePaths(d); return nil }, c.Agent.Validate)
 	check(Archive, nil, c.Archive.Validate)
@@ -159,6 +161,9 @@ func (c *Config) Check(sections ...Section) error {
 	}
 	if use[Ingest] && use[Retention] {
 		errs = append(errs, keyerr.Prefix("ingest.", c.Ingest.CheckClasses(c.Retention.NameSet())))
+	}
+	if use[Events] && use[Retention] {
+		errs = append(errs, keyerr.Prefix("events.", c.Events.CheckClasses(c.Retention.NameSet())))
 	}
 	return errors.Join(errs...)
 }
@@ -172,8 +177,15 @@ func (c *Config) Problems(sections ...Section) []string {
 	return out
 }
 
-// EventOptions are the limits, classes and stamp that events entering
-// through source get. The caller narrows them per sender (tenants, kinds).
+// EventOptions are the limits, classes, minimisation rules and stamp that
+// events entering through source get. The caller narrows them per sender
+// (tenants, kinds). Without the events section checked (a reader writing
+// its access_audit events holds no pseudonym keys) the limits are the
+// defaults and nothing is minimised.
 func (c *Config) EventOptions(source string) event.Options {
-	return event.Options{Source: source, DefaultClass: c.Retention.DefaultClass, Classes: c.Retention.NameSet()}.WithLimits(c.Events)
+	o := event.Options{Source: source, DefaultClass: c.Retention.DefaultClass, Classes: c.Retention.NameSet()}
+	if !c.checked[Events] {
+		return o.WithConfig(event.DefaultConfig())
+	}
+	return o.WithConfig(c.Events)
 }

@@ -413,7 +413,7 @@ func TestAnalyticsMinimisedBeforeKafka(t *testing.T) {
 			t.Errorf("%q of an analytics event reached Kafka:\n%s", leak, all)
 		}
 	}
-	if !strings.Contains(all, `"ip":"198.51.0.0"`) || !strings.Contains(all, `"user_agent":"Safari 17; macOS; Desktop"`) || !strings.Contains(all, `"login":"p-`) {
+	if !strings.Contains(all, `"ip":"198.51.0.0"`) || !strings.Contains(all, `"user_agent":"Safari 17; MacOS; Desktop"`) || !strings.Contains(all, `"login":"p-`) {
 		t.Errorf("analytics events lack the minimised forms:\n%s", analytics[0])
 	}
 	if s := security[0]; !strings.Contains(s, `"ip":"192.0.2.99"`) || !strings.Contains(s, "kept@example.org") || !strings.Contains(s, "Macintosh") {

@@ -23,7 +23,7 @@ import (
 // objects is what a query needs from the store.
 type objects interface {
 	List(ctx context.Context, prefix string) iter.Seq2[store.Object, error]
-	Get(ctx context.Context, name string) (io.ReadCloser, error)
+	GetRange(ctx context.Context, name string, off, length int64) (io.ReadCloser, error)
 }
 
 // Engine runs queries over one archive. Safe for concurrent use.
@@ -156,19 +156,19 @@ func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]by
 	}
 	emitted := 0
 	for h := f.From.Truncate(time.Hour); h.Before(f.To); h = h.Add(time.Hour) {
-		var names []string
+		var objs []store.Object
 		for _, c := range q.classes {
 			for _, k := range kinds {
 				for o, err := range q.src.List(ctx, segment.HourPrefix(c, k, h)) {
 					if err != nil {
 						return err
 					}
-					names = append(names, o.Name)
+					objs = append(objs, o)
 				}
 			}
 		}
-		st.total.Add(int64(len(names)))
-		hits, err := q.scanHour(ctx, f, opts, names, st)
+		st.total.Add(int64(len(objs)))
+		hits, err := q.scanHour(ctx, f, opts, objs, st)
 		if err != nil {
 			return err
 		}
@@ -192,11 +192,11 @@ func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]by
 }
 
 // scanHour reads the hour's segments in parallel and collects matches.
-func (q *Engine) scanHour(ctx context.Context, f Filter, opts Options, names []string, st *counters) (*hourHits, error) {
+func (q *Engine) scanHour(ctx context.Context, f Filter, opts Options, objs []store.Object, st *counters) (*hourHits, error) {
 	hh := &hourHits{budget: int64(q.cfg.MemoryBudget), dir: opts.SpillDir}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	work := make(chan string)
+	work := make(chan store.Object)
 	var wg sync.WaitGroup
 	var firstErr error
 	var errOnce sync.Once
@@ -207,8 +207,9 @@ func (q *Engine) scanHour(ctx context.Context, f Filter, opts Options, names []s
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for name := range work {
-				hits, err := q.scanSegment(ctx, f, name, st)
+			for obj := range work {
+				name := obj.Name
+				hits, err := q.scanSegment(ctx, f, obj, st)
 				if err != nil {
 					if ctx.Err() != nil {
 						return
@@ -230,9 +231,9 @@ func (q *Engine) scanHour(ctx context.Context, f Filter, opts Options, names []s
 		}()
 	}
 feed:
-	for _, n := range names {
+	for _, o := range objs {
 		select {
-		case work <- n:
+		case work <- o:
 		case <-ctx.Done():
 			break feed
 		}
@@ -250,17 +251,61 @@ feed:
 	return hh, nil
 }
 
-// scanSegment returns the matches of one segment, sorted. A segment that
-// cannot match is abandoned after its header and index.
-func (q *Engine) scanSegment(ctx context.Context, f Filter, name string, st *counters) ([]hit, error) {
-	rc, err := q.src.Get(ctx, name)
+// headProbe is the first ranged GET of a segment: enough for the head
+// (header and index) of most segments, so that one small request decides
+// whether the body is needed at all.
+const headProbe = 64 << 10
+
+// scanSegment returns the matches of one segment, sorted. It fetches the
+// head with ranged GETs and the body only if the head does not rule the
+// segment out: a pruned segment costs its head's bytes, not the object's
+// (an unranged GET would have the server stream the rest into the socket
+// whether read or not).
+func (q *Engine) scanSegment(ctx context.Context, f Filter, obj store.Object, st *counters) ([]hit, error) {
+	name := obj.Name
+	var fetched int64
+	defer func() { st.bytes.Add(fetched) }()
+	get := func(off, n int64) ([]byte, error) {
+		if n <= 0 {
+			return nil, nil
+		}
+		rc, err := q.src.GetRange(ctx, name, off, n)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(io.LimitReader(rc, n))
+		fetched += int64(len(b))
+		if err != nil {
+			return nil, fmt.Errorf("cannot read segment %s: %w", name, err)
+		}
+		return b, nil
+	}
+	head, err := get(0, min(headProbe, obj.Size))
 	if err != nil {
 		return nil, err
 	}
-	defer rc.Close()
-	cr := &countingReader{r: rc}
-	r, err := segment.Open(bufio.NewReaderSize(cr, 256<<10), name, q.keys, segment.ReaderOptions{MaxPlaintext: int64(q.cfg.MaxSegmentBytes)})
-	defer func() { st.bytes.Add(cr.n) }()
+	// At most two more requests: one to learn the index length when the
+	// header is long, one for the rest of the index.
+	for i := 0; i < 2; i++ {
+		need, ok := segment.HeadLen(head)
+		if ok || int64(need) > obj.Size || need <= len(head) {
+			break
+		}
+		more, err := get(int64(len(head)), int64(need-len(head)))
+		if err != nil {
+			return nil, err
+		}
+		head = append(head, more...)
+	}
+	tail := &lazyRange{open: func() (io.ReadCloser, error) {
+		return q.src.GetRange(ctx, name, int64(len(head)), obj.Size-int64(len(head)))
+	}, empty: int64(len(head)) >= obj.Size}
+	defer tail.Close()
+	cr := &countingReader{r: tail}
+	defer func() { fetched += cr.n }()
+	src := io.MultiReader(bytes.NewReader(head), bufio.NewReaderSize(cr, 256<<10))
+	r, err := segment.Open(src, name, q.keys, segment.ReaderOptions{MaxPlaintext: int64(q.cfg.MaxSegmentBytes)})
 	if err != nil {
 		return nil, err
 	}
@@ -315,4 +360,34 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// lazyRange opens its source on the first Read: the body of a segment is
+// requested only when the reader reaches it.
+type lazyRange struct {
+	open  func() (io.ReadCloser, error)
+	empty bool // nothing after the head: never request anything
+	rc    io.ReadCloser
+}
+
+func (l *lazyRange) Read(p []byte) (int, error) {
+	if l.rc == nil {
+		if l.empty {
+			return 0, io.EOF
+		}
+		rc, err := l.open()
+		if err != nil {
+			return 0, err
+		}
+		l.rc = rc
+	}
+	return l.rc.Read(p)
+}
+
+// Close closes the source if it was opened.
+func (l *lazyRange) Close() error {
+	if l.rc == nil {
+		return nil
+	}
+	return l.rc.Close()
 }

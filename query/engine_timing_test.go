@@ -9,6 +9,7 @@ import (
 	"iter"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,8 +22,9 @@ import (
 // memObjects holds segments in memory, so the benchmarks measure the
 // query's own work (decrypt, decompress, filter, merge), not the network.
 type memObjects struct {
-	names []string
-	data  map[string][]byte
+	names  []string
+	data   map[string][]byte
+	served atomic.Int64 // bytes handed out, as a store would send them
 }
 
 func (m *memObjects) List(_ context.Context, prefix string) iter.Seq2[store.Object, error] {
@@ -35,13 +37,15 @@ func (m *memObjects) List(_ context.Context, prefix string) iter.Seq2[store.Obje
 	}
 }
 
-func (m *memObjects) Get(_ context.Context, name string) (io.ReadCloser, error) {
-	return io.NopCloser(bytes.NewReader(m.data[name])), nil
+func (m *memObjects) GetRange(_ context.Context, name string, off, n int64) (io.ReadCloser, error) {
+	b := m.data[name]
+	m.served.Add(min(n, int64(len(b))-off))
+	return io.NopCloser(bytes.NewReader(b[off:min(off+n, int64(len(b)))])), nil
 }
 
 // benchArchive builds one day of n connection events (~400 bytes each) as
 // segments of 50,000 events, spread over the 24 hours.
-func benchArchive(b *testing.B, n int) (*memObjects, *keyring.Keyring, time.Time) {
+func benchArchive(b testing.TB, n int) (*memObjects, *keyring.Keyring, time.Time) {
 	kr := keyring.New()
 	day := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
 	kr.Generate(time.Now(), "2026-11", "2026-11")
@@ -139,11 +143,60 @@ func BenchmarkNeedle(b *testing.B) {
 				b.Fatalf("matched %d; want the one event with that IP", st.Matched)
 			}
 			b.ReportMetric(float64(st.Scanned), "segments-read")
+			b.ReportMetric(float64(st.Bytes), "bytes-fetched")
+			b.ReportMetric(float64(m.total()), "bytes-stored")
 		})
 	}
 }
 
 func ptr[T any](v T) *T { return &v }
+
+func (m *memObjects) total() int64 {
+	var n int64
+	for _, b := range m.data {
+		n += int64(len(b))
+	}
+	return n
+}
+
+// Regression test: the query opened every segment with one unranged GET,
+// so a real S3 sent every byte of every segment, pruned or not (a needle
+// query over 120 segments fetched 100% of 8.7 MB). Now a pruned segment
+// costs its head, and only the bodies of segments that are read are
+// fetched. memObjects counts what it hands out, as a store would send it.
+func TestNeedleFetchesHeadsAndReadBodiesOnly(t *testing.T) {
+	m, kr, day := benchArchive(t, 240000) // 24 segments of 10,000 events
+	var heads int64
+	bodies := map[string]int64{}
+	for name, b := range m.data {
+		h, ok := segment.HeadLen(b)
+		if !ok {
+			t.Fatalf("%s: head length not found", name)
+		}
+		heads += int64(min(max(h, headProbe), len(b))) // the first request asks for 64 KiB
+		bodies[name] = int64(len(b))
+	}
+	cfg := Defaults()
+	eng := NewEngine(cfg, m, kr, []string{"security"})
+	f := Filter{From: day, To: day.Add(24 * time.Hour), IP: ptr(netip.MustParsePrefix("10.0.39.16/32"))}
+	var got []string
+	st, err := eng.Run(context.Background(), f, Options{}, func(l []byte) error { got = append(got, string(l)); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || st.Scanned < 1 || st.Scanned > 3 || st.Pruned < 20 {
+		t.Fatalf("needle: %d matches, %d scanned, %d pruned of %d; want 1 match from 1-3 segments", len(got), st.Scanned, st.Pruned, st.Total)
+	}
+	largest := int64(0)
+	for _, n := range bodies {
+		largest = max(largest, n)
+	}
+	limit := heads + int64(st.Scanned)*largest
+	if served := m.served.Load(); served > limit || served != st.Bytes {
+		t.Errorf("served %d bytes (stats say %d); want at most the heads (%d) plus %d bodies (%d in all), of %d stored", served, st.Bytes, heads, st.Scanned, limit, m.total())
+	}
+	t.Logf("needle: %d of %d stored bytes fetched, %d of %d segments read", m.served.Load(), m.total(), st.Scanned, st.Total)
+}
 
 // TestDecompressBombBounded: a segment whose body inflates past
 // query.max_segment_bytes fails alone, named, without being read to the end.

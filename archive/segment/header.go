@@ -195,3 +195,28 @@ func parseHeader(hb []byte) (*Header, error) {
 	}
 	return &h, nil
 }
+
+// HeadLen returns the length of a segment's head: preamble, header, index
+// length word and sealed index, all a reader needs to prune a segment
+// without its body (docs/FORMAT.md §3). Given the object's first bytes b
+// it returns that length and true, or, when b is too short to tell, the
+// number of bytes needed to tell and false. Lengths outside the format's
+// bounds are not judged here: it then returns len(b) and true, and Open
+// reports the error. Nothing here is authenticated; Open is.
+func HeadLen(b []byte) (int, bool) {
+	if len(b) < preambleSize {
+		return preambleSize, false
+	}
+	h := int(binary.BigEndian.Uint32(b[len(Magic)+1:]))
+	if h == 0 || h > maxHeaderSize {
+		return len(b), true
+	}
+	if len(b) < preambleSize+h+4 {
+		return preambleSize + h + 4, false
+	}
+	x := int(binary.BigEndian.Uint32(b[preambleSize+h:]))
+	if x > maxIndexSize {
+		return len(b), true
+	}
+	return preambleSize + h + 4 + x, true
+}

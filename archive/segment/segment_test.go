@@ -2,6 +2,7 @@ package segment
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -296,5 +297,40 @@ func TestHeaderTimeSpelling(t *testing.T) {
 		if _, err := parseHeader(j); !errors.Is(err, ErrHeader) || !strings.Contains(err.Error(), "hour") {
 			t.Errorf("header with %s: %v; want ErrHeader naming hour", alt[1], err)
 		}
+	}
+}
+
+func TestHeadLen(t *testing.T) {
+	name, good, _ := writeSegment(t, events(50, 4), nil)
+	_, hb, err := ReadHeader(bytes.NewReader(good))
+	must(t, err)
+	idx := preambleSize + len(hb)
+	want := idx + 4 + int(binary.BigEndian.Uint32(good[idx:]))
+	for _, n := range []int{0, 5, preambleSize, idx, idx + 3, idx + 4, want, len(good)} {
+		got, ok := HeadLen(good[:n])
+		switch {
+		case n < preambleSize:
+			if ok || got != preambleSize {
+				t.Errorf("HeadLen(%d bytes) = %d, %v; want %d, false", n, got, ok, preambleSize)
+			}
+		case n < idx+4:
+			if ok || got != idx+4 {
+				t.Errorf("HeadLen(%d bytes) = %d, %v; want %d, false", n, got, ok, idx+4)
+			}
+		default:
+			if !ok || got != want {
+				t.Errorf("HeadLen(%d bytes) = %d, %v; want %d, true", n, got, ok, want)
+			}
+		}
+	}
+	// The head alone opens, index included: a pruning reader needs
+	// nothing more.
+	kr, _ := testKeyring(t)
+	r, err := Open(bytes.NewReader(good[:want]), name, kr, ReaderOptions{})
+	if err != nil {
+		t.Fatalf("Open of the %d-byte head: %v", want, err)
+	}
+	if r.Index() == nil || r.Header().Count != 50 {
+		t.Errorf("head opened without its index or header")
 	}
 }

@@ -3,12 +3,15 @@ package query
 import (
 	"bufio"
 	"container/heap"
+	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"os"
 	"sync"
 	"time"
+
+	"github.com/custodylog/custody/crypto/seal"
 )
 
 // hourHits gathers the sorted matches of one hour's segments and replays
@@ -22,8 +25,23 @@ type hourHits struct {
 	mu    sync.Mutex
 	runs  [][]hit // sorted, in memory
 	bytes int64
-	files []*os.File // sorted runs on disk
+	files []spillFile // sorted runs on disk, sealed
 }
+
+// spillFile is one sorted run on disk. Its content is sealed (crypto/seal,
+// the segment body's AEAD stream) under a key that exists only in this
+// process's memory: matched events are plaintext, and a spill file never
+// needs to survive a crash, so nothing readable is ever left on the disk.
+// The file is unlinked as soon as it is created.
+type spillFile struct {
+	f      *os.File
+	key    []byte
+	prefix [seal.NoncePrefixSize]byte
+}
+
+// spillAAD labels the spill stream, so a spill can never be mistaken for
+// (or spliced into) a segment body sealed under the same construction.
+var spillAAD = []byte("custody query spill v1")
 
 const hitOverhead = 64
 
@@ -51,7 +69,18 @@ func (h *hourHits) spill() error {
 		return fmt.Errorf("cannot spill query results: %w", err)
 	}
 	os.Remove(f.Name()) // unlinked: the space goes when the file is closed
-	w := bufio.NewWriterSize(f, 1<<20)
+	sf := spillFile{f: f, key: make([]byte, seal.KeySize)}
+	if _, err := rand.Read(sf.key); err != nil {
+		f.Close()
+		return fmt.Errorf("cannot spill query results: %w", err)
+	}
+	rand.Read(sf.prefix[:])
+	sw, err := seal.NewWriter(f, sf.key, sf.prefix, spillAAD)
+	if err != nil {
+		f.Close()
+		return err
+	}
+	w := bufio.NewWriterSize(sw, 1<<20)
 	var hdr [14]byte
 	err = mergeRuns(memSources(h.runs), func(x hit) error {
 		binary.BigEndian.PutUint64(hdr[0:8], uint64(x.t.UnixNano()))
@@ -66,11 +95,14 @@ func (h *hourHits) spill() error {
 	if err == nil {
 		err = w.Flush()
 	}
+	if err == nil {
+		err = sw.Close()
+	}
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("cannot spill query results: %w", err)
 	}
-	h.files = append(h.files, f)
+	h.files = append(h.files, sf)
 	h.runs, h.bytes = nil, 0
 	return nil
 }
@@ -79,11 +111,15 @@ func (h *hourHits) spill() error {
 // keys (a repeat has the same time and key, so it sorts next to the first).
 func (h *hourHits) each(fn func(hit) error, st *counters) error {
 	srcs := memSources(h.runs)
-	for _, f := range h.files {
-		if _, err := f.Seek(0, io.SeekStart); err != nil {
+	for _, sf := range h.files {
+		if _, err := sf.f.Seek(0, io.SeekStart); err != nil {
 			return err
 		}
-		srcs = append(srcs, &fileSource{r: bufio.NewReaderSize(f, 1<<20)})
+		sr, err := seal.NewReader(bufio.NewReaderSize(sf.f, 1<<20), sf.key, sf.prefix, spillAAD)
+		if err != nil {
+			return err
+		}
+		srcs = append(srcs, &fileSource{r: bufio.NewReaderSize(sr, 256<<10)})
 	}
 	var last hit
 	first := true
@@ -98,8 +134,8 @@ func (h *hourHits) each(fn func(hit) error, st *counters) error {
 }
 
 func (h *hourHits) close() {
-	for _, f := range h.files {
-		f.Close()
+	for _, sf := range h.files {
+		sf.f.Close()
 	}
 	h.files = nil
 }

@@ -1,12 +1,16 @@
 package query
 
 import (
+	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/custodylog/custody/crypto/seal"
 )
 
 // TestHourHitsSpillAndDedupe feeds sorted runs from several goroutines
@@ -98,4 +102,50 @@ func TestParseTimeAndIP(t *testing.T) {
 			t.Errorf("ParseIP(%q) accepted", bad)
 		}
 	}
+}
+
+// Spill files hold matched events, so they are sealed under a key that
+// lives only in memory: no plaintext reaches the disk, and a changed byte
+// fails the merge rather than changing a result.
+func TestSpillIsSealed(t *testing.T) {
+	base := time.Date(2026, 11, 29, 5, 0, 0, 0, time.UTC)
+	const marker = "203.0.113.77-marker"
+	hh := &hourHits{budget: 1, dir: t.TempDir()}
+	var run []hit
+	for i := 0; i < 200; i++ {
+		run = append(run, hit{t: base.Add(time.Duration(i) * time.Second), key: fmt.Sprintf("k%03d", i), line: []byte(`{"ip":"` + marker + `"}`)})
+	}
+	if err := hh.add(run); err != nil {
+		t.Fatal(err)
+	}
+	if len(hh.files) != 1 {
+		t.Fatalf("%d spill files; want 1", len(hh.files))
+	}
+	f := hh.files[0].f
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := make([]byte, fi.Size())
+	if _, err := f.ReadAt(raw, 0); err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) < 200*len(marker) {
+		t.Fatalf("spill file is %d bytes; too small to hold the run", len(raw))
+	}
+	if bytes.Contains(raw, []byte(marker)) || bytes.Contains(raw, []byte("k000")) {
+		t.Fatal("the spill file holds plaintext")
+	}
+	n := 0
+	if err := hh.each(func(hit) error { n++; return nil }, &counters{}); err != nil || n != 200 {
+		t.Fatalf("merge of the sealed spill: %d hits, %v; want 200", n, err)
+	}
+	raw[len(raw)/2] ^= 1
+	if _, err := f.WriteAt(raw[len(raw)/2:len(raw)/2+1], int64(len(raw)/2)); err != nil {
+		t.Fatal(err)
+	}
+	if err := hh.each(func(hit) error { return nil }, &counters{}); !errors.Is(err, seal.ErrAuth) {
+		t.Fatalf("merge of a changed spill file: %v; want an authentication failure", err)
+	}
+	hh.close()
 }

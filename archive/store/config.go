@@ -65,7 +65,7 @@ func (c *Config) Validate() error {
 	if c.SecretKey == "" {
 		errs = append(errs, errors.New("secret_key: is required (set secret_key_file or CUSTODY_S3_SECRET_KEY)"))
 	}
-	if err := c.TLS.Validate(); err != nil {
+	if err := c.TLS.Validate(c.Endpoint); err != nil {
 		errs = append(errs, keyerr.Prefix("tls.", err))
 	}
 	return errors.Join(errs...)

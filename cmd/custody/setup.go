@@ -55,6 +55,9 @@ func setup(cmd *cobra.Command, g *globals, use []config.Section) (*config.Config
 	if err != nil {
 		return nil, nil, err
 	}
+	for _, w := range cfg.Warnings() {
+		log.Warn("insecure configuration", zap.String("setting", w))
+	}
 	return cfg, log, nil
 }
 

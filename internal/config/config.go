@@ -168,6 +168,15 @@ func (c *Config) Check(sections ...Section) error {
 	return errors.Join(errs...)
 }
 
+// Warnings are the insecure settings, allowed but risky, of the sections
+// Check resolved; a command logs each at every start.
+func (c *Config) Warnings() []string {
+	if c.checked[Kafka] {
+		return c.Kafka.Warnings()
+	}
+	return nil
+}
+
 // Problems is Check as one line per problem, for `custody config check`.
 func (c *Config) Problems(sections ...Section) []string {
 	var out []string

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -172,5 +173,54 @@ func TestTokenClassesMustBeConfigured(t *testing.T) {
 		if !strings.Contains(ps, w) {
 			t.Errorf("problems lack %q:\n%s", w, ps)
 		}
+	}
+}
+
+// Transport refusals (issue 14): each is one line naming the key.
+func TestTransportRefusals(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	key := filepath.Join(dir, "client.key")
+	if err := os.WriteFile(key, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cert := filepath.Join(dir, "client.crt")
+	if err := os.WriteFile(cert, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	doc := "kafka:\n  brokers: [kafka-1.example.net:9093]\n  sasl: {mechanism: scram-sha-512, username: u, password: p}\n" +
+		"s3:\n  endpoint: s3.example.net:443\n  access_key: a\n  secret_key: b\n  tls: {enabled: true, insecure_skip_verify: true, cert_file: " + cert + ", key_file: " + key + "}\n"
+	c, err := Parse([]byte(doc), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := strings.Join(c.Problems(Kafka, S3), "\n")
+	for _, w := range []string{
+		"kafka.sasl.mechanism: scram-sha-512 without tls.enabled would send credentials in clear; enable TLS (or set allow_insecure: true in a lab)",
+		"s3.tls.insecure_skip_verify: is allowed only when every address is on loopback, and s3.example.net:443 is not",
+		"s3.tls.key_file: " + key + " has mode 0644; a private key must not be readable by group or others (chmod 600)",
+	} {
+		if !strings.Contains(ps, w) {
+			t.Errorf("problems lack %q:\n%s", w, ps)
+		}
+	}
+	// In a lab: allowed, and a warning for every start.
+	c, err = Parse([]byte("kafka:\n  brokers: [127.0.0.1:9092]\n  allow_insecure: true\n  sasl: {mechanism: plain, username: u, password: p}\ns3:\n  endpoint: 127.0.0.1:9000\n  access_key: a\n  secret_key: b\n  tls: {enabled: true, insecure_skip_verify: true}\n"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps := c.Problems(Kafka, S3); len(ps) != 0 {
+		t.Errorf("lab setup on loopback refused: %q", ps)
+	}
+	if w := c.Warnings(); len(w) != 1 || !strings.Contains(w[0], "kafka.allow_insecure: SASL plain credentials cross the network in clear") {
+		t.Errorf("Warnings() = %q; want the insecure SASL named", w)
+	}
+	// An unreadable file names itself.
+	c, err = Parse([]byte("s3:\n  access_key: a\n  secret_key: b\n  tls: {enabled: true, ca_file: /absent/ca.pem}\n"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps := strings.Join(c.Problems(S3), "\n"); !strings.Contains(ps, "s3.tls.ca_file: cannot read /absent/ca.pem: no such file or directory") {
+		t.Errorf("unreadable ca_file: %q", ps)
 	}
 }

@@ -37,6 +37,10 @@ type Config struct {
 	DialTimeout       time.Duration    `yaml:"dial_timeout"`
 	TLS               tlsconfig.Config `yaml:"tls"`
 	SASL              SASL             `yaml:"sasl"`
+	// AllowInsecure permits SASL without TLS, which sends the password
+	// (PLAIN) or a replayable exchange (SCRAM) in clear; every start then
+	// logs a warning. For lab setups only.
+	AllowInsecure bool `yaml:"allow_insecure"`
 }
 
 // SASL is the `kafka.sasl` section. The password may come from
@@ -102,8 +106,11 @@ func (c *Config) Validate() error {
 	if c.DialTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("dial_timeout: %s is not a positive duration", c.DialTimeout))
 	}
-	if err := c.TLS.Validate(); err != nil {
+	if err := c.TLS.Validate(c.Brokers...); err != nil {
 		errs = append(errs, keyerr.Prefix("tls.", err))
+	}
+	if c.SASL.Mechanism != "" && !c.TLS.Enabled && !c.AllowInsecure {
+		errs = append(errs, fmt.Errorf("sasl.mechanism: %s without tls.enabled would send credentials in clear; enable TLS (or set allow_insecure: true in a lab)", c.SASL.Mechanism))
 	}
 	switch c.SASL.Mechanism {
 	case "":
@@ -121,6 +128,14 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("sasl.mechanism: %q is not one of plain, scram-sha-256, scram-sha-512", c.SASL.Mechanism))
 	}
 	return errors.Join(errs...)
+}
+
+// Warnings are the insecure settings a command logs at every start.
+func (c *Config) Warnings() []string {
+	if c.AllowInsecure && c.SASL.Mechanism != "" && !c.TLS.Enabled {
+		return []string{fmt.Sprintf("kafka.allow_insecure: SASL %s credentials cross the network in clear", c.SASL.Mechanism)}
+	}
+	return nil
 }
 
 func (c *Config) mechanism() (sasl.Mechanism, error) {

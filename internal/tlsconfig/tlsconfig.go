@@ -7,6 +7,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 
 	"github.com/custodylog/custody/internal/secret"
@@ -34,8 +36,10 @@ func (c *Config) ResolvePaths(baseDir string) {
 	c.KeyFile = secret.Path(baseDir, c.KeyFile)
 }
 
-// Validate reports each problem as "key: reason".
-func (c *Config) Validate() error {
+// Validate reports each problem as "key: reason". addrs are the
+// host:port addresses the configuration connects to: verification may be
+// turned off only when every one of them is on loopback.
+func (c *Config) Validate(addrs ...string) error {
 	var errs []error
 	if !c.Enabled {
 		if c.CAFile != "" || c.CertFile != "" || c.KeyFile != "" {
@@ -49,15 +53,44 @@ func (c *Config) Validate() error {
 	if c.InsecureSkipVerify && c.CAFile != "" {
 		errs = append(errs, errors.New("insecure_skip_verify: cannot be combined with ca_file"))
 	}
+	if c.InsecureSkipVerify {
+		for _, a := range addrs {
+			if !IsLoopback(a) {
+				errs = append(errs, fmt.Errorf("insecure_skip_verify: is allowed only when every address is on loopback, and %s is not (set ca_file to the authority that signed it)", a))
+				break
+			}
+		}
+	}
 	for _, f := range []struct{ key, path string }{{"ca_file", c.CAFile}, {"cert_file", c.CertFile}, {"key_file", c.KeyFile}} {
 		if f.path == "" {
 			continue
 		}
-		if _, err := os.Stat(f.path); err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", f.key, err))
+		fh, err := os.Open(f.path)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: cannot read %s: %w", f.key, f.path, errors.Unwrap(err)))
+			continue
+		}
+		fi, err := fh.Stat()
+		fh.Close()
+		if err == nil && f.key == "key_file" && fi.Mode().Perm()&0o077 != 0 {
+			errs = append(errs, fmt.Errorf("key_file: %s has mode %04o; a private key must not be readable by group or others (chmod 600)", f.path, fi.Mode().Perm()))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// IsLoopback reports whether a host:port (or bare host) is on loopback:
+// "localhost" or a loopback IP. Names are not resolved.
+func IsLoopback(addr string) bool {
+	host := addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		host = h
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // Build returns nil when TLS is disabled.

@@ -13,13 +13,19 @@ import (
 
 	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/internal/bytesize"
+	"github.com/custodylog/custody/internal/keyerr"
 	"github.com/custodylog/custody/internal/secret"
+	"github.com/custodylog/custody/internal/tlsconfig"
 )
 
 // Config is the `ingest` section.
 type Config struct {
 	// Listen is the address of the HTTP endpoint (POST /v1/events).
 	Listen string `yaml:"listen"`
+	// TLS is the endpoint's certificate (reloaded on SIGHUP) and optional
+	// client authorities (mTLS). Without it the endpoint serves plain HTTP,
+	// which is allowed only on loopback: requests carry bearer tokens.
+	TLS tlsconfig.Server `yaml:"tls"`
 	// MetricsListen serves /metrics, /healthz and /readyz.
 	MetricsListen   string        `yaml:"metrics_listen"`
 	MaxRequestBytes bytesize.Size `yaml:"max_request_bytes"`
@@ -96,6 +102,7 @@ func TokenEnv(name string) string {
 // Resolve reads token values from the environment or files, and paths.
 func (c *Config) Resolve(baseDir string) error {
 	c.SpoolDir = secret.Path(baseDir, c.SpoolDir)
+	c.TLS.ResolvePaths(baseDir)
 	for i := range c.Tokens {
 		t := &c.Tokens[i]
 		v, err := secret.Resolve(t.Token, t.TokenFile, TokenEnv(t.Name), baseDir)
@@ -117,6 +124,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Listen != "" && c.Listen == c.MetricsListen {
 		errs = append(errs, errors.New("metrics_listen: must differ from listen"))
+	}
+	if err := c.TLS.Validate(c.Listen); err != nil {
+		errs = append(errs, keyerr.Prefix("tls.", err))
 	}
 	if c.MaxRequestBytes < 256 {
 		errs = append(errs, fmt.Errorf("max_request_bytes: %s is below the 256 B minimum", c.MaxRequestBytes))

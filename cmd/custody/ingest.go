@@ -2,11 +2,15 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -15,6 +19,7 @@ import (
 	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/ingest/spool"
 	"github.com/custodylog/custody/internal/telemetry"
+	"github.com/custodylog/custody/internal/tlsconfig"
 )
 
 func newIngestCmd(g *globals) *cobra.Command {
@@ -71,10 +76,30 @@ the tenants, kinds and retention classes they may write. See docs/EVENTS.md
 				if err != nil {
 					return fmt.Errorf("cannot listen on %s: %w", cfg.Ingest.Listen, err)
 				}
-				hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
-				log.Info("ingest listening", zap.String("addr", ln.Addr().String()), zap.String("topic", cfg.Kafka.Topic), zap.String("spool", cfg.Ingest.SpoolDir))
-
 				var wg sync.WaitGroup
+				scheme := "http"
+				hctx, stopHUP := context.WithCancel(ctx)
+				defer stopHUP()
+				if cfg.Ingest.TLS.Enabled() {
+					rl, err := tlsconfig.NewReloader(cfg.Ingest.TLS)
+					if err != nil {
+						ln.Close()
+						return err
+					}
+					ln = tls.NewListener(ln, rl.Config())
+					scheme = "https"
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						reloadOnHUP(hctx, log, rl)
+					}()
+				} else {
+					// Validate allows this only on loopback.
+					log.Warn("ingest serves plain HTTP: allowed on loopback only; set ingest.tls for any other address", zap.String("addr", ln.Addr().String()))
+				}
+				hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+				log.Info("ingest listening", zap.String("url", scheme+"://"+ln.Addr().String()+"/v1/events"), zap.Bool("mtls", cfg.Ingest.TLS.ClientCAFile != ""), zap.String("topic", cfg.Kafka.Topic), zap.String("spool", cfg.Ingest.SpoolDir))
+
 				errc := make(chan error, 2)
 				dctx, stopDrain := context.WithCancel(context.Background())
 				wg.Add(2)
@@ -107,10 +132,31 @@ the tenants, kinds and retention classes they may write. See docs/EVENTS.md
 					log.Warn("http shutdown", zap.Error(err))
 				}
 				stopDrain()
+				stopHUP()
 				wg.Wait()
 				return runErr
 			})
 		},
+	}
+}
+
+// reloadOnHUP reloads the listener certificate on every SIGHUP until ctx
+// ends. A failed reload is logged and the certificate in use stays.
+func reloadOnHUP(ctx context.Context, log *zap.Logger, rl *tlsconfig.Reloader) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			if err := rl.Reload(); err != nil {
+				log.Error("certificate reload failed; the previous certificate stays in use", zap.Error(err))
+				continue
+			}
+			log.Info("certificate reloaded")
+		}
 	}
 }
 

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -46,7 +45,7 @@ func TestIngestReadyOnlyWhenServing(t *testing.T) {
 	}
 	cmd := exec.Command(bin, "ingest", "--config", cfg)
 	cmd.Env = append(os.Environ(), "CUSTODY_KAFKA_BROKERS=")
-	var logs bytes.Buffer
+	var logs syncBuffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

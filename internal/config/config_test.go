@@ -215,6 +215,23 @@ func TestTransportRefusals(t *testing.T) {
 	if w := c.Warnings(); len(w) != 1 || !strings.Contains(w[0], "kafka.allow_insecure: SASL plain credentials cross the network in clear") {
 		t.Errorf("Warnings() = %q; want the insecure SASL named", w)
 	}
+	// Ingest: plain HTTP only on loopback, since requests carry tokens.
+	c, err = Parse([]byte("ingest:\n  listen: 0.0.0.0:8080\n  tokens: [{name: web, token: 0123456789abcdef-web, tenants: [acme]}]\n"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ps := strings.Join(c.Problems(Ingest), "\n"); !strings.Contains(ps, "ingest.tls.cert_file: listening on 0.0.0.0:8080, which is not loopback, needs TLS (cert_file and key_file)") {
+		t.Errorf("plain HTTP on 0.0.0.0: %q", ps)
+	}
+	for _, l := range []string{"127.0.0.1:8080", "[::1]:8080", "localhost:8080"} {
+		c, err = Parse([]byte("ingest:\n  listen: \""+l+"\"\n  tokens: [{name: web, token: 0123456789abcdef-web, tenants: [acme]}]\n"), dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ps := c.Problems(Ingest); len(ps) != 0 {
+			t.Errorf("plain HTTP on %s refused: %q", l, ps)
+		}
+	}
 	// An unreadable file names itself.
 	c, err = Parse([]byte("s3:\n  access_key: a\n  secret_key: b\n  tls: {enabled: true, ca_file: /absent/ca.pem}\n"), dir)
 	if err != nil {

@@ -116,8 +116,7 @@ retention:
 }
 
 // produce writes n events of the shared dataset (the last 6 hours, 1% late)
-// and returns the
-// raw JSON bytes sent.
+// and returns the raw JSON bytes sent.
 func produce(b *testing.B, st stacktest.Stack, topic string, n int) int64 {
 	w := &kafka.Writer{Addr: kafka.TCP(st.KafkaBrokers...), Topic: topic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Murmur2Balancer{},
 		Compression: kafka.Zstd, BatchSize: 10000, BatchBytes: 1 << 20, BatchTimeout: 10 * time.Millisecond, Transport: &kafka.Transport{}}

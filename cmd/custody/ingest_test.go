@@ -37,23 +37,9 @@ func TestIngestReadyOnlyWhenServing(t *testing.T) {
 	listen, metrics := stacktest.FreePort(t), stacktest.FreePort(t)
 	dir := t.TempDir()
 	const token = "ready-test-token-0123456789"
-	cfg := filepath.Join(dir, "custody.yaml")
 	doc := fmt.Sprintf("kafka:\n  brokers: [%s]\n  topic: %s\n  dial_timeout: 1s\ningest:\n  listen: %s\n  metrics_listen: %s\n  spool_dir: %s/spool\n  tokens:\n    - name: web\n      token: %s\n      tenants: [acme]\n",
 		g.Addr(), topic, listen, metrics, dir, token)
-	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "ingest", "--config", cfg)
-	cmd.Env = append(os.Environ(), "CUSTODY_KAFKA_BROKERS=")
-	var logs syncBuffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
-	}()
+	_, logs := startIngest(t, bin, dir, doc)
 	post := func() int {
 		req, _ := http.NewRequest(http.MethodPost, "http://"+listen+"/v1/events", strings.NewReader(`{"id":"r-1","kind":"login","tenant":"acme","login":"a","ip":"192.0.2.1","action":"success"}`))
 		req.Header.Set("Authorization", "Bearer "+token)
@@ -83,6 +69,28 @@ func TestIngestReadyOnlyWhenServing(t *testing.T) {
 	if n := len(stacktest.ReadAll(t, st, topic, 1, 30*time.Second)); n != 1 {
 		t.Fatalf("topic %s holds %d events; want 1 (created by ingest once Kafka answered)", topic, n)
 	}
+}
+
+// startIngest writes doc as the configuration and runs custody ingest on
+// it until the test ends (SIGTERM, then wait). logs collects its stderr.
+func startIngest(t *testing.T, bin, dir, doc string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cfg := filepath.Join(dir, "custody.yaml")
+	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "ingest", "--config", cfg)
+	cmd.Env = append(os.Environ(), "CUSTODY_KAFKA_BROKERS=")
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	})
+	return cmd, logs
 }
 
 func httpBody(url string) string {

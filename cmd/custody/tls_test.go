@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -109,20 +108,9 @@ func TestIngestTLS(t *testing.T) {
 	cliCert, cliKey := ca.issue(t, dir, "client", 200, true)
 	listen, metrics := stacktest.FreePort(t), stacktest.FreePort(t)
 	const token = "tls-test-token-0123456789abc"
-	cfg := filepath.Join(dir, "custody.yaml")
 	doc := fmt.Sprintf("kafka:\n  brokers: [127.0.0.1:1]\n  dial_timeout: 1s\ningest:\n  listen: %s\n  metrics_listen: %s\n  spool_dir: %s/spool\n  tls: {cert_file: %s, key_file: %s, client_ca_file: %s}\n  tokens: [{name: web, token: %s, tenants: [acme]}]\n",
 		listen, metrics, dir, srvCert, srvKey, caFile, token)
-	if err := os.WriteFile(cfg, []byte(doc), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "ingest", "--config", cfg)
-	cmd.Env = append(os.Environ(), "CUSTODY_KAFKA_BROKERS=")
-	var logs syncBuffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	cmd, logs := startIngest(t, bin, dir, doc)
 
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca.pem)

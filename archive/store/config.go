@@ -23,11 +23,20 @@ type Config struct {
 	SecretKey     secret.String    `yaml:"secret_key"`
 	SecretKeyFile string           `yaml:"secret_key_file"`
 	TLS           tlsconfig.Config `yaml:"tls"`
+	// Credentials is "static" (the default: access_key and secret_key) or
+	// "chain": minio-go's provider chain, first that answers wins —
+	// MINIO_ACCESS_KEY/MINIO_SECRET_KEY, AWS_ACCESS_KEY_ID/
+	// AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), the shared credentials
+	// file (AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE), then IAM: a web
+	// identity token (AWS_WEB_IDENTITY_TOKEN_FILE with AWS_ROLE_ARN, as
+	// Kubernetes service accounts get) or the instance's role. Temporary
+	// credentials are refreshed before they expire.
+	Credentials string `yaml:"credentials"`
 }
 
 // Defaults returns the configuration for the local stack.
 func Defaults() Config {
-	return Config{Endpoint: "127.0.0.1:9000", Bucket: "custody-archive", Region: "us-east-1"}
+	return Config{Endpoint: "127.0.0.1:9000", Bucket: "custody-archive", Region: "us-east-1", Credentials: "static"}
 }
 
 // Resolve reads the credentials from the environment or files.
@@ -59,11 +68,20 @@ func (c *Config) Validate() error {
 	if err := validateBucket(c.Bucket); err != nil {
 		errs = append(errs, fmt.Errorf("bucket: %w", err))
 	}
-	if c.AccessKey == "" {
-		errs = append(errs, errors.New("access_key: is required (set access_key_file or CUSTODY_S3_ACCESS_KEY)"))
-	}
-	if c.SecretKey == "" {
-		errs = append(errs, errors.New("secret_key: is required (set secret_key_file or CUSTODY_S3_SECRET_KEY)"))
+	switch c.Credentials {
+	case "static":
+		if c.AccessKey == "" {
+			errs = append(errs, errors.New("access_key: is required (set access_key_file or CUSTODY_S3_ACCESS_KEY)"))
+		}
+		if c.SecretKey == "" {
+			errs = append(errs, errors.New("secret_key: is required (set secret_key_file or CUSTODY_S3_SECRET_KEY)"))
+		}
+	case "chain":
+		if c.AccessKey != "" || c.SecretKey != "" {
+			errs = append(errs, errors.New("credentials: is chain, but access_key or secret_key is set too; use one or the other"))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("credentials: %q is not static or chain", c.Credentials))
 	}
 	if err := c.TLS.Validate(c.Endpoint); err != nil {
 		errs = append(errs, keyerr.Prefix("tls.", err))

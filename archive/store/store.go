@@ -37,7 +37,7 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("s3.tls: %w", err)
 	}
 	opts := &minio.Options{
-		Creds:  credentials.NewStaticV4(cfg.AccessKey.Reveal(), cfg.SecretKey.Reveal(), ""),
+		Creds:  credentialsFor(cfg),
 		Secure: cfg.TLS.Enabled,
 		Region: cfg.Region,
 	}
@@ -55,6 +55,27 @@ func New(cfg Config) (*Store, error) {
 	}
 	return &Store{mc: mc, bucket: cfg.Bucket}, nil
 }
+
+// credentialsFor builds the configured credentials provider.
+func credentialsFor(cfg Config) *credentials.Credentials {
+	if cfg.Credentials != "chain" {
+		return credentials.NewStaticV4(cfg.AccessKey.Reveal(), cfg.SecretKey.Reveal(), "")
+	}
+	// The order is the documented one (Config.Credentials). IAM comes last:
+	// it is the only provider that may reach the network (an STS endpoint
+	// or the instance metadata service), and then only when nothing
+	// before it answered.
+	return credentials.NewChainCredentials([]credentials.Provider{
+		&credentials.EnvMinio{},
+		&credentials.EnvAWS{},
+		&credentials.FileAWSCredentials{},
+		&credentials.IAM{Client: &http.Client{Transport: http.DefaultTransport, Timeout: 10 * time.Second}, Endpoint: iamEndpoint},
+	})
+}
+
+// iamEndpoint overrides the IAM provider's endpoint; tests point it at a
+// closed loopback port so that nothing leaves the machine.
+var iamEndpoint = ""
 
 // Bucket is the bucket's name.
 func (s *Store) Bucket() string { return s.bucket }

@@ -298,3 +298,49 @@ func TestLockFor(t *testing.T) {
 		t.Errorf("LockFor(unknown class) error = %v", err)
 	}
 }
+
+// s3.credentials: chain finds the credentials in the environment or in the
+// shared credentials file, as the AWS tools do (issue 14 item 4).
+func TestCredentialsChain(t *testing.T) {
+	st := stacktest.Get(t)
+	iamEndpoint = "http://127.0.0.1:1" // never the metadata service
+	for _, k := range []string{"MINIO_ACCESS_KEY", "MINIO_SECRET_KEY", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+		"AWS_SESSION_TOKEN", "AWS_SHARED_CREDENTIALS_FILE", "AWS_PROFILE", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"} {
+		t.Setenv(k, "")
+	}
+	cfg := Defaults()
+	cfg.Endpoint, cfg.Credentials = st.S3Endpoint, "chain"
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("Validate with chain and no keys: %v", err)
+	}
+	list := func() error {
+		s, err := New(cfg)
+		if err != nil {
+			return err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err = s.mc.ListBuckets(ctx)
+		return err
+	}
+	if err := list(); err == nil {
+		t.Fatal("the chain found credentials with none anywhere")
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", st.S3AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", st.S3SecretKey)
+	if err := list(); err != nil {
+		t.Fatalf("credentials from AWS_* environment: %v", err)
+	}
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	f := filepath.Join(t.TempDir(), "credentials")
+	os.WriteFile(f, []byte("[default]\naws_access_key_id = "+st.S3AccessKey+"\naws_secret_access_key = "+st.S3SecretKey+"\n"), 0o600)
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", f)
+	if err := list(); err != nil {
+		t.Fatalf("credentials from the shared credentials file: %v", err)
+	}
+	cfg.AccessKey = "x"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "credentials: is chain, but access_key or secret_key is set too") {
+		t.Errorf("chain plus static keys: %v", err)
+	}
+}

@@ -292,7 +292,9 @@ func (q *Engine) scanSegment(ctx context.Context, f Filter, obj store.Object, st
 		if ok || int64(need) > obj.Size || need <= len(head) {
 			break
 		}
-		more, err := get(int64(len(head)), int64(need-len(head)))
+		// 64 bytes more: a v2 reader withholds the object's last 64 bytes
+		// (its signature) and so reads that far ahead of what it returns.
+		more, err := get(int64(len(head)), min(int64(need-len(head))+64, obj.Size-int64(len(head))))
 		if err != nil {
 			return nil, err
 		}

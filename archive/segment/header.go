@@ -69,6 +69,12 @@ type Header struct {
 	NoncePrefix []byte `json:"nonce_prefix"`
 	ChunkSize   int    `json:"chunk_size"`
 	Compression string `json:"compression"`
+
+	// Version is the format version (1 or 2). SealedKey and Signer are
+	// v2's; they are not part of the v1 header's JSON.
+	Version   int    `json:"-"`
+	SealedKey []byte `json:"-"`
+	Signer    string `json:"-"`
 }
 
 var (
@@ -160,6 +166,7 @@ func ReadHeader(r io.Reader) (*Header, []byte, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	h.Version = Version
 	return h, hb, nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"math"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // Field names an indexed event attribute. The numbers are part of the
@@ -208,8 +209,23 @@ func (fl *filter) test(h1, h2 uint64) bool {
 // encode builds the filters with the bloom key and serialises them:
 // version(1) nfilters(1) { field(1) k(1) bits(u32be) data(ceil(bits/8)) }*.
 func (b *IndexBuilder) encode(key []byte) []byte {
+	return b.encodeAt(key, []byte{indexVersion, 0})
+}
+
+// encodeV2 is the v2 index: version 2, the segment's first and last event
+// times (Unix nanoseconds, big-endian), then the filters as in v1. The
+// times moved here from the cleartext header, which keeps only the hour.
+func (b *IndexBuilder) encodeV2(key []byte, minTime, maxTime time.Time) []byte {
+	out := []byte{2}
+	out = binary.BigEndian.AppendUint64(out, uint64(minTime.UnixNano()))
+	out = binary.BigEndian.AppendUint64(out, uint64(maxTime.UnixNano()))
+	return b.encodeAt(key, append(out, 0))
+}
+
+// encodeAt appends the filters to out, whose last byte is the filter count.
+func (b *IndexBuilder) encodeAt(key []byte, out []byte) []byte {
 	h := newBloomHasher(key)
-	out := []byte{indexVersion, 0}
+	count := len(out) - 1
 	for f := Field(1); f <= maxField; f++ {
 		vals := &b.values[f]
 		if vals.len() == 0 {
@@ -227,7 +243,7 @@ func (b *IndexBuilder) encode(key []byte) []byte {
 		out = append(out, byte(f), fl.k)
 		out = binary.BigEndian.AppendUint32(out, fl.bits)
 		out = append(out, fl.data...)
-		out[1]++
+		out[count]++
 	}
 	return out
 }
@@ -237,14 +253,24 @@ func (b *IndexBuilder) encode(key []byte) []byte {
 type Index struct {
 	hasher  *bloomHasher
 	filters [maxField + 1]*filter
+	// MinTime and MaxTime are the segment's first and last event times,
+	// set from a v2 index (v1 keeps them in the header).
+	MinTime, MaxTime time.Time
 }
 
 func decodeIndex(b []byte, key []byte) (*Index, error) {
-	if len(b) < 2 || b[0] != indexVersion {
+	ix := &Index{hasher: newBloomHasher(key)}
+	switch {
+	case len(b) >= 2 && b[0] == indexVersion:
+		b = b[1:]
+	case len(b) >= 18 && b[0] == 2:
+		ix.MinTime = time.Unix(0, int64(binary.BigEndian.Uint64(b[1:9]))).UTC()
+		ix.MaxTime = time.Unix(0, int64(binary.BigEndian.Uint64(b[9:17]))).UTC()
+		b = b[17:]
+	default:
 		return nil, fmt.Errorf("index version or length invalid")
 	}
-	ix := &Index{hasher: newBloomHasher(key)}
-	n, p := int(b[1]), b[2:]
+	n, p := int(b[0]), b[1:]
 	for i := 0; i < n; i++ {
 		if len(p) < 6 {
 			return nil, fmt.Errorf("index filter %d truncated", i)

@@ -53,12 +53,20 @@ type Reader struct {
 	opts  ReaderOptions
 	body  *bodyReader
 	begun bool
+	// v2: the reader that withholds and checks the signature, and what
+	// resolves the signer.
+	sig     *sigReader
+	sigKeys any
 }
 
 // Open reads the header and index of the segment stored under name from
-// src, unwraps its data key with ks and authenticates header and index.
-// Every error names the object.
-func Open(src io.Reader, name string, ks keys, opts ReaderOptions) (*Reader, error) {
+// src, recovers its data key with ks and authenticates header and index.
+// Every error names the object. ks unwraps v1 data keys (Unwrap, the v1
+// keyring); for v2 segments it must also open sealed keys (OpenKey, the
+// private keyring) and resolve signers (Signer, the public keyring), as
+// keyring.Set does. The body of a v2 segment ends with io.EOF only once its
+// signature verified.
+func Open(src io.Reader, name string, ks any, opts ReaderOptions) (*Reader, error) {
 	r, err := open(src, name, ks, opts)
 	if err != nil {
 		return nil, fmt.Errorf("segment %s: %w", name, err)
@@ -66,15 +74,24 @@ func Open(src io.Reader, name string, ks keys, opts ReaderOptions) (*Reader, err
 	return r, nil
 }
 
-func open(src io.Reader, name string, ks keys, opts ReaderOptions) (*Reader, error) {
-	h, hb, err := ReadHeader(src)
+func open(src io.Reader, name string, ks any, opts ReaderOptions) (*Reader, error) {
+	var pre [preambleSize]byte
+	n, err := io.ReadFull(src, pre[:])
+	if err == nil && string(pre[:len(Magic)]) == Magic && pre[len(Magic)] == Version2 {
+		return openV2(pre[:], src, name, ks, opts)
+	}
+	h, hb, err := ReadHeader(io.MultiReader(bytes.NewReader(pre[:n]), src))
 	if err != nil {
 		return nil, err
 	}
 	if Name(&h.Meta) != name {
 		return nil, ErrName
 	}
-	dek, err := ks.Unwrap(h.KeyID, h.WrappedKey)
+	v1, ok := ks.(keys)
+	if !ok || v1 == nil {
+		return nil, fmt.Errorf("format v1 segment: reading it needs the v1 keyring (crypto.keyring_file)")
+	}
+	dek, err := v1.Unwrap(h.KeyID, h.WrappedKey)
 	if err != nil {
 		var nf *keyring.NotFoundError
 		if errors.As(err, &nf) {
@@ -92,31 +109,9 @@ func open(src io.Reader, name string, ks keys, opts ReaderOptions) (*Reader, err
 	header = binary.BigEndian.AppendUint32(header, uint32(len(hb)))
 	header = append(header, hb...)
 	aad := associatedData(name, header)
-
-	var lb [4]byte
-	if _, err := io.ReadFull(src, lb[:]); err != nil {
-		return nil, fmt.Errorf("%w: object ends before the index", ErrTruncated)
-	}
-	n := binary.BigEndian.Uint32(lb[:])
-	if n > maxIndexSize {
-		return nil, fmt.Errorf("%w: index length %d exceeds %d", ErrHeader, n, maxIndexSize)
-	}
-	sealed := make([]byte, n)
-	if _, err := io.ReadFull(src, sealed); err != nil {
-		return nil, fmt.Errorf("%w: object ends inside the index", ErrTruncated)
-	}
-	ia, err := indexAEAD(k.index)
+	ix, err := readIndex(src, k, aad)
 	if err != nil {
 		return nil, err
-	}
-	plain, err := ia.Open(nil, make([]byte, ia.NonceSize()), sealed, aad)
-	if err != nil {
-		return nil, ErrAuth
-	}
-	ix, err := decodeIndex(plain, k.bloom)
-	if err != nil {
-		// Authenticated yet malformed: the writer was broken, not an attacker.
-		return nil, fmt.Errorf("%w: %v", ErrMismatch, err)
 	}
 	return &Reader{name: name, h: h, ix: ix, src: src, keys: k, aad: aad, opts: opts}, nil
 }
@@ -236,6 +231,11 @@ func (b *bodyReader) finish() error {
 	}
 	if b.lines != b.r.h.Count {
 		return fmt.Errorf("segment %s: %w: %d events; header says %d", b.r.name, ErrMismatch, b.lines, b.r.h.Count)
+	}
+	if b.r.sig != nil {
+		if err := b.r.sig.verify(b.r.name, b.r.h.Signer, b.r.sigKeys); err != nil {
+			return fmt.Errorf("segment %s: %w", b.r.name, err)
+		}
 	}
 	return io.EOF
 }

@@ -92,6 +92,7 @@ type Writer struct {
 	lines  int64
 	last   byte
 	closed bool
+	sign   func() error // v2: appends the signature after the body
 }
 
 // WriterOptions are for tests; the zero value is what production uses.
@@ -203,6 +204,9 @@ func (w *Writer) Close() error {
 	}
 	if err := w.sw.Close(); err != nil {
 		return fmt.Errorf("cannot write segment %s: %w", w.name, err)
+	}
+	if w.sign != nil {
+		return w.sign()
 	}
 	return nil
 }

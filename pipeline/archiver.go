@@ -42,7 +42,7 @@ type Archiver struct {
 	classes   map[string]bool
 	retention map[string]archive.Class
 	store     objects
-	keys      *keyring.Keyring
+	keys      keyring.WriteKeys
 	log       *zap.Logger
 	dialer    *kafka.Dialer
 	client    *kafka.Client
@@ -92,10 +92,12 @@ func (m metrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.consumed, m.archived, m.skipped, m.dlq, m.segments, m.bytesIn, m.bytesOut, m.uploadErrors, m.flushSeconds, m.lag, m.openBuffers, m.bufferBytes, m.assigned}
 }
 
-// New returns an archiver. The keyring must hold a key for every month of
-// event time it will see; a missing key stops that buffer (with an error
-// in the log and in readiness) until `custody keys generate` adds it.
-func New(cfg Config, kc kafkaconn.Config, ret archive.Retention, st objects, keys *keyring.Keyring, log *zap.Logger, reg prometheus.Registerer) (*Archiver, error) {
+// New returns an archiver. It writes format v2 segments with the public
+// keyring (which must hold a key for every class and period of event time
+// it will see; a missing key stops that buffer, with an error in the log
+// and in readiness, until `custody keys generate` adds it) and signs them
+// with keys.Signer. It can never read what it writes.
+func New(cfg Config, kc kafkaconn.Config, ret archive.Retention, st objects, keys keyring.WriteKeys, log *zap.Logger, reg prometheus.Registerer) (*Archiver, error) {
 	dialer, err := kc.Dialer()
 	if err != nil {
 		return nil, err
@@ -467,18 +469,38 @@ func (w *worker) stored(ctx context.Context, k key, first int64) (int64, bool, e
 		if err != nil {
 			return err
 		}
-		defer rc.Close()
-		r, err := segment.Open(rc, name, w.a.keys, segment.ReaderOptions{})
-		if err != nil {
-			return fmt.Errorf("stored segment %s cannot be authenticated: %w", name, err)
+		// The archiver holds no private key: it checks the signature of
+		// what is stored (format v2), never trusting an unsigned or
+		// foreign object; a v1 segment needs the v1 keyring.
+		h, err := segment.Verify(rc, name, w.a.keys.Public)
+		rc.Close()
+		if errors.Is(err, segment.ErrVersion1) && w.a.keys.V1 != nil {
+			h, err = w.openV1(ctx, name)
 		}
-		last = r.Header().LastOffset
+		if err != nil {
+			return fmt.Errorf("stored segment %s cannot be trusted: %w", name, err)
+		}
+		last = h.LastOffset
 		return nil
 	})
 	if err != nil {
 		return 0, false, err
 	}
 	return last, last >= 0, nil
+}
+
+// openV1 authenticates a v1 segment's header with the v1 keyring.
+func (w *worker) openV1(ctx context.Context, name string) (*segment.Header, error) {
+	rc, err := w.a.store.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	r, err := segment.Open(rc, name, w.a.keys.V1, segment.ReaderOptions{})
+	if err != nil {
+		return nil, err
+	}
+	return r.Header(), nil
 }
 
 // permanent marks an error that retrying cannot fix.
@@ -531,7 +553,7 @@ func (w *worker) flush(ctx context.Context, k key) error {
 		seg := segBuffers.Get().(*bytes.Buffer)
 		var name string
 		err := w.retry(ctx, "build segment", func() error {
-			kek, err := a.keys.Current(m.Hour)
+			pub, err := a.keys.Public.Current(k.class, m.Hour)
 			if err != nil {
 				return err
 			}
@@ -540,7 +562,7 @@ func (w *worker) flush(ctx context.Context, k key) error {
 				return err
 			}
 			seg.Reset()
-			sw, err := segment.NewWriter(seg, m, b.ix, kek, segment.WriterOptions{})
+			sw, err := segment.NewWriterV2(seg, m, b.ix, pub, a.keys.Signer)
 			if err != nil {
 				return err
 			}

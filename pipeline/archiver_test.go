@@ -59,7 +59,7 @@ func TestArchiveEndToEnd(t *testing.T) {
 	kc := kafkaconn.Defaults()
 	kc.Brokers, kc.Topic, kc.DLQTopic = st.KafkaBrokers, topic, dlqTopic
 	cfg := testConfig(t)
-	a, err := New(cfg, kc, testRetention, s, kr, testLogger(t), nil)
+	a, err := New(cfg, kc, testRetention, s, kr.Write(), testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestReplayReproducesCut(t *testing.T) {
 		c := cfg
 		c.ShutdownTimeout = time.Nanosecond // no flush, no commit: as a crash
 		c.FlushEvents = 300 + 97*round      // every run cuts elsewhere
-		a, err := New(c, kc, testRetention, s, kr, zap.NewNop(), nil)
+		a, err := New(c, kc, testRetention, s, kr.Write(), zap.NewNop(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -122,7 +122,7 @@ func TestReplayReproducesCut(t *testing.T) {
 		a.Close()
 		skipped += testutil.ToFloat64(a.m.skipped)
 	}
-	a, err := New(cfg, kc, testRetention, s, kr, zap.NewNop(), nil)
+	a, err := New(cfg, kc, testRetention, s, kr.Write(), zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +171,7 @@ func TestMemoryCapManyHours(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.FlushEvents, cfg.FlushAge, cfg.LateFlushAge = 1<<30, time.Hour, time.Hour // only the cap cuts
 	cfg.MemoryCap = 2 << 20                                                       // far below what 200+ open buffers would hold
-	a, err := New(cfg, kc, testRetention, s, kr, testLogger(t), nil)
+	a, err := New(cfg, kc, testRetention, s, kr.Write(), testLogger(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +194,7 @@ func TestMemoryCapManyHours(t *testing.T) {
 	// stopped (they are not committed either): a second run picks them up.
 	cfg2 := cfg
 	cfg2.FlushAge, cfg2.LateFlushAge = time.Second, time.Second
-	a2, err := New(cfg2, kc, testRetention, s, kr, zap.NewNop(), nil)
+	a2, err := New(cfg2, kc, testRetention, s, kr.Write(), zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,9 +17,9 @@ import (
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/segment"
 	"github.com/custodylog/custody/archive/store"
-	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/internal/kafkaconn"
+	"github.com/custodylog/custody/internal/testkit/archivetest"
 )
 
 // memStore is an in-memory stand-in for the S3 store, for unit tests of
@@ -69,14 +69,13 @@ func (c *okCommitter) OffsetCommit(_ context.Context, req *kafka.OffsetCommitReq
 // with current events, on a simulated clock. The old hour must get one
 // segment per late_flush_age (an hour), not one per flush_age.
 func TestLateStreamSegmentsBounded(t *testing.T) {
-	kr := keyring.New()
 	start := time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
-	kr.Generate(start, "2026-11", "2026-11")
+	kr := archivetest.KeysAt(t, start)
 	ms := &memStore{objects: map[string][]byte{}}
 	cfg := Defaults()
 	cfg.FlushAge, cfg.LateFlushAge = 5*time.Minute, time.Hour
 	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
-	a, err := New(cfg, kafkaconn.Defaults(), ret, ms, kr, zap.NewNop(), nil)
+	a, err := New(cfg, kafkaconn.Defaults(), ret, ms, kr.Write(), zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,13 +128,12 @@ func TestLateStreamSegmentsBounded(t *testing.T) {
 // uploads race under If-None-Match, and the loser adopts the winner's cut.
 // Every record must end up in exactly one segment.
 func TestStaleWriterFenced(t *testing.T) {
-	kr := keyring.New()
 	now := time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
-	kr.Generate(now, "2026-11", "2026-11")
+	kr := archivetest.KeysAt(t, now)
 	ms := &memStore{objects: map[string][]byte{}}
 	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
 	newWorker := func() *worker {
-		a, err := New(Defaults(), kafkaconn.Defaults(), ret, ms, kr, zap.NewNop(), nil)
+		a, err := New(Defaults(), kafkaconn.Defaults(), ret, ms, kr.Write(), zap.NewNop(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -198,8 +196,8 @@ func TestStaleWriterFenced(t *testing.T) {
 }
 
 // openHeader returns the IDs a stored segment holds.
-func openHeader(b []byte, name string, kr *keyring.Keyring) ([]string, error) {
-	r, err := segment.Open(bytes.NewReader(b), name, kr, segment.ReaderOptions{})
+func openHeader(b []byte, name string, kr archivetest.Keys) ([]string, error) {
+	r, err := segment.Open(bytes.NewReader(b), name, kr.Read(), segment.ReaderOptions{})
 	if err != nil {
 		return nil, err
 	}

@@ -30,13 +30,13 @@ type objects interface {
 type Engine struct {
 	cfg     Config
 	src     objects
-	keys    *keyring.Keyring
+	keys    keyring.Set
 	classes []string
 	noPrune bool // benchmarks only: read every segment to measure the index
 }
 
 // NewEngine returns an engine over the retention classes' prefixes.
-func NewEngine(cfg Config, src objects, keys *keyring.Keyring, classes []string) *Engine {
+func NewEngine(cfg Config, src objects, keys keyring.Set, classes []string) *Engine {
 	return &Engine{cfg: cfg, src: src, keys: keys, classes: classes}
 }
 

@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/archive/segment"
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/event"
@@ -101,7 +102,7 @@ func reference(evs []*event.Event, f Filter) []string {
 type fixture struct {
 	evs   []*event.Event
 	store *store.Store
-	keys  *keyring.Keyring
+	keys  keyring.Set
 	base  time.Time
 }
 
@@ -150,7 +151,7 @@ func buildCorpus(t *testing.T) *fixture {
 	kc.Brokers, kc.Topic, kc.DLQTopic = st.KafkaBrokers, topic, stacktest.Topic(t, st, 1)
 	pc := pipeline.Defaults()
 	pc.GroupID, pc.MetricsListen, pc.FlushEvents, pc.FlushAge, pc.LateFlushAge = stacktest.Name(t, "g"), "127.0.0.1:0", 40, time.Second, time.Second
-	a, err := pipeline.New(pc, kc, testRetention, s, kr, zap.NewNop(), nil)
+	a, err := pipeline.New(pc, kc, testRetention, s, kr.Write(), zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,7 +170,7 @@ func buildCorpus(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	a.Close()
-	return &fixture{evs: evs, store: s, keys: kr, base: base}
+	return &fixture{evs: evs, store: s, keys: kr.Read(), base: base}
 }
 
 func run(t *testing.T, eng *Engine, f Filter, opts Options) ([]string, Stats, error) {
@@ -256,7 +257,10 @@ func TestQueryAgainstReference(t *testing.T) {
 type tamper struct {
 	*store.Store
 	victim string
+	at     int // bytes from the end: 30 is in the signature, 100 in the body
 }
+
+func (t *tamper) flip(n int) int { return n - t.at }
 
 func (t *tamper) GetRange(ctx context.Context, name string, off, n int64) (io.ReadCloser, error) {
 	if name != t.victim {
@@ -271,7 +275,7 @@ func (t *tamper) GetRange(ctx context.Context, name string, off, n int64) (io.Re
 	if err != nil {
 		return nil, err
 	}
-	b[len(b)-30] ^= 1
+	b[t.flip(len(b))] ^= 1
 	return io.NopCloser(bytes.NewReader(b[off : off+n])), nil
 }
 
@@ -286,13 +290,22 @@ func TestQueryBadSegments(t *testing.T) {
 		break
 	}
 	all := Filter{From: fx.base.Add(-time.Hour), To: fx.base.Add(8 * 24 * time.Hour)}
-	eng := NewEngine(Defaults(), &tamper{Store: fx.store, victim: victim}, fx.keys, []string{"security"})
+	// A byte of the signature, then of the body: either way that segment
+	// alone fails, named, with the reason.
+	for at, why := range map[int]error{30: segment.ErrSignature, 100: segment.ErrAuth} {
+		eng := NewEngine(Defaults(), &tamper{Store: fx.store, victim: victim, at: at}, fx.keys, []string{"security"})
+		_, stats, err := run(t, eng, all, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(stats.Failed) != 1 || stats.Failed[0].Name != victim || !errors.Is(stats.Failed[0].Err, why) || !strings.Contains(stats.Failed[0].Err.Error(), victim) {
+			t.Fatalf("byte %d from the end flipped: failed = %v; want only %s, %v", at, stats.Failed, victim, why)
+		}
+	}
+	eng := NewEngine(Defaults(), &tamper{Store: fx.store, victim: victim, at: 100}, fx.keys, []string{"security"})
 	got, stats, err := run(t, eng, all, Options{})
 	if err != nil {
 		t.Fatal(err)
-	}
-	if len(stats.Failed) != 1 || stats.Failed[0].Name != victim || !strings.Contains(stats.Failed[0].Err.Error(), "authentication failed") || !strings.Contains(stats.Failed[0].Err.Error(), victim) {
-		t.Fatalf("failed = %v; want only %s, authentication failed", stats.Failed, victim)
 	}
 	if len(got) == 0 || len(got) >= len(reference(fx.evs, all)) {
 		t.Errorf("got %d events; want the others, without the victim's", len(got))
@@ -303,7 +316,7 @@ func TestQueryBadSegments(t *testing.T) {
 	}
 	// A keyring without the segments' keys: every segment fails, named.
 	other := archivetest.Keyring(t)
-	eng = NewEngine(Defaults(), fx.store, other, []string{"security"})
+	eng = NewEngine(Defaults(), fx.store, other.Read(), []string{"security"})
 	_, stats, _ = run(t, eng, all, Options{})
 	if len(stats.Failed) == 0 || !strings.Contains(stats.Failed[0].Err.Error(), "authentication failed") {
 		t.Errorf("foreign keyring: failed = %.2v", stats.Failed)

@@ -118,7 +118,7 @@ func BenchmarkFullScan(b *testing.B) {
 	m, kr, day := benchArchive(b, n)
 	cfg := Defaults()
 	cfg.Concurrency = 1
-	eng := NewEngine(cfg, m, kr, []string{"security"})
+	eng := NewEngine(cfg, m, keyring.Set{V1: kr}, []string{"security"})
 	b.ReportAllocs()
 	st := benchRun(b, eng, Filter{From: day, To: day.Add(24 * time.Hour), Kind: "connection", IP: ptr(netip.MustParsePrefix("192.168.0.0/16"))}, n)
 	if st.Scanned != st.Total || st.Matched != 0 {
@@ -136,7 +136,7 @@ func BenchmarkNeedle(b *testing.B) {
 	f := Filter{From: day, To: day.Add(24 * time.Hour), IP: ptr(netip.MustParsePrefix("10.7.161.32/32"))}
 	for _, prune := range []bool{true, false} {
 		b.Run(fmt.Sprintf("index=%v", prune), func(b *testing.B) {
-			eng := NewEngine(cfg, m, kr, []string{"security"})
+			eng := NewEngine(cfg, m, keyring.Set{V1: kr}, []string{"security"})
 			eng.noPrune = !prune
 			st := benchRun(b, eng, f, n)
 			if st.Matched != 1 {
@@ -177,7 +177,7 @@ func TestNeedleFetchesHeadsAndReadBodiesOnly(t *testing.T) {
 		bodies[name] = int64(len(b))
 	}
 	cfg := Defaults()
-	eng := NewEngine(cfg, m, kr, []string{"security"})
+	eng := NewEngine(cfg, m, keyring.Set{V1: kr}, []string{"security"})
 	f := Filter{From: day, To: day.Add(24 * time.Hour), IP: ptr(netip.MustParsePrefix("10.0.39.16/32"))}
 	var got []string
 	st, err := eng.Run(context.Background(), f, Options{}, func(l []byte) error { got = append(got, string(l)); return nil })
@@ -226,7 +226,7 @@ func TestDecompressBombBounded(t *testing.T) {
 	objs := &memObjects{names: []string{w.Name()}, data: map[string][]byte{w.Name(): seg.Bytes()}}
 	cfg := Defaults()
 	cfg.MaxSegmentBytes = 1 << 20
-	eng := NewEngine(cfg, objs, kr, []string{"security"})
+	eng := NewEngine(cfg, objs, keyring.Set{V1: kr}, []string{"security"})
 	stats, err := eng.Run(context.Background(), Filter{From: hour, To: hour.Add(time.Hour)}, Options{}, func([]byte) error { return nil })
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +245,7 @@ func (b *brokenStore) List(context.Context, string) iter.Seq2[store.Object, erro
 }
 
 func TestUnreachableStore(t *testing.T) {
-	eng := NewEngine(Defaults(), &brokenStore{}, keyring.New(), []string{"security"})
+	eng := NewEngine(Defaults(), &brokenStore{}, keyring.Set{}, []string{"security"})
 	day := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
 	_, err := eng.Run(context.Background(), Filter{From: day, To: day.Add(time.Hour)}, Options{}, func([]byte) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "connection refused") {

@@ -27,8 +27,6 @@ func stackConfig(t *testing.T, st stacktest.Stack, topic, extra string) string {
 s3:
   access_key: a
   secret_key: b
-crypto:
-  keyring_file: keyring.json
 agent:
   name: test-host
   metrics_listen: 127.0.0.1:0

@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/custodylog/custody/archive/store"
-	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/telemetry"
 	"github.com/custodylog/custody/pipeline"
 )
@@ -86,9 +85,11 @@ point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
 				return err
 			}
 			defer log.Sync()
-			kr, err := keyring.Load(cfg.Crypto.KeyringFile)
+			// Public keys and the signing key only: an archiver writes
+			// what it can never read.
+			keys, err := cfg.Crypto.LoadWriteKeys()
 			if err != nil {
-				return fmt.Errorf("%w (create it with `custody keys generate`)", err)
+				return err
 			}
 			st, err := store.New(cfg.S3)
 			if err != nil {
@@ -113,7 +114,7 @@ point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
 					}
 				}
 				cancel()
-				a, err := pipeline.New(cfg.Archive, cfg.Kafka, cfg.Retention, st, kr, log, tel.Registry)
+				a, err := pipeline.New(cfg.Archive, cfg.Kafka, cfg.Retention, st, keys, log, tel.Registry)
 				if err != nil {
 					return err
 				}

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -14,110 +12,91 @@ import (
 )
 
 func newKeysCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{Use: "keys", Short: "Manage the key-encryption keys (one per month of event time)"}
+	c := &cobra.Command{Use: "keys", Short: "Manage the key pairs (one per retention class and day of event time) and the archiver signing key"}
 
-	// loadForWrite reads the keyring file for modification. The env form
-	// (CUSTODY_KEYRING) cannot be written back, so it is refused here.
-	loadForWrite := func(cmd *cobra.Command) (*keyring.Keyring, string, error) {
-		cfg, err := loadValid(cmd, g, sections["keys"])
-		if err != nil {
-			return nil, "", err
-		}
-		if os.Getenv(keyring.EnvKeyring) != "" {
-			return nil, "", fmt.Errorf("%s is set; keys generate and rotate write %s, so unset it first", keyring.EnvKeyring, cfg.Crypto.KeyringFile)
-		}
-		path := cfg.Crypto.KeyringFile
-		kr, err := keyring.Load(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			return keyring.New(), path, nil
-		}
-		return kr, path, err
-	}
-
-	var from, to string
+	var signer string
 	gen := &cobra.Command{
 		Use:   "generate",
-		Short: "Create a first key for every month in a range that has none (default: 13 months back to 12 ahead)",
-		Args:  cobra.NoArgs,
+		Short: "Create the key pairs every class needs, from its oldest kept day to crypto.horizon_days ahead, and a signing key",
+		Long: `Idempotent. For every retention class, creates an HPKE key pair (format v2,
+` + keyring.Suite + `) for each period (crypto.period: day or month) from
+the oldest event the class still keeps to crypto.horizon_days ahead that has
+none. Writes the private keyring (mode 0600; the one reader holds it), the
+public keyring (writers hold it; it also lists the signers readers trust),
+and, if there is none, the archiver's ed25519 signing key (mode 0600),
+adding its public half to the public keyring.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			kr, path, err := loadForWrite(cmd)
+			cfg, err := loadValid(cmd, g, sections["keys"])
 			if err != nil {
 				return err
 			}
-			now := time.Now().UTC()
-			if from == "" {
-				from = now.AddDate(0, -13, 0).Format("2006-01")
+			maxDays := 0
+			for _, cl := range cfg.Retention.Classes {
+				maxDays = max(maxDays, cl.Days)
 			}
-			if to == "" {
-				to = now.AddDate(0, 12, 0).Format("2006-01")
+			if signer == "" {
+				host, _ := os.Hostname()
+				signer = "archiver-" + host
 			}
-			added, err := kr.Generate(now, from, to)
+			added, newSigner, err := cfg.Crypto.Generate(time.Now(), cfg.Retention.Names(), maxDays, signer)
 			if err != nil {
 				return err
 			}
+			out := cmd.OutOrStdout()
 			if len(added) == 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s: every month from %s to %s already has a key\n", path, from, to)
-				return nil
+				fmt.Fprintf(out, "%s: every class has its keys from %d days back to %d days ahead\n", cfg.Crypto.PrivateKeyringFile, maxDays, cfg.Crypto.HorizonDays)
+			} else {
+				fmt.Fprintf(out, "%s: added %d key pairs, %s to %s\n", cfg.Crypto.PrivateKeyringFile, len(added), added[0], added[len(added)-1])
 			}
-			if err := kr.Save(path); err != nil {
-				return err
+			if newSigner {
+				fmt.Fprintf(out, "%s: new signing key %s, trusted in %s\n", cfg.Crypto.SigningKeyFile, signer, cfg.Crypto.PublicKeyringFile)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: added %d keys, %s to %s\n", path, len(added), added[0], added[len(added)-1])
 			return nil
 		},
 	}
-	gen.Flags().StringVar(&from, "from", "", "first month, YYYY-MM")
-	gen.Flags().StringVar(&to, "to", "", "last month, YYYY-MM")
-
-	var month string
-	rot := &cobra.Command{
-		Use:   "rotate",
-		Short: "Add a new key version for a month (default: the current month); older versions stay readable",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			kr, path, err := loadForWrite(cmd)
-			if err != nil {
-				return err
-			}
-			if month == "" {
-				month = keyring.MonthOf(time.Now())
-			}
-			id, err := kr.Rotate(time.Now(), month)
-			if err != nil {
-				return err
-			}
-			if err := kr.Save(path); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: added %s; new segments of %s use it\n", path, id, month)
-			return nil
-		},
-	}
-	rot.Flags().StringVar(&month, "month", "", "month to rotate, YYYY-MM")
+	gen.Flags().StringVar(&signer, "signer", "", `name of a new signing key (default "archiver-<hostname>")`)
 
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List key IDs, months and creation times (never the key material)",
+		Short: "List key IDs, classes, periods, states and creation times (never key material)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadValid(cmd, g, sections["keys"])
 			if err != nil {
 				return err
 			}
-			kr, err := keyring.Load(cfg.Crypto.KeyringFile)
+			pub, err := keyring.LoadPublic(cfg.Crypto.PublicKeyringFile)
 			if err != nil {
-				return err
+				return fmt.Errorf("%w (create it with `custody keys generate`)", err)
 			}
+			now := time.Now().UTC()
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tMONTH\tCREATED\tCURRENT")
-			keys := kr.Keys()
-			for i, k := range keys {
-				current := i == len(keys)-1 || keys[i+1].Month != k.Month
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%t\n", k.ID, k.Month, k.Created.Format(time.RFC3339), current)
+			fmt.Fprintln(tw, "ID\tCLASS\tPERIOD\tSTATE\tCREATED")
+			for _, k := range pub.Keys() {
+				state := "past"
+				switch cur := keyring.PeriodOf(periodKind(k.Period), now); {
+				case k.Period == cur:
+					state = "active"
+				case k.Period > cur:
+					state = "future"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Class, k.Period, state, k.Created.Format(time.RFC3339))
+			}
+			for _, s := range pub.Signers() {
+				fmt.Fprintf(tw, "%s\t-\t-\tsigner\t%s\n", s.ID, s.Created.Format(time.RFC3339))
 			}
 			return tw.Flush()
 		},
 	}
-	c.AddCommand(gen, rot, list)
+	c.AddCommand(gen, list)
 	return c
+}
+
+// periodKind tells a day period ("2026-11-29") from a month ("2026-11").
+func periodKind(p string) string {
+	if len(p) == len("2006-01") {
+		return keyring.PeriodMonth
+	}
+	return keyring.PeriodDay
 }

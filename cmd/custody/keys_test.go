@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,7 +17,7 @@ func writeConfig(t *testing.T, extra string) string {
 	t.Helper()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "custody.yaml")
-	doc := "s3:\n  access_key: a\n  secret_key: b\ncrypto:\n  keyring_file: keys/keyring.json\n" + extra
+	doc := "s3:\n  access_key: a\n  secret_key: b\ncrypto:\n  public_keyring_file: keys/public.json\n  private_keyring_file: keys/private.json\n  signing_key_file: keys/signing.json\n  horizon_days: 3\n" + extra
 	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -25,44 +26,60 @@ func writeConfig(t *testing.T, extra string) string {
 
 func TestKeysCommands(t *testing.T) {
 	t.Setenv(keyring.EnvKeyring, "")
-	cfg := writeConfig(t, "")
-	out, errOut, code := runCLI(t, "keys", "generate", "--config", cfg, "--from", "2026-01", "--to", "2026-03")
-	if code != 0 || !strings.Contains(out, "added 3 keys, 2026-01.v1 to 2026-03.v1") {
+	cfg := writeConfig(t, "retention:\n  classes: [{name: security, days: 10}, {name: analytics, days: 5}]\n")
+	out, errOut, code := runCLI(t, "keys", "generate", "--config", cfg, "--signer", "archiver-test")
+	// security: 10 days back to 3 ahead (14 days); analytics: 5 back to 3
+	// ahead... both classes cover the longest retention, 10 days back.
+	if code != 0 || !strings.Contains(out, "added 28 key pairs") || !strings.Contains(out, "new signing key archiver-test") {
 		t.Fatalf("keys generate: code %d, out %q, err %q", code, out, errOut)
 	}
-	out, _, code = runCLI(t, "keys", "generate", "--config", cfg, "--from", "2026-01", "--to", "2026-03")
-	if code != 0 || !strings.Contains(out, "already has a key") {
-		t.Fatalf("keys generate again: code %d, out %q", code, out)
+	out, _, code = runCLI(t, "keys", "generate", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "every class has its keys") || strings.Contains(out, "signing key") {
+		t.Fatalf("keys generate again (idempotent): code %d, out %q", code, out)
 	}
-	out, _, code = runCLI(t, "keys", "rotate", "--config", cfg, "--month", "2026-02")
-	if code != 0 || !strings.Contains(out, "added 2026-02.v2") {
-		t.Fatalf("keys rotate: code %d, out %q", code, out)
-	}
-	out, _, code = runCLI(t, "keys", "list", "--config", cfg)
-	if code != 0 {
-		t.Fatalf("keys list: code %d", code)
-	}
-	for _, want := range []string{"2026-02.v1  2026-02", "false", "2026-02.v2  2026-02", "true"} {
-		if !strings.Contains(out, want) {
-			t.Errorf("keys list lacks %q:\n%s", want, out)
+	dir := filepath.Join(filepath.Dir(cfg), "keys")
+	for _, f := range []string{"private.json", "signing.json"} {
+		fi, err := os.Stat(filepath.Join(dir, f))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s: mode %v, %v; want 0600", f, fi.Mode().Perm(), err)
 		}
 	}
-	raw, _ := os.ReadFile(filepath.Join(filepath.Dir(cfg), "keys", "keyring.json"))
-	kr, err := keyring.Parse(raw)
+	out, _, code = runCLI(t, "keys", "list", "--config", cfg)
+	today := time.Now().UTC().Format("2006-01-02")
+	states := map[string]string{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) == 5 {
+			states[f[0]] = f[3]
+		}
+	}
+	if code != 0 || states["security/"+today+".v1"] != "active" || states["analytics/"+today+".v1"] != "active" ||
+		!strings.Contains(out, "future") || !strings.Contains(out, "past") || states["archiver-test"] != "signer" {
+		t.Fatalf("keys list: code %d\n%s", code, out)
+	}
+	priv, err := keyring.LoadPrivate(filepath.Join(dir, "private.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range kr.Keys() {
-		if strings.Contains(out, string(k.Material)) || strings.Contains(out, encodeB64(k.Material)) {
-			t.Fatalf("keys list printed key material of %s", k.ID)
+	raw, _ := os.ReadFile(filepath.Join(dir, "private.json"))
+	var f struct {
+		Keys []struct {
+			Seed []byte `json:"seed"`
+		} `json:"private_keys"`
+	}
+	json.Unmarshal(raw, &f)
+	if len(f.Keys) != len(priv.Keys()) || len(f.Keys) != 28 {
+		t.Fatalf("private keyring holds %d keys", len(f.Keys))
+	}
+	for _, k := range f.Keys {
+		if strings.Contains(out, encodeB64(k.Seed)) {
+			t.Fatal("keys list printed private key material")
 		}
 	}
-	if _, err := kr.Current(time.Date(2026, 2, 10, 0, 0, 0, 0, time.UTC)); err != nil {
-		t.Fatal(err)
-	}
-	_, errOut, code = runCLI(t, "keys", "rotate", "--config", cfg, "--month", "2026-13")
-	if code == 0 || !strings.Contains(errOut, `"2026-13" is not YYYY-MM`) {
-		t.Errorf("rotate of a bad month: code %d, err %q", code, errOut)
+	// A private keyring readable by others is refused by name.
+	os.Chmod(filepath.Join(dir, "private.json"), 0o644)
+	_, errOut, code = runCLI(t, "keys", "generate", "--config", cfg)
+	if code == 0 || !strings.Contains(errOut, "private_keyring_file") || !strings.Contains(errOut, "must not be readable by group or others") {
+		t.Errorf("generate with a 0644 private keyring: code %d, %q", code, errOut)
 	}
 }
 

@@ -18,7 +18,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/custodylog/custody/archive/store"
-	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/internal/config"
@@ -105,7 +104,7 @@ func runQuery(cmd *cobra.Command, g *globals, q queryFlags) error {
 	if err != nil {
 		return err
 	}
-	kr, err := keyring.Load(cfg.Crypto.KeyringFile)
+	keys, err := cfg.Crypto.LoadReadKeys()
 	if err != nil {
 		return err
 	}
@@ -117,7 +116,7 @@ func runQuery(cmd *cobra.Command, g *globals, q queryFlags) error {
 	if err := recordAccess(ctx, cfg, g, q); err != nil {
 		return fmt.Errorf("cannot record this access, so the query does not run: %w", err)
 	}
-	eng := query.NewEngine(cfg.Query, st, kr, cfg.Retention.Names())
+	eng := query.NewEngine(cfg.Query, st, keys, cfg.Retention.Names())
 
 	out := bufio.NewWriterSize(cmd.OutOrStdout(), 256<<10)
 	emit, finish := formatter(q.format, out)

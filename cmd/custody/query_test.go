@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/segment"
 	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
@@ -25,9 +25,17 @@ func TestQueryCommand(t *testing.T) {
 	st := stacktest.Get(t)
 	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
 	s, sc := archivetest.NewStore(t, st, ret)
-	kr := archivetest.Keyring(t)
+	// Format v2 keys, and a v1 keyring: the login segment is written in
+	// v1 (as before format v2), the connection segment in v2, and one query
+	// reads both.
+	keys := archivetest.Keyring(t)
 	dir := t.TempDir()
-	if err := kr.Save(filepath.Join(dir, "keyring.json")); err != nil {
+	crypto := keys.Save(t, dir)
+	v1 := keyring.New()
+	if _, err := v1.Generate(time.Now(), time.Now().AddDate(0, -1, 0).Format("2006-01"), time.Now().Format("2006-01")); err != nil {
+		t.Fatal(err)
+	}
+	if err := v1.Save(filepath.Join(dir, "keyring.json")); err != nil {
 		t.Fatal(err)
 	}
 	hour := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
@@ -44,9 +52,16 @@ func TestQueryCommand(t *testing.T) {
 		}
 		m := segment.Meta{Class: "security", Kind: string(kind), Hour: hour, Topic: "q", Partition: int32(k), FirstOffset: 0, LastOffset: 2, Count: 3,
 			MinTime: hour, MaxTime: hour.Add(2 * time.Minute)}
-		kek, _ := kr.Current(hour)
 		var seg bytes.Buffer
-		w, err := segment.NewWriter(&seg, m, ix, kek, segment.WriterOptions{})
+		var w *segment.Writer
+		var err error
+		if kind == event.KindLogin {
+			kek, _ := v1.Current(hour)
+			w, err = segment.NewWriter(&seg, m, ix, kek, segment.WriterOptions{})
+		} else {
+			pk, _ := keys.Public.Current("security", hour)
+			w, err = segment.NewWriterV2(&seg, m, ix, pk, keys.Signer)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -60,11 +75,7 @@ func TestQueryCommand(t *testing.T) {
 		}
 	}
 	topic := stacktest.Topic(t, st, 1)
-	cfg := stackConfig(t, st, topic, fmt.Sprintf("crypto:\n  keyring_file: %s/keyring.json\nretention:\n  mode: GOVERNANCE\n  classes: [{name: security, days: 30}]\n", dir))
-	// stackConfig wrote its own crypto section; the later one must win,
-	// which YAML forbids, so rewrite the file without the first.
-	b, _ := os.ReadFile(cfg)
-	os.WriteFile(cfg, []byte(strings.Replace(string(b), "crypto:\n  keyring_file: keyring.json\n", "", 1)), 0o600)
+	cfg := stackConfig(t, st, topic, crypto+fmt.Sprintf("  keyring_file: %s/keyring.json\nretention:\n  mode: GOVERNANCE\n  classes: [{name: security, days: 30}]\n", dir))
 	t.Setenv("CUSTODY_S3_BUCKET", sc.Bucket)
 	t.Setenv("CUSTODY_S3_ENDPOINT", st.S3Endpoint)
 	t.Setenv("CUSTODY_S3_ACCESS_KEY", st.S3AccessKey)

@@ -23,7 +23,7 @@ var sections = map[string][]config.Section{
 	"archive init": {config.S3, config.Retention},
 	"archive run":  {config.Kafka, config.S3, config.Crypto, config.Archive, config.Retention},
 	"query":        {config.Kafka, config.Agent, config.S3, config.Crypto, config.Query, config.Retention},
-	"keys":         {config.Crypto},
+	"keys":         {config.Crypto, config.Retention},
 	"config check": config.All,
 }
 

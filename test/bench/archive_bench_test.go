@@ -48,9 +48,7 @@ func BenchmarkArchive2M(b *testing.B) {
 		topic := stacktest.Topic(b, st, 6)
 		s, sc := archivetest.NewStore(b, st, ret)
 		kr := archivetest.Keyring(b)
-		if err := kr.Save(filepath.Join(dir, "keyring.json")); err != nil {
-			b.Fatal(err)
-		}
+		crypto := kr.Save(b, dir)
 		rawBytes := produce(b, st, topic, total)
 		cfg := filepath.Join(dir, "custody.yaml")
 		os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka:
@@ -59,15 +57,13 @@ func BenchmarkArchive2M(b *testing.B) {
   dlq_topic: %s.dlq
 s3:
   bucket: %s
-crypto:
-  keyring_file: %s/keyring.json
-archive:
+%sarchive:
   group_id: bench-%s
   metrics_listen: 127.0.0.1:19401
 retention:
   mode: GOVERNANCE
   classes: [{name: security, days: 30}]
-`, strings.Join(st.KafkaBrokers, ","), topic, topic, sc.Bucket, dir, topic)), 0o600)
+`, strings.Join(st.KafkaBrokers, ","), topic, topic, sc.Bucket, crypto, topic)), 0o600)
 
 		b.ResetTimer()
 		start := time.Now()

@@ -16,7 +16,6 @@ import (
 
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/store"
-	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
@@ -33,7 +32,8 @@ type archiveRig struct {
 	topic  string
 	group  string
 	store  *store.Store
-	kr     *keyring.Keyring
+	kr     archivetest.Keys
+	crypto string // the crypto section naming kr's files
 	dir    string
 	want   map[string]int
 	wantMu sync.Mutex
@@ -45,9 +45,7 @@ func newArchiveRig(t *testing.T, partitions int) *archiveRig {
 	var sc store.Config
 	r.store, sc = archivetest.NewStore(t, st, faultRetention)
 	r.kr = archivetest.Keyring(t)
-	if err := r.kr.Save(filepath.Join(r.dir, "keyring.json")); err != nil {
-		t.Fatal(err)
-	}
+	r.crypto = r.kr.Save(t, r.dir)
 	t.Setenv("CUSTODY_S3_BUCKET", sc.Bucket)
 	t.Setenv("CUSTODY_S3_ENDPOINT", st.S3Endpoint)
 	t.Setenv("CUSTODY_KEYRING", "")
@@ -61,9 +59,7 @@ func (r *archiveRig) config(t *testing.T, metricsPort int) string {
   brokers: [%s]
   topic: %s
   dlq_topic: %s.dlq
-crypto:
-  keyring_file: %s/keyring.json
-archive:
+%sarchive:
   group_id: %s
   metrics_listen: 127.0.0.1:%d
   flush_events: 1500
@@ -76,7 +72,7 @@ retention:
   classes:
     - name: security
       days: 120
-`, strings.Join(r.st.KafkaBrokers, ", "), r.topic, r.topic, r.dir, r.group, metricsPort)
+`, strings.Join(r.st.KafkaBrokers, ", "), r.topic, r.topic, r.crypto, r.group, metricsPort)
 	p := filepath.Join(r.dir, fmt.Sprintf("archiver-%d.yaml", metricsPort))
 	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)

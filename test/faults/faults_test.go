@@ -122,8 +122,6 @@ func writeConfig(t *testing.T, st stacktest.Stack, topic, extra string) string {
 s3:
   access_key: a
   secret_key: b
-crypto:
-  keyring_file: keyring.json
 ingest:
   listen: 127.0.0.1:18181
   metrics_listen: 127.0.0.1:19181

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -38,15 +39,57 @@ func NewStore(t testing.TB, st stacktest.Stack, r archive.Retention) (*store.Sto
 	return s, cfg
 }
 
-// Keyring returns a keyring with keys for the months around now.
-func Keyring(t testing.TB) *keyring.Keyring {
+// Keys is a test archive's key material: format v2 key pairs for the
+// classes of the tests ("security", "short") over the days around now, and
+// a trusted signing key.
+type Keys struct {
+	Public  *keyring.PublicKeyring
+	Private *keyring.PrivateKeyring
+	Signer  keyring.SigningKey
+}
+
+// Keyring returns key material for the 100 days before now to a month
+// ahead.
+func Keyring(t testing.TB) Keys {
 	t.Helper()
-	kr := keyring.New()
-	now := time.Now().UTC()
-	if _, err := kr.Generate(now, now.AddDate(0, -3, 0).Format("2006-01"), now.AddDate(0, 1, 0).Format("2006-01")); err != nil {
+	return KeysAt(t, time.Now().UTC())
+}
+
+// KeysAt is Keyring around another day, for tests on a simulated clock.
+func KeysAt(t testing.TB, now time.Time) Keys {
+	t.Helper()
+	k := Keys{Public: keyring.NewPublic(), Private: keyring.NewPrivate()}
+	if _, err := keyring.GeneratePairs(k.Public, k.Private, now, []string{"security", "short"}, keyring.PeriodDay, now.AddDate(0, 0, -100), now.AddDate(0, 1, 0)); err != nil {
 		t.Fatal(err)
 	}
-	return kr
+	var err error
+	if k.Signer, err = keyring.NewSigningKey("test-archiver", now); err != nil {
+		t.Fatal(err)
+	}
+	k.Public.AddSigner(k.Signer.Public())
+	return k
+}
+
+// Write is what an archiver holds.
+func (k Keys) Write() keyring.WriteKeys { return keyring.WriteKeys{Public: k.Public, Signer: k.Signer} }
+
+// Read is what the reader holds.
+func (k Keys) Read() keyring.Set { return keyring.Set{Private: k.Private, Public: k.Public} }
+
+// Save writes the three files into dir, as keys generate would, and returns
+// the crypto section that names them.
+func (k Keys) Save(t testing.TB, dir string) string {
+	t.Helper()
+	for _, err := range []error{
+		k.Public.Save(filepath.Join(dir, "public-keyring.json")),
+		k.Private.Save(filepath.Join(dir, "private-keyring.json")),
+		k.Signer.Save(filepath.Join(dir, "signing-key.json")),
+	} {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fmt.Sprintf("crypto:\n  public_keyring_file: %s/public-keyring.json\n  private_keyring_file: %s/private-keyring.json\n  signing_key_file: %s/signing-key.json\n", dir, dir, dir)
 }
 
 // Contents is what an archive holds.
@@ -62,7 +105,7 @@ type Contents struct {
 
 // Read decodes every segment in the bucket, checking that each reads back
 // cleanly and that no offset range is stored twice.
-func Read(t testing.TB, s *store.Store, kr *keyring.Keyring) Contents {
+func Read(t testing.TB, s *store.Store, keys Keys) Contents {
 	t.Helper()
 	ctx := context.Background()
 	c := Contents{IDs: map[string]int{}, Ranges: map[string]string{}}
@@ -79,7 +122,7 @@ func Read(t testing.TB, s *store.Store, kr *keyring.Keyring) Contents {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r, err := segment.Open(bytes.NewReader(raw), o.Name, kr, segment.ReaderOptions{})
+		r, err := segment.Open(bytes.NewReader(raw), o.Name, keys.Read(), segment.ReaderOptions{})
 		if err != nil {
 			t.Fatalf("archive holds an unreadable segment: %v", err)
 		}

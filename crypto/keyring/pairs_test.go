@@ -1,0 +1,78 @@
+package keyring
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestPairsFilesAndRefusals(t *testing.T) {
+	dir := t.TempDir()
+	c := Config{PublicKeyringFile: filepath.Join(dir, "pub.json"), PrivateKeyringFile: filepath.Join(dir, "priv.json"),
+		SigningKeyFile: filepath.Join(dir, "sign.json"), Period: PeriodDay, HorizonDays: 2}
+	added, newSigner, err := c.Generate(now, []string{"security"}, 1, "archiver-a")
+	if err != nil || len(added) != 4 || !newSigner {
+		t.Fatalf("Generate = %v, %v, %v; want 4 pairs (1 day back to 2 ahead) and a new signer", added, newSigner, err)
+	}
+	w, err := c.LoadWriteKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.LoadReadKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := w.Public.Current("security", now)
+	if err != nil || pk.ID != "security/2026-11-29.v1" {
+		t.Fatalf("Current = %v, %v", pk.ID, err)
+	}
+	sealed, err := pk.Seal([]byte("info"), make([]byte, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dek, err := r.OpenKey(pk.ID, []byte("info"), sealed); err != nil || len(dek) != 32 {
+		t.Fatalf("OpenKey = %v", err)
+	}
+	if _, err := r.OpenKey(pk.ID, []byte("other info"), sealed); !errors.Is(err, ErrAuth) {
+		t.Errorf("OpenKey with other info = %v; want ErrAuth", err)
+	}
+	if _, err := (Set{Public: w.Public}).OpenKey(pk.ID, []byte("info"), sealed); !errors.Is(err, ErrNoPrivateKeyring) {
+		t.Errorf("a public-only set opened a key: %v", err)
+	}
+	if _, err := w.Public.Current("analytics", now); err == nil || !strings.Contains(err.Error(), "keys generate") {
+		t.Errorf("Current for a class without keys: %v", err)
+	}
+	// Idempotent: nothing new the second time.
+	if added, newSigner, err := c.Generate(now, []string{"security"}, 1, "archiver-b"); err != nil || len(added) != 0 || newSigner {
+		t.Errorf("second Generate = %v, %v, %v; want nothing new", added, newSigner, err)
+	}
+	// One kind of keyring where the other belongs is refused by name.
+	if _, err := LoadPrivate(c.PublicKeyringFile); err == nil || (!errors.Is(err, ErrNotPrivate) && !strings.Contains(err.Error(), "mode 0644")) {
+		t.Errorf("public keyring as private: %v", err)
+	}
+	os.Chmod(c.PublicKeyringFile, 0o600)
+	if _, err := LoadPrivate(c.PublicKeyringFile); !errors.Is(err, ErrNotPrivate) {
+		t.Errorf("public keyring (0600) as private: %v; want ErrNotPrivate", err)
+	}
+	if _, err := LoadPublic(c.PrivateKeyringFile); !errors.Is(err, ErrNotPublic) {
+		t.Errorf("private keyring as public: %v; want ErrNotPublic", err)
+	}
+	os.Chmod(c.PrivateKeyringFile, 0o640)
+	if _, err := c.LoadReadKeys(); err == nil || !strings.Contains(err.Error(), "mode 0640: readable by group or others") {
+		t.Errorf("0640 private keyring: %v", err)
+	}
+	// Material never shows.
+	os.Chmod(c.PrivateKeyringFile, 0o600)
+	r, _ = c.LoadReadKeys()
+	k := r.Private.Keys()[0]
+	seed, _ := k.key.Bytes()
+	for _, out := range []string{fmt.Sprintf("%v %+v %#v %x %s", k, k, k, k, k), fmt.Sprintf("%v %+v %x", w.Signer, w.Signer, w.Signer)} {
+		if strings.Contains(out, fmt.Sprintf("%x", seed)) || strings.Contains(out, fmt.Sprintf("%x", w.Signer.key.Seed())) || !strings.Contains(out, "redacted") {
+			t.Errorf("key formatting shows material or nothing: %q", out)
+		}
+	}
+
+}

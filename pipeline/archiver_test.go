@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"go.uber.org/zap/zaptest"
 
 	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/archive/segment"
 	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/testkit/archivetest"
@@ -69,6 +71,21 @@ func TestArchiveEndToEnd(t *testing.T) {
 	lost, doubled := archivetest.Compare(want, got)
 	if len(lost) > 0 || len(doubled) > 0 {
 		t.Fatalf("archive differs from what was sent: %d lost (%.5v), %d doubled (%.5v)", len(lost), lost, len(doubled), doubled)
+	}
+	// The archiver held public keys only: what it wrote, it cannot read.
+	for o, err := range s.List(context.Background(), "") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, err := s.Get(context.Background(), o.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = segment.Open(rc, o.Name, kr.Write().Public, segment.ReaderOptions{})
+		rc.Close()
+		if !errors.Is(err, segment.ErrNeedsPrivateKey) {
+			t.Fatalf("the archiver's own keys opened %s: %v", o.Name, err)
+		}
 	}
 	if got.Segments < 20 {
 		t.Errorf("%d segments; want many (small flushes, several kinds, hours and classes)", got.Segments)

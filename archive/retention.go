@@ -17,6 +17,10 @@ type Retention struct {
 	// root included, can delete early) or GOVERNANCE (a privileged user can).
 	Mode    string  `yaml:"mode"`
 	Classes []Class `yaml:"classes"`
+	// Grace is how long after a period's last event passed its class's
+	// retention `custody retention run` waits before shredding its keys: a
+	// margin for clocks and late runs, never more than a day.
+	Grace time.Duration `yaml:"grace"`
 }
 
 // Class is one retention class. Its name is the first element of every
@@ -28,7 +32,7 @@ type Class struct {
 
 // DefaultRetention keeps security data for one year under COMPLIANCE lock.
 func DefaultRetention() Retention {
-	return Retention{DefaultClass: "security", Mode: "COMPLIANCE", Classes: []Class{{Name: "security", Days: 365}}}
+	return Retention{DefaultClass: "security", Mode: "COMPLIANCE", Classes: []Class{{Name: "security", Days: 365}}, Grace: 6 * time.Hour}
 }
 
 var className = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
@@ -58,6 +62,9 @@ func (r *Retention) Validate() error {
 		if c.Days < 1 || c.Days > maxDays {
 			errs = append(errs, fmt.Errorf("classes[%d].days: %d is outside 1-%d", i, c.Days, maxDays))
 		}
+	}
+	if r.Grace < 0 || r.Grace > 24*time.Hour {
+		errs = append(errs, fmt.Errorf("grace: %s is outside 0-24h", r.Grace))
 	}
 	if _, ok := seen[r.DefaultClass]; !ok {
 		errs = append(errs, fmt.Errorf("default_class: %q is not one of the classes", r.DefaultClass))

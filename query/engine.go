@@ -10,6 +10,7 @@ import (
 	"io"
 	"iter"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/retention"
 )
 
 // objects is what a query needs from the store.
@@ -214,6 +216,7 @@ func (q *Engine) scanHour(ctx context.Context, f Filter, opts Options, objs []st
 					if ctx.Err() != nil {
 						return
 					}
+					err = q.explainShredded(ctx, err)
 					st.mu.Lock()
 					st.failed = append(st.failed, SegmentError{Name: name, Err: err})
 					st.mu.Unlock()
@@ -392,4 +395,44 @@ func (l *lazyRange) Close() error {
 		return nil
 	}
 	return l.rc.Close()
+}
+
+// ShreddedError is a segment whose period's keys were destroyed on time:
+// not damage, deletion. It names the receipt that proves it.
+type ShreddedError struct {
+	KeyID   string
+	At      time.Time
+	Receipt string
+}
+
+func (e *ShreddedError) Error() string {
+	return fmt.Sprintf("key %s was shredded on %s (receipt %s): its events are deleted", e.KeyID, e.At.Format("2006-01-02"), e.Receipt)
+}
+
+// explainShredded turns "key not in keyring" into a ShreddedError when the
+// bucket holds a valid shred receipt for that key's class and period.
+func (q *Engine) explainShredded(ctx context.Context, err error) error {
+	var nf *keyring.NotFoundError
+	if !errors.As(err, &nf) {
+		return err
+	}
+	class, period, ok := strings.Cut(strings.SplitN(nf.ID, ".v", 2)[0], "/")
+	if !ok {
+		return err
+	}
+	name := retention.ReceiptName(class, period)
+	rc, gerr := q.src.GetRange(ctx, name, 0, 64<<10)
+	if gerr != nil {
+		return err
+	}
+	defer rc.Close()
+	b, gerr := io.ReadAll(io.LimitReader(rc, 64<<10))
+	if gerr != nil {
+		return err
+	}
+	r, perr := retention.ParseReceipt(b, q.keys)
+	if perr != nil || !slices.Contains(r.KeyIDs, nf.ID) {
+		return err
+	}
+	return fmt.Errorf("%w", &ShreddedError{KeyID: nf.ID, At: r.DestroyedAt, Receipt: name})
 }

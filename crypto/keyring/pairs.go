@@ -553,3 +553,32 @@ func (s Set) Signer(id string) (ed25519.PublicKey, bool) {
 	}
 	return s.Public.Signer(id)
 }
+
+// RemovePrivate destroys the keys ids in the private keyring file: it
+// rewrites the file without them (atomically, fsynced: after a crash the
+// file holds either all of them or none). Absent IDs are not an error, so
+// a repeat after a crash is a no-op. It returns how many it removed.
+func RemovePrivate(path string, ids []string) (int, error) {
+	kr, err := LoadPrivate(path)
+	if err != nil {
+		return 0, err
+	}
+	drop := map[string]bool{}
+	for _, id := range ids {
+		drop[id] = true
+	}
+	keep := kr.keys[:0]
+	n := 0
+	for _, k := range kr.keys {
+		if drop[k.ID] {
+			n++
+			continue
+		}
+		keep = append(keep, k)
+	}
+	if n == 0 {
+		return 0, nil
+	}
+	kr.keys = keep
+	return n, kr.Save(path)
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/retention"
+)
+
+func newRetentionCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "retention", Short: "Delete on time: crypto-shred the keys of periods past their retention"}
+	var loop bool
+	var interval time.Duration
+	var testNow, testCrash string
+	run := &cobra.Command{
+		Use:   "run",
+		Short: "Shred the private keys of every class's periods whose events are all past retention plus grace, with signed receipts",
+		Long: `For every retention class, destroys the private keys of the periods (days)
+whose events are all past the class's days plus retention.grace, so their
+segments can never be read again, whatever happens to the bytes. Each
+destruction leaves a signed receipt in the bucket under object lock
+(_receipts/shred/<class>/<period>.json) and an event in the events topic.
+Order: intent, destroy, receipt, event; a run interrupted at any point is
+completed by the next one. Runs once (for cron or a systemd timer) or, with
+--loop, every --interval until SIGTERM. See docs/RETENTION.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := setup(cmd, g, sections["retention run"])
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			sk, err := keyring.LoadSigningKey(cfg.Crypto.SigningKeyFile)
+			if err != nil {
+				return fmt.Errorf("%w (receipts are signed; create it with `custody keys generate`)", err)
+			}
+			st, err := store.New(cfg.S3)
+			if err != nil {
+				return err
+			}
+			kc, err := cfg.Kafka.NewClient()
+			if err != nil {
+				return err
+			}
+			defer kc.Close()
+			ann := retention.NewKafka(kc, cfg.Retention.DefaultClass, "retention@"+sk.ID)
+			defer ann.Close()
+			now := time.Now
+			if testNow != "" {
+				t, err := time.Parse(time.RFC3339, testNow)
+				if err != nil {
+					return fmt.Errorf("--test-now: %v", err)
+				}
+				now = func() time.Time { return t }
+			}
+			r := &retention.Runner{Retention: cfg.Retention, PrivatePath: cfg.Crypto.PrivateKeyringFile, Signer: sk, Store: st, Events: ann, Now: now}
+			if testCrash != "" {
+				r.Crash = func(step string) {
+					if step == testCrash {
+						syscall.Kill(syscall.Getpid(), syscall.SIGKILL)
+						select {}
+					}
+				}
+			}
+			ctx := cmd.Context()
+			for {
+				rep, err := r.Run(ctx)
+				if err != nil {
+					log.Error("retention run failed", zap.Error(err))
+					if !loop {
+						return err
+					}
+				}
+				for _, rc := range rep.Shredded {
+					log.Info("shredded", zap.String("class", rc.Class), zap.String("period", rc.Period), zap.Strings("keys", rc.KeyIDs),
+						zap.String("receipt", retention.ReceiptName(rc.Class, rc.Period)))
+					fmt.Fprintf(cmd.OutOrStdout(), "shredded %s/%s: %d keys, receipt %s\n", rc.Class, rc.Period, len(rc.KeyIDs), retention.ReceiptName(rc.Class, rc.Period))
+				}
+				if !loop {
+					if len(rep.Shredded) == 0 {
+						fmt.Fprintln(cmd.OutOrStdout(), "nothing due")
+					}
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(interval):
+				}
+			}
+		},
+	}
+	f := run.Flags()
+	f.BoolVar(&loop, "loop", false, "run every --interval until SIGTERM")
+	f.DurationVar(&interval, "interval", time.Hour, "time between runs with --loop")
+	f.StringVar(&testNow, "test-now", "", "tests only: the clock, RFC 3339")
+	f.StringVar(&testCrash, "test-crash-at", "", "tests only: SIGKILL itself after this step (intent, destroy, receipt, event)")
+	f.MarkHidden("test-now")
+	f.MarkHidden("test-crash-at")
+	c.AddCommand(run)
+	return c
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/atomicfile"
+	"github.com/custodylog/custody/internal/secret"
 )
 
 // ReceiptPrefix is where shred receipts live in the bucket:
@@ -127,6 +128,7 @@ type announcer interface {
 type Runner struct {
 	Retention   archive.Retention
 	PrivatePath string
+	Passphrase  secret.String // of a passphrase-sealed private keyring
 	Signer      keyring.SigningKey
 	Store       objects
 	Events      announcer
@@ -196,7 +198,7 @@ func (r *Runner) Run(ctx context.Context) (Report, error) {
 		}
 		rep.Resumed = true
 	case errors.Is(err, os.ErrNotExist):
-		priv, err := keyring.LoadPrivate(r.PrivatePath)
+		priv, err := keyring.LoadPrivate(r.PrivatePath, r.Passphrase)
 		if err != nil {
 			return rep, err
 		}
@@ -221,7 +223,7 @@ func (r *Runner) Run(ctx context.Context) (Report, error) {
 	for _, v := range in.Periods {
 		ids = append(ids, v...)
 	}
-	if _, err := keyring.RemovePrivate(r.PrivatePath, ids); err != nil {
+	if _, err := keyring.RemovePrivate(r.PrivatePath, r.Passphrase, ids); err != nil {
 		return rep, fmt.Errorf("cannot destroy keys: %w", err)
 	}
 	r.crash("destroy")

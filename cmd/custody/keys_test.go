@@ -56,7 +56,7 @@ func TestKeysCommands(t *testing.T) {
 		!strings.Contains(out, "future") || !strings.Contains(out, "past") || states["archiver-test"] != "signer" {
 		t.Fatalf("keys list: code %d\n%s", code, out)
 	}
-	priv, err := keyring.LoadPrivate(filepath.Join(dir, "private.json"))
+	priv, err := keyring.LoadPrivate(filepath.Join(dir, "private.json"), "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -59,7 +59,7 @@ completed by the next one. Runs once (for cron or a systemd timer) or, with
 				}
 				now = func() time.Time { return t }
 			}
-			r := &retention.Runner{Retention: cfg.Retention, PrivatePath: cfg.Crypto.PrivateKeyringFile, Signer: sk, Store: st, Events: ann, Now: now}
+			r := &retention.Runner{Retention: cfg.Retention, PrivatePath: cfg.Crypto.PrivateKeyringFile, Passphrase: cfg.Crypto.Passphrase(), Signer: sk, Store: st, Events: ann, Now: now}
 			if testCrash != "" {
 				r.Crash = func(step string) {
 					if step == testCrash {

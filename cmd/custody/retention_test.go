@@ -96,7 +96,7 @@ func (r *shredRig) dueAt(i int) string {
 }
 
 func (r *shredRig) privateIDs(t *testing.T) map[string]bool {
-	priv, err := keyring.LoadPrivate(filepath.Join(r.dir, "private.json"))
+	priv, err := keyring.LoadPrivate(filepath.Join(r.dir, "private.json"), "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,30 @@ type Config struct {
 	Period string `yaml:"period"`
 	// HorizonDays is how far ahead of today keys generate creates pairs.
 	HorizonDays int `yaml:"horizon_days"`
+	// PrivateKeyringPassphraseFile holds the passphrase that seals the
+	// private keyring with age (scrypt); CUSTODY_KEYRING_PASSPHRASE
+	// overrides. Without one the file is plain JSON, mode 0600.
+	PrivateKeyringPassphraseFile string `yaml:"private_keyring_passphrase_file"`
+	passphrase                   secret.String
 }
+
+// PassphraseEnv names the variable that may hold the private keyring's
+// passphrase.
+const PassphraseEnv = "CUSTODY_KEYRING_PASSPHRASE"
+
+// Resolve resolves paths against baseDir and reads the passphrase.
+func (c *Config) Resolve(baseDir string) error {
+	c.ResolvePaths(baseDir)
+	p, err := secret.Resolve("", c.PrivateKeyringPassphraseFile, PassphraseEnv, baseDir)
+	if err != nil {
+		return fmt.Errorf("private_keyring_passphrase_file: %w", err)
+	}
+	c.passphrase = p
+	return nil
+}
+
+// Passphrase is the private keyring's resolved passphrase ("" for none).
+func (c *Config) Passphrase() secret.String { return c.passphrase }
 
 // EnvKeyring names the variable that may hold the whole v1 keyring.
 const EnvKeyring = "CUSTODY_KEYRING"
@@ -105,7 +128,7 @@ func (c *Config) LoadWriteKeys() (WriteKeys, error) {
 func (c *Config) LoadReadKeys() (Set, error) {
 	var s Set
 	var err error
-	if s.Private, err = LoadPrivate(c.PrivateKeyringFile); err != nil {
+	if s.Private, err = LoadPrivate(c.PrivateKeyringFile, c.passphrase); err != nil {
 		return s, err
 	}
 	if s.Public, err = LoadPublic(c.PublicKeyringFile); err != nil {
@@ -136,9 +159,10 @@ func (c *Config) loadV1() (*Keyring, error) {
 // three files and returns the pair IDs it added.
 func (c *Config) Generate(now time.Time, classes []string, maxDays int, signer string) ([]string, bool, error) {
 	priv, pub := NewPrivate(), NewPublic()
+	priv.SetPassphrase(c.passphrase)
 	var err error
 	if _, serr := os.Stat(c.PrivateKeyringFile); serr == nil {
-		if priv, err = LoadPrivate(c.PrivateKeyringFile); err != nil {
+		if priv, err = LoadPrivate(c.PrivateKeyringFile, c.passphrase); err != nil {
 			return nil, false, err
 		}
 		if pub, err = LoadPublic(c.PublicKeyringFile); err != nil && !errors.Is(err, os.ErrNotExist) {

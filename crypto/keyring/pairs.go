@@ -16,9 +16,11 @@ import (
 	"strconv"
 	"time"
 
+	"filippo.io/age"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/custodylog/custody/internal/atomicfile"
+	"github.com/custodylog/custody/internal/secret"
 )
 
 // Format v2 keys (docs/FORMAT.md §v2): one HPKE key pair per (retention
@@ -267,7 +269,19 @@ func (k PrivateKey) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 // PrivateKeyring is what the one reader holds. Safe for concurrent reads.
 type PrivateKeyring struct {
 	keys []PrivateKey
+	pass secret.String // when set, Save seals the file with age (scrypt)
 }
+
+// SetPassphrase makes Save seal the file with age's scrypt recipient
+// under pass ("" saves it as plain JSON).
+func (kr *PrivateKeyring) SetPassphrase(pass secret.String) { kr.pass = pass }
+
+// ageHeader starts every age file.
+const ageHeader = "age-encryption.org/v1\n"
+
+// ErrPassphrase means a passphrase-sealed private keyring could not be
+// opened with the passphrase given (or none was given).
+var ErrPassphrase = errors.New("the private keyring is sealed with a passphrase, and the one given does not open it (set CUSTODY_KEYRING_PASSPHRASE or crypto.private_keyring_passphrase_file)")
 
 type privateFile struct {
 	Version int              `json:"version"`
@@ -283,17 +297,58 @@ type privateFileKey struct {
 }
 
 // LoadPrivate reads a private keyring file, refusing one that group or
-// others may read.
-func LoadPrivate(path string) (*PrivateKeyring, error) {
+// others may read. A file sealed with age (scrypt) is opened with pass,
+// which Save then uses again.
+func LoadPrivate(path string, pass secret.String) (*PrivateKeyring, error) {
 	b, err := readPrivateFile(path, "private keyring")
 	if err != nil {
 		return nil, err
+	}
+	if bytes.HasPrefix(b, []byte(ageHeader)) {
+		if b, err = openSealed(b, pass); err != nil {
+			return nil, fmt.Errorf("private keyring %s: %w", path, err)
+		}
 	}
 	kr, err := ParsePrivate(b)
 	if err != nil {
 		return nil, fmt.Errorf("private keyring %s: %w", path, err)
 	}
+	kr.pass = pass
 	return kr, nil
+}
+
+func openSealed(b []byte, pass secret.String) ([]byte, error) {
+	if pass == "" {
+		return nil, ErrPassphrase
+	}
+	id, err := age.NewScryptIdentity(pass.Reveal())
+	if err != nil {
+		return nil, err
+	}
+	r, err := age.Decrypt(bytes.NewReader(b), id)
+	if err != nil {
+		return nil, ErrPassphrase
+	}
+	return io.ReadAll(r)
+}
+
+func sealWithPassphrase(b []byte, pass secret.String) ([]byte, error) {
+	rcpt, err := age.NewScryptRecipient(pass.Reveal())
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	w, err := age.Encrypt(&out, rcpt)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := w.Write(b); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
 }
 
 func readPrivateFile(path, what string) ([]byte, error) {
@@ -380,10 +435,16 @@ func (kr *PrivateKeyring) Save(path string) error {
 	if err != nil {
 		return err
 	}
+	b = append(b, '\n')
+	if kr.pass != "" {
+		if b, err = sealWithPassphrase(b, kr.pass); err != nil {
+			return fmt.Errorf("cannot seal the private keyring: %w", err)
+		}
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	return atomicfile.Write(path, append(b, '\n'), 0o600)
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // GeneratePairs adds version 1 of a key pair for every class and every
@@ -558,8 +619,8 @@ func (s Set) Signer(id string) (ed25519.PublicKey, bool) {
 // rewrites the file without them (atomically, fsynced: after a crash the
 // file holds either all of them or none). Absent IDs are not an error, so
 // a repeat after a crash is a no-op. It returns how many it removed.
-func RemovePrivate(path string, ids []string) (int, error) {
-	kr, err := LoadPrivate(path)
+func RemovePrivate(path string, pass secret.String, ids []string) (int, error) {
+	kr, err := LoadPrivate(path, pass)
 	if err != nil {
 		return 0, err
 	}

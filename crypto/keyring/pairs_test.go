@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/custodylog/custody/internal/secret"
 )
 
 func TestPairsFilesAndRefusals(t *testing.T) {
@@ -50,11 +52,11 @@ func TestPairsFilesAndRefusals(t *testing.T) {
 		t.Errorf("second Generate = %v, %v, %v; want nothing new", added, newSigner, err)
 	}
 	// One kind of keyring where the other belongs is refused by name.
-	if _, err := LoadPrivate(c.PublicKeyringFile); err == nil || (!errors.Is(err, ErrNotPrivate) && !strings.Contains(err.Error(), "mode 0644")) {
+	if _, err := LoadPrivate(c.PublicKeyringFile, ""); err == nil || (!errors.Is(err, ErrNotPrivate) && !strings.Contains(err.Error(), "mode 0644")) {
 		t.Errorf("public keyring as private: %v", err)
 	}
 	os.Chmod(c.PublicKeyringFile, 0o600)
-	if _, err := LoadPrivate(c.PublicKeyringFile); !errors.Is(err, ErrNotPrivate) {
+	if _, err := LoadPrivate(c.PublicKeyringFile, ""); !errors.Is(err, ErrNotPrivate) {
 		t.Errorf("public keyring (0600) as private: %v; want ErrNotPrivate", err)
 	}
 	if _, err := LoadPublic(c.PrivateKeyringFile); !errors.Is(err, ErrNotPublic) {
@@ -75,4 +77,41 @@ func TestPairsFilesAndRefusals(t *testing.T) {
 		}
 	}
 
+}
+
+// The private keyring may be sealed with a passphrase (age, scrypt): it
+// opens with the passphrase only, stays sealed across a rewrite, and a
+// wrong or missing passphrase is a clear error.
+func TestPrivateKeyringPassphrase(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(PassphraseEnv, "correct horse battery staple")
+	c := Config{PublicKeyringFile: filepath.Join(dir, "pub.json"), PrivateKeyringFile: filepath.Join(dir, "priv.age"),
+		SigningKeyFile: filepath.Join(dir, "sign.json"), Period: PeriodDay, HorizonDays: 1}
+	if err := c.Resolve(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.Generate(now, []string{"security"}, 0, "a"); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(c.PrivateKeyringFile)
+	if !strings.HasPrefix(string(raw), ageHeader) || strings.Contains(string(raw), "private_keys") {
+		t.Fatal("the private keyring is not sealed")
+	}
+	r, err := c.LoadReadKeys()
+	if err != nil || len(r.Private.Keys()) != 2 {
+		t.Fatalf("LoadReadKeys with the passphrase: %v", err)
+	}
+	// A rewrite (shredding) keeps it sealed.
+	if n, err := RemovePrivate(c.PrivateKeyringFile, c.Passphrase(), []string{r.Private.Keys()[0].ID}); err != nil || n != 1 {
+		t.Fatalf("RemovePrivate = %d, %v", n, err)
+	}
+	raw, _ = os.ReadFile(c.PrivateKeyringFile)
+	if !strings.HasPrefix(string(raw), ageHeader) {
+		t.Fatal("the rewritten private keyring is not sealed")
+	}
+	for _, pass := range []string{"", "wrong"} {
+		if _, err := LoadPrivate(c.PrivateKeyringFile, secret.String(pass)); !errors.Is(err, ErrPassphrase) {
+			t.Errorf("LoadPrivate with passphrase %q: %v; want ErrPassphrase", pass, err)
+		}
+	}
 }

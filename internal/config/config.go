@@ -149,7 +149,7 @@ func (c *Config) Check(sections ...Section) error {
 	d := c.baseDir
 	check(Kafka, func() error { return c.Kafka.Resolve(d) }, c.Kafka.Validate)
 	check(S3, func() error { return c.S3.Resolve(d) }, c.S3.Validate)
-	check(Crypto, func() error { c.Crypto.ResolvePaths(d); return nil }, c.Crypto.Validate)
+	check(Crypto, func() error { return c.Crypto.Resolve(d) }, c.Crypto.Validate)
 	check(Events, func() error { return c.Events.Resolve(d) }, c.Events.Validate)
 	check(Ingest, func() error { return c.Ingest.Resolve(d) }, c.Ingest.Validate)
 	check(Agent, func() error { c.Agent.ResolvePaths(d); return nil }, c.Agent.Validate)

@@ -3,7 +3,6 @@ package segment
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/binary"
@@ -102,29 +101,11 @@ func hpkeInfo(keyID, name string) []byte {
 }
 
 func deriveKeysV2(dek []byte) (segKeys, error) {
-	var k segKeys
-	var err error
-	if k.body, err = hkdf.Key(sha256.New, dek, nil, infoBody2, 32); err != nil {
-		return k, err
-	}
-	if k.index, err = hkdf.Key(sha256.New, dek, nil, infoIndex2, 32); err != nil {
-		return k, err
-	}
-	k.bloom, err = hkdf.Key(sha256.New, dek, nil, infoBloom2, 32)
-	return k, err
+	return deriveKeysWith(dek, infoBody2, infoIndex2, infoBloom2)
 }
 
 func associatedDataV2(name string, header []byte) []byte {
-	h := sha256.New()
-	h.Write([]byte(aadLabel2))
-	var n [4]byte
-	binary.BigEndian.PutUint32(n[:], uint32(len(name)))
-	h.Write(n[:])
-	h.Write([]byte(name))
-	binary.BigEndian.PutUint32(n[:], uint32(len(header)))
-	h.Write(n[:])
-	h.Write(header)
-	return h.Sum(nil)
+	return associatedDataWith(aadLabel2, name, header)
 }
 
 // signedMessage is what the ed25519 signature covers: a label, the object

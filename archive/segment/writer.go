@@ -43,23 +43,34 @@ var encoders = sync.Pool{New: func() any {
 type segKeys struct{ body, index, bloom []byte }
 
 func deriveKeys(dek []byte) (segKeys, error) {
+	return deriveKeysWith(dek, infoBody, infoIndex, infoBloom)
+}
+
+// deriveKeysWith derives the body, index and bloom keys under a format's
+// HKDF labels.
+func deriveKeysWith(dek []byte, body, index, bloom string) (segKeys, error) {
 	var k segKeys
 	var err error
-	if k.body, err = hkdf.Key(sha256.New, dek, nil, infoBody, 32); err != nil {
+	if k.body, err = hkdf.Key(sha256.New, dek, nil, body, 32); err != nil {
 		return k, err
 	}
-	if k.index, err = hkdf.Key(sha256.New, dek, nil, infoIndex, 32); err != nil {
+	if k.index, err = hkdf.Key(sha256.New, dek, nil, index, 32); err != nil {
 		return k, err
 	}
-	k.bloom, err = hkdf.Key(sha256.New, dek, nil, infoBloom, 32)
+	k.bloom, err = hkdf.Key(sha256.New, dek, nil, bloom, 32)
 	return k, err
 }
 
 // associatedData binds the object name and the exact header bytes
 // (preamble included) to the index and every body chunk.
 func associatedData(name string, header []byte) []byte {
+	return associatedDataWith(aadLabel, name, header)
+}
+
+// associatedDataWith is associatedData under a format's label.
+func associatedDataWith(label, name string, header []byte) []byte {
 	h := sha256.New()
-	h.Write([]byte(aadLabel))
+	h.Write([]byte(label))
 	var n [4]byte
 	binary.BigEndian.PutUint32(n[:], uint32(len(name)))
 	h.Write(n[:])

@@ -89,7 +89,33 @@ adding its public half to the public keyring.`,
 			return tw.Flush()
 		},
 	}
-	c.AddCommand(gen, list)
+	var class, period string
+	rot := &cobra.Command{
+		Use:   "rotate",
+		Short: "Add the next key pair version of a class's period (default: today); new segments use it, older versions stay readable",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadValid(cmd, g, sections["keys"])
+			if err != nil {
+				return err
+			}
+			if _, ok := cfg.Retention.Class(class); !ok {
+				return fmt.Errorf("--class %q is not a retention class", class)
+			}
+			if period == "" {
+				period = keyring.PeriodOf(cfg.Crypto.Period, time.Now())
+			}
+			id, err := cfg.Crypto.Rotate(time.Now(), class, period)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: added %s; new segments of %s/%s use it (archivers pick it up at restart)\n", cfg.Crypto.PrivateKeyringFile, id, class, period)
+			return nil
+		},
+	}
+	rot.Flags().StringVar(&class, "class", "security", "retention class")
+	rot.Flags().StringVar(&period, "period", "", "period, YYYY-MM-DD (or YYYY-MM with crypto.period: month); default today's")
+	c.AddCommand(gen, rot, list)
 	return c
 }
 

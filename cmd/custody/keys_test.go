@@ -75,6 +75,21 @@ func TestKeysCommands(t *testing.T) {
 			t.Fatal("keys list printed private key material")
 		}
 	}
+	// Rotation adds a second version of today's pair; writers use it.
+	out, errOut, code = runCLI(t, "keys", "rotate", "--config", cfg, "--class", "security")
+	if code != 0 || !strings.Contains(out, "added security/"+today+".v2") {
+		t.Fatalf("keys rotate: code %d, %q %q", code, out, errOut)
+	}
+	pub, err := keyring.LoadPublic(filepath.Join(dir, "public.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, err := pub.Current("security", time.Now()); err != nil || k.ID != "security/"+today+".v2" {
+		t.Errorf("Current after rotate = %v, %v; want v2", k.ID, err)
+	}
+	if _, errOut, code = runCLI(t, "keys", "rotate", "--config", cfg, "--class", "security", "--period", "1999-01-01"); code == 0 || !strings.Contains(errOut, "no key pair for security/1999-01-01") {
+		t.Errorf("rotate of a period without keys: code %d, %q", code, errOut)
+	}
 	// A private keyring readable by others is refused by name.
 	os.Chmod(filepath.Join(dir, "private.json"), 0o644)
 	_, errOut, code = runCLI(t, "keys", "generate", "--config", cfg)

@@ -212,3 +212,25 @@ func (c *Config) Generate(now time.Time, classes []string, maxDays int, signer s
 	}
 	return added, newSigner, nil
 }
+
+// Rotate adds the next version of class's period to the key files.
+func (c *Config) Rotate(now time.Time, class, period string) (string, error) {
+	priv, err := LoadPrivate(c.PrivateKeyringFile, c.passphrase)
+	if err != nil {
+		return "", err
+	}
+	pub, err := LoadPublic(c.PublicKeyringFile)
+	if err != nil {
+		return "", err
+	}
+	id, err := RotatePair(pub, priv, now, class, period)
+	if err != nil {
+		return "", err
+	}
+	// Private first: a crash between the two leaves a pair no writer uses
+	// yet, never a public key whose private half is missing.
+	if err := priv.Save(c.PrivateKeyringFile); err != nil {
+		return "", err
+	}
+	return id, pub.Save(c.PublicKeyringFile)
+}

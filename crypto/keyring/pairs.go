@@ -643,3 +643,33 @@ func RemovePrivate(path string, pass secret.String, ids []string) (int, error) {
 	kr.keys = keep
 	return n, kr.Save(path)
 }
+
+// RotatePair adds the next version of the key pair of class's period to
+// both keyrings: new segments of that period use it; older versions stay
+// for reading (and are shredded together with it). It returns the new ID.
+func RotatePair(pub *PublicKeyring, priv *PrivateKeyring, now time.Time, class, period string) (string, error) {
+	if _, _, _, ok := parsePairID(class + "/" + period + ".v1"); !ok {
+		return "", fmt.Errorf("%s/%s is not <class>/<YYYY-MM-DD or YYYY-MM>", class, period)
+	}
+	v := 0
+	for _, k := range priv.keys {
+		if k.Class == class && k.Period == period {
+			_, _, kv, _ := parsePairID(k.ID)
+			v = max(v, kv)
+		}
+	}
+	if v == 0 {
+		return "", fmt.Errorf("no key pair for %s/%s to rotate; keys generate creates the first", class, period)
+	}
+	sk, err := suiteKEM.GenerateKey()
+	if err != nil {
+		return "", err
+	}
+	id := fmt.Sprintf("%s/%s.v%d", class, period, v+1)
+	created := now.UTC().Truncate(time.Second)
+	priv.keys = append(priv.keys, PrivateKey{ID: id, Class: class, Period: period, Created: created, key: sk})
+	pub.keys = append(pub.keys, PublicKey{ID: id, Class: class, Period: period, Created: created, key: sk.PublicKey()})
+	sort.Slice(priv.keys, func(i, j int) bool { return pairLess(priv.keys[i].ID, priv.keys[j].ID) })
+	pub.sort()
+	return id, nil
+}

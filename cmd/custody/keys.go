@@ -70,12 +70,23 @@ adding its public half to the public keyring.`,
 			if err != nil {
 				return fmt.Errorf("%w (create it with `custody keys generate`)", err)
 			}
+			// On the reader's host, a public key whose private half is gone
+			// was shredded (its receipt is in the bucket).
+			private := map[string]bool{}
+			priv, perr := keyring.LoadPrivate(cfg.Crypto.PrivateKeyringFile, cfg.Crypto.Passphrase())
+			if perr == nil {
+				for _, k := range priv.Keys() {
+					private[k.ID] = true
+				}
+			}
 			now := time.Now().UTC()
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tCLASS\tPERIOD\tSTATE\tCREATED")
 			for _, k := range pub.Keys() {
 				state := "past"
 				switch cur := keyring.PeriodOf(periodKind(k.Period), now); {
+				case priv != nil && !private[k.ID]:
+					state = "shredded"
 				case k.Period == cur:
 					state = "active"
 				case k.Period > cur:

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -127,6 +128,11 @@ func TestRetentionShredsOnTime(t *testing.T) {
 	ids := r.privateIDs(t)
 	if ids["short/"+day(0)+".v1"] || !ids["short/"+day(1)+".v1"] || !ids["security/"+day(0)+".v1"] {
 		t.Fatalf("private keys after the run: %v; want only short/%s gone", ids, day(0))
+	}
+	out, err = exec.Command(bin, "keys", "list", "--config", r.cfg).CombinedOutput()
+	if err != nil || !regexp.MustCompile(`short/`+day(0)+`\.v1\s+short\s+`+day(0)+`\s+shredded`).Match(out) ||
+		regexp.MustCompile(`short/`+day(1)+`\.v1\s+short\s+`+day(1)+`\s+shredded`).Match(out) {
+		t.Errorf("keys list after the run: %v\n%s", err, out)
 	}
 	// The receipt is signed, locked, and says what was destroyed.
 	rc, err := r.s.Get(context.Background(), retention.ReceiptName("short", day(0)))

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/segment"
 	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/testkit/archivetest"
@@ -219,4 +221,68 @@ func openHeader(b []byte, name string, kr archivetest.Keys) ([]string, error) {
 		ids = append(ids, e.ID)
 	}
 	return ids, nil
+}
+
+// TestPlantedSegmentNeverTrusted: anyone with the public keyring can write
+// a validly encrypted segment, so a planted object at the name the
+// archiver would use could claim to cover records and make them vanish on
+// replay. Its signature is not a trusted archiver's: the archiver reports
+// it (readiness) and keeps its records, never skipping them.
+func TestPlantedSegmentNeverTrusted(t *testing.T) {
+	now := time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
+	kr := archivetest.KeysAt(t, now)
+	ms := &memStore{objects: map[string][]byte{}}
+	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
+	a, err := New(Defaults(), kafkaconn.Defaults(), ret, ms, kr.Write(), zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.committer = &okCommitter{}
+	a.now = func() time.Time { return now }
+	w := &worker{a: a, gen: &kafka.Generation{}, buffers: map[key]*buffer{}, cov: coverage{}}
+	e := event.Event{ID: "planted", Time: now.Add(-time.Minute), Kind: event.KindLogin, Class: "security", Tenant: "t"}
+	hour := e.Time.Truncate(time.Hour)
+	line := event.AppendJSON(nil, &e)
+	// The planted object claims offsets 0-100 of partition 0.
+	rogue, err := keyring.NewSigningKey("test-archiver", now) // the trusted name, not the trusted key
+	if err != nil {
+		t.Fatal(err)
+	}
+	pk, err := kr.Public.Current("security", hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := segment.Meta{Class: "security", Kind: "login", Hour: hour, Topic: a.kafka.Topic, Partition: 0, FirstOffset: 0, LastOffset: 100, Count: 1, MinTime: e.Time, MaxTime: e.Time}
+	var seg bytes.Buffer
+	sw, err := segment.NewWriterV2(&seg, m, nil, pk, rogue)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sw.Write(line)
+	if err := sw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ms.objects[sw.Name()] = seg.Bytes()
+	// Record 0 would open a buffer at the planted object's name: the
+	// existence check finds it, cannot trust it, and retries (reporting
+	// it) rather than skip records 0-100.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	ev := event.Event{ID: "r-0", Time: now.Add(-30 * time.Second), Kind: event.KindLogin, Class: "security", Tenant: "t"}
+	l := event.AppendJSON(nil, &ev)
+	if err := w.handle(ctx, kafka.Message{Offset: 0, Value: l[:len(l)-1]}); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("handle of record 0 = %v; want it held (retrying) until the context ends", err)
+	}
+	if w.next != 0 {
+		t.Errorf("the commit point moved to %d past a record the planted object claims", w.next)
+	}
+	err = a.Ready(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "cannot be trusted") || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("readiness = %v; want the planted segment reported", err)
+	}
+	for k, c := range w.cov {
+		if c >= 0 {
+			t.Errorf("coverage of %v moved to %d: the planted object was trusted", k, c)
+		}
+	}
 }

@@ -114,21 +114,11 @@ func Load(path string) (*Keyring, error) {
 		}
 		return k, nil
 	}
-	f, err := os.Open(path)
+	// Keys readable by other users are keys already leaked: refused, as
+	// for the private keyring and the signing key.
+	b, err := readPrivateFile(path, "keyring")
 	if err != nil {
-		return nil, fmt.Errorf("cannot read keyring: %w", err)
-	}
-	defer f.Close()
-	// Checked on the open file, so the mode read is the mode of the bytes
-	// read. Keys readable by other users are keys already leaked.
-	if fi, err := f.Stat(); err != nil {
-		return nil, fmt.Errorf("cannot read keyring: %w", err)
-	} else if m := fi.Mode().Perm(); m&0o077 != 0 {
-		return nil, fmt.Errorf("keyring %s is mode %04o: readable by group or others; run chmod 600 %s (and consider the keys exposed)", path, m, path)
-	}
-	b, err := io.ReadAll(f)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read keyring: %w", err)
+		return nil, err
 	}
 	k, err := Parse(b)
 	if err != nil {

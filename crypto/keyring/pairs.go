@@ -351,6 +351,9 @@ func sealWithPassphrase(b []byte, pass secret.String) ([]byte, error) {
 	return out.Bytes(), nil
 }
 
+// readPrivateFile reads a file that holds keys, checking the mode on the
+// open file (so the mode checked is that of the bytes read) and refusing
+// one that group or others may read.
 func readPrivateFile(path, what string) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {

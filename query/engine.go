@@ -33,6 +33,7 @@ type Engine struct {
 	cfg     Config
 	src     objects
 	keys    keyring.Set
+	escrow  escrow
 	classes []string
 	noPrune bool // benchmarks only: read every segment to measure the index
 }
@@ -266,56 +267,18 @@ const headProbe = 64 << 10
 // whether read or not).
 func (q *Engine) scanSegment(ctx context.Context, f Filter, obj store.Object, st *counters) ([]hit, error) {
 	name := obj.Name
-	var fetched int64
-	defer func() { st.bytes.Add(fetched) }()
-	get := func(off, n int64) ([]byte, error) {
-		if n <= 0 {
-			return nil, nil
-		}
-		rc, err := q.src.GetRange(ctx, name, off, n)
-		if err != nil {
-			return nil, err
-		}
-		defer rc.Close()
-		b, err := io.ReadAll(io.LimitReader(rc, n))
-		fetched += int64(len(b))
-		if err != nil {
-			return nil, fmt.Errorf("cannot read segment %s: %w", name, err)
-		}
-		return b, nil
+	ks := any(q.keys)
+	if q.escrow != nil {
+		ks = escrowKeys{Set: q.keys, lookup: func() ([]byte, bool, error) { return q.escrow.DataKey(ctx, name) }}
 	}
-	head, err := get(0, min(headProbe, obj.Size))
+	r, fetched, err := OpenStored(ctx, q.src, obj, ks, segment.ReaderOptions{MaxPlaintext: int64(q.cfg.MaxSegmentBytes)})
 	if err != nil {
+		st.bytes.Add(fetched)
 		return nil, err
 	}
-	// At most two more requests: one to learn the index length when the
-	// header is long, one for the rest of the index.
-	for i := 0; i < 2; i++ {
-		need, ok := segment.HeadLen(head)
-		if ok || int64(need) > obj.Size || need <= len(head) {
-			break
-		}
-		// 64 bytes more: a v2 reader withholds the object's last 64 bytes
-		// (its signature) and so reads that far ahead of what it returns.
-		more, err := get(int64(len(head)), min(int64(need-len(head))+64, obj.Size-int64(len(head))))
-		if err != nil {
-			return nil, err
-		}
-		head = append(head, more...)
-	}
-	tail := &lazyRange{open: func() (io.ReadCloser, error) {
-		return q.src.GetRange(ctx, name, int64(len(head)), obj.Size-int64(len(head)))
-	}, empty: int64(len(head)) >= obj.Size}
-	defer tail.Close()
-	cr := &countingReader{r: tail}
-	defer func() { fetched += cr.n }()
-	src := io.MultiReader(bytes.NewReader(head), bufio.NewReaderSize(cr, 256<<10))
-	r, err := segment.Open(src, name, q.keys, segment.ReaderOptions{MaxPlaintext: int64(q.cfg.MaxSegmentBytes)})
-	if err != nil {
-		return nil, err
-	}
+	defer func() { st.bytes.Add(r.Fetched()) }()
 	defer r.Close()
-	if !q.noPrune && f.prunable(r.Header(), r.Index()) {
+	if !q.noPrune && f.RulesOut(r.Header(), r.Index()) {
 		st.pruned.Add(1)
 		return nil, nil
 	}
@@ -354,6 +317,122 @@ func (q *Engine) scanSegment(ctx context.Context, f Filter, obj store.Object, st
 	// slice is cheap.
 	slices.SortFunc(hits, compareHits)
 	return hits, nil
+}
+
+// ranger is what OpenStored needs from the store.
+type ranger interface {
+	GetRange(ctx context.Context, name string, off, length int64) (io.ReadCloser, error)
+}
+
+// Stored is a segment opened from the store: its header and index are
+// read; the body is fetched when Body is first read.
+type Stored struct {
+	*segment.Reader
+	head int64
+	tail *lazyRange
+	cr   *countingReader
+}
+
+// Fetched is the number of stored bytes fetched so far.
+func (s *Stored) Fetched() int64 { return s.head + s.cr.n }
+
+// Close closes the reader and the body's stream, if one was opened.
+func (s *Stored) Close() error {
+	s.Reader.Close()
+	return s.tail.Close()
+}
+
+// OpenStored opens a stored segment with ranged GETs: the head (header and
+// index) first, and the body only if the caller reads it. So a segment
+// ruled out on its index costs its head's bytes, not the object's (an
+// unranged GET would have the server stream the rest into the socket
+// whether read or not). ks is what segment.Open takes. On error it still
+// reports the bytes it fetched.
+func OpenStored(ctx context.Context, src ranger, obj store.Object, ks any, opts segment.ReaderOptions) (*Stored, int64, error) {
+	name := obj.Name
+	var fetched int64
+	get := func(off, n int64) ([]byte, error) {
+		if n <= 0 {
+			return nil, nil
+		}
+		rc, err := src.GetRange(ctx, name, off, n)
+		if err != nil {
+			return nil, err
+		}
+		defer rc.Close()
+		b, err := io.ReadAll(io.LimitReader(rc, n))
+		fetched += int64(len(b))
+		if err != nil {
+			return nil, fmt.Errorf("cannot read segment %s: %w", name, err)
+		}
+		return b, nil
+	}
+	head, err := get(0, min(headProbe, obj.Size))
+	if err != nil {
+		return nil, fetched, err
+	}
+	// At most two more requests: one to learn the index length when the
+	// header is long, one for the rest of the index.
+	for i := 0; i < 2; i++ {
+		need, ok := segment.HeadLen(head)
+		if ok || int64(need) > obj.Size || need <= len(head) {
+			break
+		}
+		// 64 bytes more: a v2 reader withholds the object's last 64 bytes
+		// (its signature) and so reads that far ahead of what it returns.
+		more, err := get(int64(len(head)), min(int64(need-len(head))+64, obj.Size-int64(len(head))))
+		if err != nil {
+			return nil, fetched, err
+		}
+		head = append(head, more...)
+	}
+	tail := &lazyRange{open: func() (io.ReadCloser, error) {
+		return src.GetRange(ctx, name, int64(len(head)), obj.Size-int64(len(head)))
+	}, empty: int64(len(head)) >= obj.Size}
+	cr := &countingReader{r: tail}
+	in := io.MultiReader(bytes.NewReader(head), bufio.NewReaderSize(cr, 256<<10))
+	r, err := segment.Open(in, name, ks, opts)
+	if err != nil {
+		tail.Close()
+		return nil, fetched + cr.n, err
+	}
+	return &Stored{Reader: r, head: fetched, tail: tail, cr: cr}, fetched, nil
+}
+
+// escrow finds a segment's data key escrowed under a legal hold, for
+// segments whose period key was shredded (docs/HOLDS.md).
+type escrow interface {
+	DataKey(ctx context.Context, name string) (dek []byte, ok bool, err error)
+}
+
+// UseEscrow makes the engine read held segments whose period keys were
+// shredded with their escrowed data keys. Call before the first Run.
+func (q *Engine) UseEscrow(e escrow) { q.escrow = e }
+
+// escrowKeys opens data keys with the reader's keys, and falls back to the
+// escrow when the period key is gone. A wrong escrowed key fails like any
+// wrong key: the index does not authenticate.
+type escrowKeys struct {
+	keyring.Set
+	lookup func() ([]byte, bool, error)
+}
+
+func (k escrowKeys) OpenKey(id string, info, sealed []byte) ([]byte, error) {
+	dek, err := k.Set.OpenKey(id, info, sealed)
+	var nf *keyring.NotFoundError
+	if !errors.As(err, &nf) {
+		return dek, err
+	}
+	dek, ok, lerr := k.lookup()
+	if lerr != nil {
+		// Still a missing key (the store failing is not tampering), with
+		// why the escrow did not stand in.
+		return nil, fmt.Errorf("%w (and its escrow: %v)", err, lerr)
+	}
+	if !ok {
+		return nil, err
+	}
+	return dek, nil
 }
 
 type countingReader struct {

@@ -89,8 +89,9 @@ func (f *Filter) Validate() error {
 	return nil
 }
 
-// prunable reports whether a segment's header and index rule it out.
-func (f *Filter) prunable(h *segment.Header, ix *segment.Index) bool {
+// RulesOut reports whether a segment's header and index rule it out: no
+// event in it can match.
+func (f *Filter) RulesOut(h *segment.Header, ix *segment.Index) bool {
 	// Events lie in [MinTime, MaxTime]; the query wants [From, To).
 	if h.MinTime.Compare(f.To) >= 0 || h.MaxTime.Before(f.From) {
 		return true

@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,8 +21,10 @@ import (
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/internal/announce"
 	"github.com/custodylog/custody/internal/atomicfile"
 	"github.com/custodylog/custody/internal/secret"
+	"github.com/custodylog/custody/internal/signed"
 )
 
 // ReceiptPrefix is where shred receipts live in the bucket:
@@ -50,24 +51,11 @@ type Receipt struct {
 	Runner        string    `json:"runner"`
 }
 
-const receiptLabel = "custody shred receipt v1\x00"
+// receiptLabel is the signed label of shred receipts (internal/signed).
+const receiptLabel = "custody shred receipt v1"
 
-// encodeReceipt is the receipt object: the payload JSON on one line, then a
-// line {"signer":…,"signature":…} whose Ed25519 signature covers
-// "custody shred receipt v1" ‖ 0x00 ‖ the first line's bytes.
 func encodeReceipt(r Receipt, sk keyring.SigningKey) ([]byte, error) {
-	p, err := json.Marshal(r)
-	if err != nil {
-		return nil, err
-	}
-	sig, err := json.Marshal(struct {
-		Signer    string `json:"signer"`
-		Signature string `json:"signature"`
-	}{sk.ID, base64.StdEncoding.EncodeToString(sk.Sign(append([]byte(receiptLabel), p...)))})
-	if err != nil {
-		return nil, err
-	}
-	return append(append(append(p, '\n'), sig...), '\n'), nil
+	return signed.Encode(receiptLabel, r, sk)
 }
 
 // ParseReceipt checks a receipt's signature against the trusted signers
@@ -76,24 +64,8 @@ func ParseReceipt(b []byte, trusted interface {
 	Signer(id string) (ed25519.PublicKey, bool)
 }) (Receipt, error) {
 	var r Receipt
-	lines := bytes.SplitN(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"), 2)
-	if len(lines) != 2 {
-		return r, errors.New("receipt is not two lines")
-	}
-	var s struct {
-		Signer    string `json:"signer"`
-		Signature string `json:"signature"`
-	}
-	if err := json.Unmarshal(lines[1], &s); err != nil {
-		return r, fmt.Errorf("receipt signature line: %w", err)
-	}
-	sig, err := base64.StdEncoding.DecodeString(s.Signature)
-	pub, ok := trusted.Signer(s.Signer)
-	if err != nil || !ok || !ed25519.Verify(pub, append([]byte(receiptLabel), lines[0]...), sig) {
-		return r, fmt.Errorf("receipt signature by %q does not verify", s.Signer)
-	}
-	if err := json.Unmarshal(lines[0], &r); err != nil {
-		return r, err
+	if _, err := signed.Decode(b, receiptLabel, trusted, &r); err != nil {
+		return Receipt{}, fmt.Errorf("shred receipt: %w", err)
 	}
 	return r, nil
 }
@@ -103,9 +75,14 @@ type objects interface {
 	Put(ctx context.Context, name string, r io.Reader, size int64, lock store.Lock) error
 }
 
+// holds vetoes shredding a period that a legal hold still needs.
+type holds interface {
+	CheckShred(ctx context.Context, class, period string, start, end time.Time) error
+}
+
 // announcer sends the receipt event to the events topic.
 type announcer interface {
-	Announce(ctx context.Context, r Receipt, receiptName string) error
+	Announce(ctx context.Context, e announce.Event) error
 }
 
 // Runner shreds due keys. Its steps, and what a crash at any of them
@@ -132,6 +109,9 @@ type Runner struct {
 	Signer      keyring.SigningKey
 	Store       objects
 	Events      announcer
+	// Holds, if set, is asked before a period's keys are destroyed; an
+	// error (naming the case) keeps that period's keys for now.
+	Holds holds
 	// Now is the clock; tests inject one.
 	Now func() time.Time
 	// Crash, if set, is called after each step with its name: the kill -9
@@ -148,6 +128,14 @@ type intent struct {
 type Report struct {
 	Shredded []Receipt
 	Resumed  bool
+	// Refused are the due periods a legal hold keeps, each with why.
+	Refused []Refusal
+}
+
+// Refusal is a due period whose keys were kept.
+type Refusal struct {
+	Period string // <class>/<period>
+	Err    error
 }
 
 func (r *Runner) crash(step string) {
@@ -173,6 +161,27 @@ func Due(priv *keyring.PrivateKeyring, ret archive.Retention, now time.Time) map
 		}
 	}
 	return due
+}
+
+func sortedKeys(m map[string][]string) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// periodStart is the first instant of a period.
+func periodStart(p string) (time.Time, bool) {
+	end, ok := periodEnd(p)
+	if !ok {
+		return time.Time{}, false
+	}
+	if len(p) == len("2006-01") {
+		return end.AddDate(0, -1, 0), true
+	}
+	return end.AddDate(0, 0, -1), true
 }
 
 // periodEnd is the first instant after a period ("2026-11-29" or "2026-11").
@@ -203,6 +212,17 @@ func (r *Runner) Run(ctx context.Context) (Report, error) {
 			return rep, err
 		}
 		in = intent{Created: r.Now().UTC(), Periods: Due(priv, r.Retention, r.Now().UTC())}
+		if r.Holds != nil {
+			for _, p := range sortedKeys(in.Periods) {
+				class, period, _ := strings.Cut(p, "/")
+				start, _ := periodStart(period)
+				end, _ := periodEnd(period)
+				if err := r.Holds.CheckShred(ctx, class, period, start, end); err != nil {
+					rep.Refused = append(rep.Refused, Refusal{Period: p, Err: err})
+					delete(in.Periods, p)
+				}
+			}
+		}
 		if len(in.Periods) == 0 {
 			return rep, nil
 		}
@@ -228,11 +248,7 @@ func (r *Runner) Run(ctx context.Context) (Report, error) {
 	}
 	r.crash("destroy")
 
-	periods := make([]string, 0, len(in.Periods))
-	for p := range in.Periods {
-		periods = append(periods, p)
-	}
-	sort.Strings(periods)
+	periods := sortedKeys(in.Periods)
 	var receipts []Receipt
 	for _, p := range periods {
 		class, period, _ := strings.Cut(p, "/")
@@ -255,7 +271,13 @@ func (r *Runner) Run(ctx context.Context) (Report, error) {
 	r.crash("receipt")
 	for _, rc := range receipts {
 		if r.Events != nil {
-			if err := r.Events.Announce(ctx, rc, ReceiptName(rc.Class, rc.Period)); err != nil {
+			ids := make([]any, len(rc.KeyIDs))
+			for i, id := range rc.KeyIDs {
+				ids[i] = id
+			}
+			err := r.Events.Announce(ctx, announce.Event{Action: "key.shred", Time: rc.DestroyedAt, IDParts: []string{"shred", rc.Class, rc.Period},
+				Login: rc.Runner, Attrs: map[string]any{"class": rc.Class, "period": rc.Period, "key_ids": ids, "receipt": ReceiptName(rc.Class, rc.Period)}})
+			if err != nil {
 				return rep, fmt.Errorf("cannot announce the receipt of %s/%s: %w", rc.Class, rc.Period, err)
 			}
 		}

@@ -159,6 +159,8 @@ type Object struct {
 	Name         string
 	Size         int64
 	LastModified time.Time
+	// Version is the S3 version ID (Stat only; "" when unversioned).
+	Version string
 }
 
 // List yields the objects under prefix in lexical order. Iteration stops at
@@ -188,7 +190,7 @@ func (s *Store) Stat(ctx context.Context, name string) (Object, error) {
 		}
 		return Object{}, fmt.Errorf("cannot stat segment %s: %w", name, err)
 	}
-	return Object{Name: info.Key, Size: info.Size, LastModified: info.LastModified}, nil
+	return Object{Name: info.Key, Size: info.Size, LastModified: info.LastModified, Version: info.VersionID}, nil
 }
 
 // Retention reads back the lock on the current version of name.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/hold"
 	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/internal/config"
 	"github.com/custodylog/custody/internal/telemetry"
@@ -117,6 +118,7 @@ func runQuery(cmd *cobra.Command, g *globals, q queryFlags) error {
 		return fmt.Errorf("cannot record this access, so the query does not run: %w", err)
 	}
 	eng := query.NewEngine(cfg.Query, st, keys, cfg.Retention.Names())
+	eng.UseEscrow(hold.NewVault(st, keys.Holds))
 
 	out := bufio.NewWriterSize(cmd.OutOrStdout(), 256<<10)
 	emit, finish := formatter(q.format, out)

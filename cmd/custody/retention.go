@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -10,6 +9,7 @@ import (
 
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/internal/announce"
 	"github.com/custodylog/custody/retention"
 )
 
@@ -17,7 +17,7 @@ func newRetentionCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "retention", Short: "Delete on time: crypto-shred the keys of periods past their retention"}
 	var loop bool
 	var interval time.Duration
-	var testNow, testCrash string
+	var testNow, crashAt string
 	run := &cobra.Command{
 		Use:   "run",
 		Short: "Shred the private keys of every class's periods whose events are all past retention plus grace, with signed receipts",
@@ -49,7 +49,7 @@ completed by the next one. Runs once (for cron or a systemd timer) or, with
 				return err
 			}
 			defer kc.Close()
-			ann := retention.NewKafka(kc, cfg.Retention.DefaultClass, "retention@"+sk.ID)
+			ann := announce.NewKafka(kc, cfg.Retention.DefaultClass, "retention@"+sk.ID)
 			defer ann.Close()
 			now := time.Now
 			if testNow != "" {
@@ -59,15 +59,13 @@ completed by the next one. Runs once (for cron or a systemd timer) or, with
 				}
 				now = func() time.Time { return t }
 			}
-			r := &retention.Runner{Retention: cfg.Retention, PrivatePath: cfg.Crypto.PrivateKeyringFile, Passphrase: cfg.Crypto.Passphrase(), Signer: sk, Store: st, Events: ann, Now: now}
-			if testCrash != "" {
-				r.Crash = func(step string) {
-					if step == testCrash {
-						syscall.Kill(syscall.Getpid(), syscall.SIGKILL)
-						select {}
-					}
-				}
+			holds, _, err := holdManager(cfg, false)
+			if err != nil {
+				return err
 			}
+			holds.Now = now
+			r := &retention.Runner{Retention: cfg.Retention, PrivatePath: cfg.Crypto.PrivateKeyringFile, Passphrase: cfg.Crypto.Passphrase(), Signer: sk, Store: st, Events: ann, Now: now,
+				Holds: holds, Crash: testCrash(crashAt)}
 			ctx := cmd.Context()
 			for {
 				rep, err := r.Run(ctx)
@@ -77,12 +75,19 @@ completed by the next one. Runs once (for cron or a systemd timer) or, with
 						return err
 					}
 				}
+				for _, rf := range rep.Refused {
+					log.Warn("not shredded: under legal hold", zap.String("period", rf.Period), zap.Error(rf.Err))
+					fmt.Fprintf(cmd.ErrOrStderr(), "kept %s: %v\n", rf.Period, rf.Err)
+				}
 				for _, rc := range rep.Shredded {
 					log.Info("shredded", zap.String("class", rc.Class), zap.String("period", rc.Period), zap.Strings("keys", rc.KeyIDs),
 						zap.String("receipt", retention.ReceiptName(rc.Class, rc.Period)))
 					fmt.Fprintf(cmd.OutOrStdout(), "shredded %s/%s: %d keys, receipt %s\n", rc.Class, rc.Period, len(rc.KeyIDs), retention.ReceiptName(rc.Class, rc.Period))
 				}
 				if !loop {
+					if len(rep.Refused) > 0 {
+						return fmt.Errorf("%d due periods kept under legal hold", len(rep.Refused))
+					}
 					if len(rep.Shredded) == 0 {
 						fmt.Fprintln(cmd.OutOrStdout(), "nothing due")
 					}
@@ -100,7 +105,7 @@ completed by the next one. Runs once (for cron or a systemd timer) or, with
 	f.BoolVar(&loop, "loop", false, "run every --interval until SIGTERM")
 	f.DurationVar(&interval, "interval", time.Hour, "time between runs with --loop")
 	f.StringVar(&testNow, "test-now", "", "tests only: the clock, RFC 3339")
-	f.StringVar(&testCrash, "test-crash-at", "", "tests only: SIGKILL itself after this step (intent, destroy, receipt, event)")
+	f.StringVar(&crashAt, "test-crash-at", "", "tests only: SIGKILL itself after this step (intent, destroy, receipt, event)")
 	f.MarkHidden("test-now")
 	f.MarkHidden("test-crash-at")
 	c.AddCommand(run)

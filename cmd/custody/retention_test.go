@@ -36,7 +36,44 @@ type shredRig struct {
 	topic string
 	days  []time.Time
 	pub   *keyring.PublicKeyring
+	priv  *keyring.PrivateKeyring
+	sk    keyring.SigningKey
 	names []string
+	next  int64 // offset of the next segment written
+}
+
+// addSegment writes, as an archiver would, a segment of the 1-day class
+// holding one login event of day i, and returns its name.
+func (r *shredRig) addSegment(t *testing.T, i int, id, tenant, ip string) string {
+	t.Helper()
+	hour := r.days[i].Add(5 * time.Hour)
+	e := event.Event{ID: id, Time: hour.Add(time.Minute), Kind: event.KindLogin, Class: "short", Tenant: tenant,
+		IP: netip.MustParseAddr(ip), Login: "alice", Action: "success"}
+	ix := segment.NewIndexBuilder()
+	ix.AddIP(e.IP.String())
+	ix.Add(segment.FieldTenant, tenant)
+	ix.Add(segment.FieldLogin, e.Login)
+	off := r.next
+	r.next++
+	m := segment.Meta{Class: "short", Kind: "login", Hour: hour, Topic: "t", Partition: 0, FirstOffset: off, LastOffset: off, Count: 1, MinTime: e.Time, MaxTime: e.Time}
+	pk, err := r.pub.Current("short", hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var seg bytes.Buffer
+	w, err := segment.NewWriterV2(&seg, m, ix, pk, r.sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(event.AppendJSON(nil, &e))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.s.Put(context.Background(), w.Name(), &seg, int64(seg.Len()), store.Lock{Mode: "GOVERNANCE", Until: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	r.names = append(r.names, w.Name())
+	return w.Name()
 }
 
 func newShredRig(t *testing.T, st stacktest.Stack) *shredRig {
@@ -61,25 +98,12 @@ func newShredRig(t *testing.T, st stacktest.Stack) *shredRig {
 	must(priv.Save(filepath.Join(r.dir, "private.json")))
 	must(pub.Save(filepath.Join(r.dir, "public.json")))
 	must(sk.Save(filepath.Join(r.dir, "signing.json")))
-	for i, day := range r.days {
-		hour := day.Add(5 * time.Hour)
-		e := event.Event{ID: fmt.Sprintf("short-%d", i), Time: hour.Add(time.Minute), Kind: event.KindLogin, Class: "short", Tenant: "acme",
-			IP: netip.MustParseAddr("203.0.113.9"), Login: "alice", Action: "success"}
-		ix := segment.NewIndexBuilder()
-		ix.AddIP(e.IP.String())
-		m := segment.Meta{Class: "short", Kind: "login", Hour: hour, Topic: "t", Partition: 0, FirstOffset: int64(i), LastOffset: int64(i), Count: 1, MinTime: e.Time, MaxTime: e.Time}
-		pk, err := pub.Current("short", hour)
-		must(err)
-		var seg bytes.Buffer
-		w, err := segment.NewWriterV2(&seg, m, ix, pk, sk)
-		must(err)
-		w.Write(event.AppendJSON(nil, &e))
-		must(w.Close())
-		must(s.Put(context.Background(), w.Name(), &seg, int64(seg.Len()), store.Lock{Mode: "GOVERNANCE", Until: time.Now().Add(time.Hour)}))
-		r.names = append(r.names, w.Name())
+	r.priv, r.sk = priv, sk
+	for i := range r.days {
+		r.addSegment(t, i, fmt.Sprintf("short-%d", i), "acme", "203.0.113.9")
 	}
 	r.cfg = filepath.Join(r.dir, "custody.yaml")
-	doc := fmt.Sprintf("kafka:\n  brokers: [%s]\n  topic: %s\ns3:\n  endpoint: %s\n  bucket: %s\ncrypto:\n  public_keyring_file: public.json\n  private_keyring_file: private.json\n  signing_key_file: signing.json\nagent:\n  outbox_dir: %s/outbox\nretention:\n  mode: GOVERNANCE\n  grace: 6h\n  classes: [{name: security, days: 30}, {name: short, days: 1}]\n",
+	doc := fmt.Sprintf("kafka:\n  brokers: [%s]\n  topic: %s\ns3:\n  endpoint: %s\n  bucket: %s\ncrypto:\n  public_keyring_file: public.json\n  private_keyring_file: private.json\n  signing_key_file: signing.json\n  hold_keyring_file: holds.json\nagent:\n  outbox_dir: %s/outbox\nretention:\n  mode: GOVERNANCE\n  grace: 6h\n  classes: [{name: security, days: 30}, {name: short, days: 1}]\n",
 		strings.Join(st.KafkaBrokers, ","), r.topic, st.S3Endpoint, sc.Bucket, r.dir)
 	must(os.WriteFile(r.cfg, []byte(doc), 0o600))
 	t.Setenv("CUSTODY_KAFKA_BROKERS", "")

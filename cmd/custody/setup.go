@@ -25,7 +25,8 @@ var sections = map[string][]config.Section{
 	"query":         {config.Kafka, config.Agent, config.S3, config.Crypto, config.Query, config.Retention},
 	"keys":          {config.Crypto, config.Retention},
 	"config check":  config.All,
-	"retention run": {config.Kafka, config.S3, config.Crypto, config.Retention},
+	"retention run": {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
+	"hold":          {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
 }
 
 // loadValid loads the configuration and refuses to go on if any section

@@ -18,6 +18,9 @@ type Config struct {
 	PublicKeyringFile  string `yaml:"public_keyring_file"`
 	PrivateKeyringFile string `yaml:"private_keyring_file"`
 	SigningKeyFile     string `yaml:"signing_key_file"`
+	// HoldKeyringFile holds the private keys of the cases under legal
+	// hold (docs/HOLDS.md); only the reader has it. Absent means no hold.
+	HoldKeyringFile string `yaml:"hold_keyring_file"`
 	// KeyringFile is the v1 (symmetric) keyring; CUSTODY_KEYRING (the
 	// file's content) takes precedence. Optional.
 	KeyringFile string `yaml:"keyring_file"`
@@ -60,6 +63,7 @@ func Defaults() Config {
 		PublicKeyringFile:  "../.stack/keys/public-keyring.json",
 		PrivateKeyringFile: "../.stack/keys/private-keyring.json",
 		SigningKeyFile:     "../.stack/keys/signing-key.json",
+		HoldKeyringFile:    "../.stack/keys/hold-keyring.json",
 		Period:             PeriodDay,
 		HorizonDays:        45,
 	}
@@ -67,7 +71,7 @@ func Defaults() Config {
 
 // ResolvePaths makes the file names relative to baseDir.
 func (c *Config) ResolvePaths(baseDir string) {
-	for _, p := range []*string{&c.PublicKeyringFile, &c.PrivateKeyringFile, &c.SigningKeyFile, &c.KeyringFile} {
+	for _, p := range []*string{&c.PublicKeyringFile, &c.PrivateKeyringFile, &c.SigningKeyFile, &c.KeyringFile, &c.HoldKeyringFile} {
 		*p = secret.Path(baseDir, *p)
 	}
 }
@@ -77,12 +81,12 @@ func (c *Config) ResolvePaths(baseDir string) {
 // secrets must not be readable by group or others.
 func (c *Config) Validate() error {
 	var errs []error
-	for _, f := range []struct{ key, path string }{{"public_keyring_file", c.PublicKeyringFile}, {"private_keyring_file", c.PrivateKeyringFile}, {"signing_key_file", c.SigningKeyFile}} {
+	for _, f := range []struct{ key, path string }{{"public_keyring_file", c.PublicKeyringFile}, {"private_keyring_file", c.PrivateKeyringFile}, {"signing_key_file", c.SigningKeyFile}, {"hold_keyring_file", c.HoldKeyringFile}} {
 		if f.path == "" {
 			errs = append(errs, fmt.Errorf("%s: is required", f.key))
 		}
 	}
-	for _, f := range []struct{ key, path string }{{"private_keyring_file", c.PrivateKeyringFile}, {"signing_key_file", c.SigningKeyFile}, {"keyring_file", c.KeyringFile}} {
+	for _, f := range []struct{ key, path string }{{"private_keyring_file", c.PrivateKeyringFile}, {"signing_key_file", c.SigningKeyFile}, {"keyring_file", c.KeyringFile}, {"hold_keyring_file", c.HoldKeyringFile}} {
 		if fi, err := os.Stat(f.path); f.path != "" && err == nil && fi.Mode().Perm()&0o077 != 0 {
 			errs = append(errs, fmt.Errorf("%s: %s has mode %04o; it holds keys and must not be readable by group or others (chmod 600)", f.key, f.path, fi.Mode().Perm()))
 		}
@@ -135,6 +139,9 @@ func (c *Config) LoadReadKeys() (Set, error) {
 		return s, err
 	}
 	if s.V1, err = c.loadV1(); err != nil {
+		return s, err
+	}
+	if s.Holds, err = LoadHolds(c.HoldKeyringFile, c.passphrase); err != nil {
 		return s, err
 	}
 	return s, nil

@@ -84,6 +84,22 @@ func (k PublicKey) Seal(info, dek []byte) ([]byte, error) {
 	return hpke.Seal(k.key, suiteKDF, suiteAEAD, info, dek)
 }
 
+// Bytes is the encoded public key (the KEM's encoding).
+func (k PublicKey) Bytes() []byte { return k.key.Bytes() }
+
+// ParsePublicKey decodes a public key of the suite, as Bytes encodes it.
+func ParsePublicKey(id string, b []byte) (PublicKey, error) {
+	pk, err := suiteKEM.NewPublicKey(b)
+	if err != nil {
+		return PublicKey{}, fmt.Errorf("public key %s is not an %s public key", id, Suite)
+	}
+	return PublicKey{ID: id, key: pk}, nil
+}
+
+func hpkeOpen(k PrivateKey, info, sealed []byte) ([]byte, error) {
+	return hpke.Open(k.key, suiteKDF, suiteAEAD, info, sealed)
+}
+
 // Signer is the public half of an archiver's signing key.
 type Signer struct {
 	ID      string
@@ -414,7 +430,7 @@ func (kr *PrivateKeyring) Keys() []PrivateKey { return append([]PrivateKey(nil),
 func (kr *PrivateKeyring) OpenKey(id string, info, sealed []byte) ([]byte, error) {
 	for _, k := range kr.keys {
 		if k.ID == id {
-			dek, err := hpke.Open(k.key, suiteKDF, suiteAEAD, info, sealed)
+			dek, err := hpkeOpen(k, info, sealed)
 			if err != nil {
 				return nil, ErrAuth
 			}
@@ -592,6 +608,9 @@ type Set struct {
 	V1      *Keyring
 	Private *PrivateKeyring
 	Public  *PublicKeyring
+	// Holds are the cases under legal hold, whose escrowed data keys
+	// outlive the period keys (docs/HOLDS.md). Optional.
+	Holds *HoldKeyring
 }
 
 // Unwrap opens a v1 wrapped data key.

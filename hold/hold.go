@@ -15,6 +15,7 @@ import (
 	"iter"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/custodylog/custody/archive/segment"
@@ -141,6 +142,7 @@ type Escrow struct {
 	Case           string `json:"case"`
 	Segment        string `json:"segment"`
 	SegmentVersion string `json:"segment_version,omitempty"`
+	SegmentSize    int64  `json:"segment_size"`
 	KeyID          string `json:"key_id"`
 	SealedKey      []byte `json:"sealed_key,omitempty"`
 }
@@ -179,6 +181,7 @@ type objects interface {
 	List(ctx context.Context, prefix string) iter.Seq2[store.Object, error]
 	Get(ctx context.Context, name string) (io.ReadCloser, error)
 	GetRange(ctx context.Context, name string, off, length int64) (io.ReadCloser, error)
+	GetVersionRange(ctx context.Context, name, version string, off, length int64) (io.ReadCloser, error)
 	Stat(ctx context.Context, name string) (store.Object, error)
 	Write(ctx context.Context, name string, b []byte, o store.WriteOptions) (string, error)
 	SetLegalHold(ctx context.Context, name, version string, on bool) error
@@ -262,16 +265,70 @@ func parseEscrow(b []byte, caseRef, segmentName string) (*Escrow, error) {
 	return &e, nil
 }
 
-// Vault opens escrowed data keys for the query engine (query.UseEscrow):
-// for a segment whose period key is gone, it tries each case under hold.
-// Safe for concurrent use.
+// Vault gives the query engine (query.UseEscrow) what holds keep: the
+// escrowed data key of a segment whose period key is gone, and the held
+// segments that lifecycle has hidden behind a delete marker. Safe for
+// concurrent use.
 type Vault struct {
-	st    objects
-	holds *keyring.HoldKeyring
+	st      objects
+	holds   *keyring.HoldKeyring
+	trusted *keyring.PublicKeyring
+
+	once   sync.Once
+	ranges map[string][2]time.Time // case -> [from, to); absent: unknown, so everything
 }
 
-// NewVault reads escrow objects from st with the reader's hold keyring.
-func NewVault(st objects, holds *keyring.HoldKeyring) *Vault { return &Vault{st: st, holds: holds} }
+// NewVault reads escrow objects from st with the reader's hold keyring;
+// trusted checks the records that say what each hold covers.
+func NewVault(st objects, holds *keyring.HoldKeyring, trusted *keyring.PublicKeyring) *Vault {
+	return &Vault{st: st, holds: holds, trusted: trusted}
+}
+
+// covers reports whether a case's hold may cover the hour.
+func (v *Vault) covers(ctx context.Context, caseRef string, hour time.Time) bool {
+	v.once.Do(func() {
+		v.ranges = map[string][2]time.Time{}
+		for _, c := range v.holds.Cases() {
+			if r, err := ReadRecord(ctx, v.st, v.trusted, c); err == nil && r != nil {
+				v.ranges[c] = [2]time.Time{r.From.Truncate(time.Hour), r.To}
+			}
+		}
+	})
+	r, ok := v.ranges[caseRef]
+	return !ok || (!hour.Before(r[0]) && hour.Before(r[1]))
+}
+
+// Held lists the segments under a segment hour prefix
+// (segment.HourPrefix) that a case under hold escrowed, with the version
+// and size each escrow names.
+func (v *Vault) Held(ctx context.Context, prefix string, hour time.Time) ([]store.Object, error) {
+	var out []store.Object
+	for _, c := range v.holds.Cases() {
+		if !v.covers(ctx, c, hour) {
+			continue
+		}
+		base := EscrowPrefix + c + "/"
+		for o, err := range v.st.List(ctx, base+prefix) {
+			if err != nil {
+				return nil, err
+			}
+			seg := strings.TrimSuffix(strings.TrimPrefix(o.Name, base), ".key")
+			e, err := readEscrow(ctx, v.st, c, seg)
+			if err != nil {
+				return nil, err
+			}
+			if e != nil && e.SegmentVersion != "" {
+				out = append(out, store.Object{Name: seg, Size: e.SegmentSize, Version: e.SegmentVersion})
+			}
+		}
+	}
+	return out, nil
+}
+
+// GetVersionRange reads a held segment by version.
+func (v *Vault) GetVersionRange(ctx context.Context, name, version string, off, length int64) (io.ReadCloser, error) {
+	return v.st.GetVersionRange(ctx, name, version, off, length)
+}
 
 // DataKey returns the escrowed data key of a segment, if a case under hold
 // escrowed it. A wrong key is not detected here but by the segment's

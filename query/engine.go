@@ -162,11 +162,29 @@ func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]by
 		var objs []store.Object
 		for _, c := range q.classes {
 			for _, k := range kinds {
-				for o, err := range q.src.List(ctx, segment.HourPrefix(c, k, h)) {
+				prefix := segment.HourPrefix(c, k, h)
+				listed := map[string]bool{}
+				for o, err := range q.src.List(ctx, prefix) {
 					if err != nil {
 						return err
 					}
 					objs = append(objs, o)
+					listed[o.Name] = true
+				}
+				if q.escrow == nil {
+					continue
+				}
+				// Held segments that lifecycle hid (a delete marker over
+				// the held version) are read by version.
+				held, err := q.escrow.Held(ctx, prefix, h)
+				if err != nil {
+					return err
+				}
+				for _, o := range held {
+					if !listed[o.Name] {
+						objs = append(objs, o)
+						listed[o.Name] = true
+					}
 				}
 			}
 		}
@@ -271,7 +289,11 @@ func (q *Engine) scanSegment(ctx context.Context, f Filter, obj store.Object, st
 	if q.escrow != nil {
 		ks = escrowKeys{Set: q.keys, lookup: func() ([]byte, bool, error) { return q.escrow.DataKey(ctx, name) }}
 	}
-	r, fetched, err := OpenStored(ctx, q.src, obj, ks, segment.ReaderOptions{MaxPlaintext: int64(q.cfg.MaxSegmentBytes)})
+	var src ranger = q.src
+	if obj.Version != "" {
+		src = versionRanger{q.escrow, obj.Version}
+	}
+	r, fetched, err := OpenStored(ctx, src, obj, ks, segment.ReaderOptions{MaxPlaintext: int64(q.cfg.MaxSegmentBytes)})
 	if err != nil {
 		st.bytes.Add(fetched)
 		return nil, err
@@ -399,10 +421,23 @@ func OpenStored(ctx context.Context, src ranger, obj store.Object, ks any, opts 
 	return &Stored{Reader: r, head: fetched, tail: tail, cr: cr}, fetched, nil
 }
 
-// escrow finds a segment's data key escrowed under a legal hold, for
-// segments whose period key was shredded (docs/HOLDS.md).
+// escrow is what legal holds keep (docs/HOLDS.md): the data keys of held
+// segments whose period key was shredded, and held segments that
+// lifecycle hid behind a delete marker, read by version.
 type escrow interface {
 	DataKey(ctx context.Context, name string) (dek []byte, ok bool, err error)
+	Held(ctx context.Context, prefix string, hour time.Time) ([]store.Object, error)
+	GetVersionRange(ctx context.Context, name, version string, off, length int64) (io.ReadCloser, error)
+}
+
+// versionRanger reads one version of a held segment.
+type versionRanger struct {
+	e       escrow
+	version string
+}
+
+func (v versionRanger) GetRange(ctx context.Context, name string, off, length int64) (io.ReadCloser, error) {
+	return v.e.GetVersionRange(ctx, name, v.version, off, length)
 }
 
 // UseEscrow makes the engine read held segments whose period keys were

@@ -137,6 +137,17 @@ func (s *Store) GetRange(ctx context.Context, name string, off, length int64) (i
 	return s.get(ctx, name, o)
 }
 
+// GetVersionRange streams length bytes from offset off of one version of
+// name: a held segment that lifecycle has hidden behind a delete marker is
+// still read by its version (docs/HOLDS.md).
+func (s *Store) GetVersionRange(ctx context.Context, name, version string, off, length int64) (io.ReadCloser, error) {
+	o := minio.GetObjectOptions{VersionID: version}
+	if err := o.SetRange(off, off+length-1); err != nil {
+		return nil, err
+	}
+	return s.get(ctx, name, o)
+}
+
 func (s *Store) get(ctx context.Context, name string, o minio.GetObjectOptions) (io.ReadCloser, error) {
 	obj, err := s.mc.GetObject(ctx, s.bucket, name, o)
 	if err != nil {

@@ -12,7 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/custodylog/custody/archive/store"
 
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/hold"
@@ -139,6 +143,25 @@ func TestHoldOutlivesShredding(t *testing.T) {
 	if strings.Join(ids, ",") != "short-0,short-1,short-1-late" || code != 1 || !strings.Contains(out, "receipt _receipts/shred/short/"+day(0)+".json") {
 		t.Fatalf("query after shredding, under hold: ids %v, code %d\n%s", ids, code, out)
 	}
+	// Lifecycle expiration puts a delete marker over a held segment: it is
+	// no longer listed, and the query reads the held version.
+	hidden, err := r.s.Stat(ctx, r.names[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, err := minio.New(r.st.S3Endpoint, &minio.Options{Creds: credentials.NewStaticV4(r.st.S3AccessKey, r.st.S3SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mc.RemoveObject(ctx, r.s.Bucket(), r.names[1], minio.RemoveObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.s.Stat(ctx, r.names[1]); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the delete marker did not hide %s: %v", r.names[1], err)
+	}
+	if ids, out, code := r.queryIDs(t, 0, 1); strings.Join(ids, ",") != "short-0,short-1,short-1-late" || code != 1 {
+		t.Fatalf("query with a held segment behind a delete marker: ids %v, code %d\n%s", ids, code, out)
+	}
 	out, code = r.run(t, "hold", "list")
 	if code != 0 || !regexp.MustCompile(`LE-114\s+active\s+true\s+3\s+3\s+`).MatchString(out) || !strings.Contains(out, "--tenant acme") {
 		t.Errorf("hold list: code %d\n%s", code, out)
@@ -149,6 +172,9 @@ func TestHoldOutlivesShredding(t *testing.T) {
 	out, code = r.run(t, "hold", "release", "--case", "LE-114")
 	if code != 0 || !strings.Contains(out, "hold LE-114 released: case key destroyed, 3 segments' legal holds lifted, 0 still held by other cases, receipt _receipts/hold/LE-114.json") {
 		t.Fatalf("hold release: code %d\n%s", code, out)
+	}
+	if on, err := r.s.LegalHold(ctx, r.names[1], hidden.Version); err != nil || on {
+		t.Errorf("after release, the hidden held version's legal hold: %t, %v", on, err)
 	}
 	if len(r.holdCases(t)) != 0 || len(r.escrows(t, "LE-114")) != 0 || r.legalHold(t, r.names[0]) || r.legalHold(t, late) {
 		t.Errorf("after release: hold keys %v, escrows %v, legal holds %t %t", r.holdCases(t), r.escrows(t, "LE-114"), r.legalHold(t, r.names[0]), r.legalHold(t, late))

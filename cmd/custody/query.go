@@ -118,7 +118,7 @@ func runQuery(cmd *cobra.Command, g *globals, q queryFlags) error {
 		return fmt.Errorf("cannot record this access, so the query does not run: %w", err)
 	}
 	eng := query.NewEngine(cfg.Query, st, keys, cfg.Retention.Names())
-	eng.UseEscrow(hold.NewVault(st, keys.Holds))
+	eng.UseEscrow(hold.NewVault(st, keys.Holds, keys.Public))
 
 	out := bufio.NewWriterSize(cmd.OutOrStdout(), 256<<10)
 	emit, finish := formatter(q.format, out)

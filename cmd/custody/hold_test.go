@@ -143,6 +143,23 @@ func TestHoldOutlivesShredding(t *testing.T) {
 	if strings.Join(ids, ",") != "short-0,short-1,short-1-late" || code != 1 || !strings.Contains(out, "receipt _receipts/shred/short/"+day(0)+".json") {
 		t.Fatalf("query after shredding, under hold: ids %v, code %d\n%s", ids, code, out)
 	}
+	// keys list --bucket tells shredded (when, receipt) and held periods.
+	out, code = r.run(t, "keys", "list", "--bucket")
+	line := func(id string) string {
+		for _, l := range strings.Split(out, "\n") {
+			if strings.HasPrefix(l, id+" ") {
+				return l
+			}
+		}
+		return ""
+	}
+	if l := line("short/" + day(0) + ".v1"); code != 0 || !strings.Contains(l, "shredded") || !strings.Contains(l, "receipt _receipts/shred/short/"+day(0)+".json") || !strings.Contains(l, "held by LE-114") {
+		t.Errorf("keys list --bucket, day 0: code %d, %q\n%s", code, l, out)
+	}
+	if l := line("short/" + day(2) + ".v1"); l == "" || strings.Contains(l, "held by") || strings.Contains(l, "shredded") {
+		t.Errorf("keys list --bucket, day 2: %q\n%s", l, out)
+	}
+
 	// Lifecycle expiration puts a delete marker over a held segment: it is
 	// no longer listed, and the query reads the held version.
 	hidden, err := r.s.Stat(ctx, r.names[1])
@@ -294,5 +311,40 @@ func TestHoldKill9(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(r.dir, "holds.json")); err != nil {
 		t.Errorf("hold keyring: %v", err)
+	}
+}
+
+// Bad input gets a clear error and changes nothing; a hold that matches
+// nothing is fine.
+func TestHoldBadInput(t *testing.T) {
+	r := newShredRig(t, stacktest.Get(t))
+	day := func(i int) string { return r.days[i].Format("2006-01-02") }
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"hold", "release", "--case", "NOPE-1"}, "case NOPE-1 has no hold record (_holds/records/NOPE-1.json)"},
+		{[]string{"hold", "place", "--case", "a b", "--from", day(0), "--to", day(1)}, `case "a b": want 1-64 letters, digits`},
+		{[]string{"hold", "place", "--case", "X-1", "--from", day(1), "--to", day(0)}, "is not before --to"},
+		{[]string{"hold", "place", "--case", "X-1", "--tenant", "acme"}, "--tenant, --login and --ip need --from and --to"},
+		{[]string{"hold", "place", "--case", "X-1"}, "case X-1 is not under hold; --from and --to are required"},
+		{[]string{"hold", "place", "--case", "X-1", "--from", day(0), "--to", day(1), "--ip", "300.1.2.3"}, "--ip:"},
+		{[]string{"hold", "place"}, `required flag(s) "case" not set`},
+	} {
+		out, code := r.run(t, c.args...)
+		if code != 1 || !strings.Contains(out, c.want) {
+			t.Errorf("custody %v: code %d; want 1 and %q\n%s", c.args, code, c.want, out)
+		}
+	}
+	if cs := r.holdCases(t); len(cs) != 0 {
+		t.Errorf("refused commands left hold keys %v", cs)
+	}
+	out, code := r.run(t, "hold", "place", "--case", "EMPTY-1", "--from", day(0), "--to", day(2), "--tenant", "nobody")
+	if code != 0 || !strings.Contains(out, "0 segments held (0 new), 0 data keys escrowed, 3 ruled out by their index") {
+		t.Errorf("a hold that matches nothing: code %d\n%s", code, out)
+	}
+	out, code = r.run(t, "hold", "place", "--case", "EMPTY-1", "--from", day(0), "--to", day(2), "--tenant", "acme")
+	if code != 1 || !strings.Contains(out, "case EMPTY-1 is already under hold with --from") {
+		t.Errorf("the same case with other filters: code %d\n%s", code, out)
 	}
 }

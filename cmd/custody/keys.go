@@ -1,14 +1,21 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/hold"
+	"github.com/custodylog/custody/internal/config"
+	"github.com/custodylog/custody/retention"
 )
 
 func newKeysCmd(g *globals) *cobra.Command {
@@ -57,12 +64,22 @@ adding its public half to the public keyring.`,
 	}
 	gen.Flags().StringVar(&signer, "signer", "", `name of a new signing key (default "archiver-<hostname>")`)
 
+	var fromBucket bool
 	list := &cobra.Command{
-		Use:   "list",
+		Use:   "list [--bucket]",
 		Short: "List key IDs, classes, periods, states and creation times (never key material)",
-		Args:  cobra.NoArgs,
+		Long: `Lists every key pair with its state: active (today's), future, past, or
+shredded (on the reader's host: the public key is there, the private one is
+gone). With --bucket it also reads the bucket (the s3 section): each
+shredded period's receipt (when, and its name, signature checked) and the
+legal holds that cover each period.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadValid(cmd, g, sections["keys"])
+			use := sections["keys"]
+			if fromBucket {
+				use = sections["keys list --bucket"]
+			}
+			cfg, err := loadValid(cmd, g, use)
 			if err != nil {
 				return err
 			}
@@ -79,9 +96,15 @@ adding its public half to the public keyring.`,
 					private[k.ID] = true
 				}
 			}
+			var bk bucketState
+			if fromBucket {
+				if bk, err = readBucketState(cmd.Context(), cfg, pub); err != nil {
+					return err
+				}
+			}
 			now := time.Now().UTC()
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tCLASS\tPERIOD\tSTATE\tCREATED")
+			fmt.Fprintln(tw, "ID\tCLASS\tPERIOD\tSTATE\tCREATED\tNOTES")
 			for _, k := range pub.Keys() {
 				state := "past"
 				switch cur := keyring.PeriodOf(periodKind(k.Period), now); {
@@ -92,14 +115,15 @@ adding its public half to the public keyring.`,
 				case k.Period > cur:
 					state = "future"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", k.ID, k.Class, k.Period, state, k.Created.Format(time.RFC3339))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", k.ID, k.Class, k.Period, state, k.Created.Format(time.RFC3339), bk.notes(k))
 			}
 			for _, s := range pub.Signers() {
-				fmt.Fprintf(tw, "%s\t-\t-\tsigner\t%s\n", s.ID, s.Created.Format(time.RFC3339))
+				fmt.Fprintf(tw, "%s\t-\t-\tsigner\t%s\t\n", s.ID, s.Created.Format(time.RFC3339))
 			}
 			return tw.Flush()
 		},
 	}
+	list.Flags().BoolVar(&fromBucket, "bucket", false, "also read shred receipts and legal holds from the bucket (needs the s3 section)")
 	var class, period string
 	rot := &cobra.Command{
 		Use:   "rotate",
@@ -136,4 +160,78 @@ func periodKind(p string) string {
 		return keyring.PeriodMonth
 	}
 	return keyring.PeriodDay
+}
+
+// bucketState is what keys list --bucket reads: shred receipts by key ID
+// and the holds in the register.
+type bucketState struct {
+	receipts map[string]string // key ID -> "shredded <date>, receipt <name>"
+	holds    []hold.Record
+}
+
+func readBucketState(ctx context.Context, cfg *config.Config, pub *keyring.PublicKeyring) (bucketState, error) {
+	bk := bucketState{receipts: map[string]string{}}
+	st, err := store.New(cfg.S3)
+	if err != nil {
+		return bk, err
+	}
+	for o, err := range st.List(ctx, retention.ReceiptPrefix) {
+		if err != nil {
+			return bk, err
+		}
+		rc, err := st.Get(ctx, o.Name)
+		if err != nil {
+			return bk, err
+		}
+		b, err := io.ReadAll(io.LimitReader(rc, 64<<10))
+		rc.Close()
+		if err != nil {
+			return bk, err
+		}
+		r, err := retention.ParseReceipt(b, pub)
+		if err != nil {
+			return bk, fmt.Errorf("%s: %w", o.Name, err)
+		}
+		for _, id := range r.KeyIDs {
+			bk.receipts[id] = fmt.Sprintf("shredded %s, receipt %s", r.DestroyedAt.Format("2006-01-02"), o.Name)
+		}
+	}
+	for o, err := range st.List(ctx, hold.RecordPrefix) {
+		if err != nil {
+			return bk, err
+		}
+		c := strings.TrimSuffix(strings.TrimPrefix(o.Name, hold.RecordPrefix), ".json")
+		r, err := hold.ReadRecord(ctx, st, pub, c)
+		if err != nil {
+			return bk, err
+		}
+		if r != nil && r.Status != hold.Released {
+			bk.holds = append(bk.holds, *r)
+		}
+	}
+	return bk, nil
+}
+
+// notes says what the bucket says of a key's period.
+func (bk bucketState) notes(k keyring.PublicKey) string {
+	var n []string
+	if s, ok := bk.receipts[k.ID]; ok {
+		n = append(n, s)
+	}
+	start, end := periodBounds(k.Period)
+	for _, h := range bk.holds {
+		if h.From.Before(end) && start.Before(h.To) {
+			n = append(n, "held by "+h.Case)
+		}
+	}
+	return strings.Join(n, "; ")
+}
+
+// periodBounds is [start, end) of a day or month period.
+func periodBounds(p string) (time.Time, time.Time) {
+	if t, err := time.Parse("2006-01-02", p); err == nil {
+		return t, t.AddDate(0, 0, 1)
+	}
+	t, _ := time.Parse("2006-01", p)
+	return t, t.AddDate(0, 1, 0)
 }

@@ -90,6 +90,9 @@ func TestKeysCommands(t *testing.T) {
 	if _, errOut, code = runCLI(t, "keys", "rotate", "--config", cfg, "--class", "security", "--period", "1999-01-01"); code == 0 || !strings.Contains(errOut, "no key pair for security/1999-01-01") {
 		t.Errorf("rotate of a period without keys: code %d, %q", code, errOut)
 	}
+	if _, errOut, code = runCLI(t, "keys", "rotate", "--config", cfg, "--class", "marketing"); code == 0 || !strings.Contains(errOut, `--class "marketing" is not a retention class`) {
+		t.Errorf("rotate of an unknown class: code %d, %q", code, errOut)
+	}
 	// A private keyring readable by others is refused by name.
 	os.Chmod(filepath.Join(dir, "private.json"), 0o644)
 	_, errOut, code = runCLI(t, "keys", "generate", "--config", cfg)

@@ -16,17 +16,18 @@ import (
 // running the hook holds no archive credentials, an archiver no ingest
 // tokens). `custody config check --for COMMAND` checks the same set.
 var sections = map[string][]config.Section{
-	"ingest":        {config.Kafka, config.Events, config.Ingest, config.Retention},
-	"agent":         {config.Kafka, config.Events, config.Agent, config.Retention},
-	"send":          {config.Kafka, config.Events, config.Agent, config.Retention},
-	"hook":          {config.Kafka, config.Events, config.Agent, config.Retention},
-	"archive init":  {config.S3, config.Retention},
-	"archive run":   {config.Kafka, config.S3, config.Crypto, config.Archive, config.Retention},
-	"query":         {config.Kafka, config.Agent, config.S3, config.Crypto, config.Query, config.Retention},
-	"keys":          {config.Crypto, config.Retention},
-	"config check":  config.All,
-	"retention run": {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
-	"hold":          {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
+	"ingest":             {config.Kafka, config.Events, config.Ingest, config.Retention},
+	"agent":              {config.Kafka, config.Events, config.Agent, config.Retention},
+	"send":               {config.Kafka, config.Events, config.Agent, config.Retention},
+	"hook":               {config.Kafka, config.Events, config.Agent, config.Retention},
+	"archive init":       {config.S3, config.Retention},
+	"archive run":        {config.Kafka, config.S3, config.Crypto, config.Archive, config.Retention},
+	"query":              {config.Kafka, config.Agent, config.S3, config.Crypto, config.Query, config.Retention},
+	"keys":               {config.Crypto, config.Retention},
+	"keys list --bucket": {config.Crypto, config.Retention, config.S3},
+	"config check":       config.All,
+	"retention run":      {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
+	"hold":               {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
 }
 
 // loadValid loads the configuration and refuses to go on if any section

@@ -367,22 +367,48 @@ func (c *capture) OpenKey(id string, info, sealed []byte) ([]byte, error) {
 	return dek, err
 }
 
-// each visits the segments of the classes listed under every hour in
-// [from, to) (all kinds).
-func each(ctx context.Context, st objects, classes []string, from, to time.Time, visit func(store.Object) error) error {
+// eachHour visits, per class, kind and hour in [from, to), the hour's
+// segment prefix (segment.HourPrefix) and the segments listed under it.
+func eachHour(ctx context.Context, st objects, classes []string, from, to time.Time, visit func(prefix string, objs []store.Object) error) error {
 	for h := from.UTC().Truncate(time.Hour); h.Before(to); h = h.Add(time.Hour) {
 		for _, c := range classes {
 			for _, k := range event.Kinds {
-				for o, err := range st.List(ctx, segment.HourPrefix(c, string(k), h)) {
+				prefix := segment.HourPrefix(c, string(k), h)
+				var objs []store.Object
+				for o, err := range st.List(ctx, prefix) {
 					if err != nil {
 						return err
 					}
-					if err := visit(o); err != nil {
-						return err
-					}
+					objs = append(objs, o)
+				}
+				if len(objs) == 0 {
+					continue
+				}
+				if err := visit(prefix, objs); err != nil {
+					return err
 				}
 			}
 		}
 	}
 	return nil
+}
+
+// sealedEscrowSize is the smallest escrow object that carries a sealed
+// key: the key alone is 1,168 bytes, 1,560 in base64; one without (a
+// format v1 segment's) is a few hundred bytes.
+const sealedEscrowSize = 1560
+
+// escrowed lists the case's escrow objects under a segment prefix, by
+// segment name, with whether each carries a sealed key: one LIST instead
+// of a GET per segment.
+func escrowed(ctx context.Context, st objects, caseRef, prefix string) (map[string]bool, error) {
+	base := EscrowPrefix + caseRef + "/"
+	out := map[string]bool{}
+	for o, err := range st.List(ctx, base+prefix) {
+		if err != nil {
+			return nil, err
+		}
+		out[strings.TrimSuffix(strings.TrimPrefix(o.Name, base), ".key")] = o.Size >= sealedEscrowSize
+	}
+	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/custodylog/custody/archive/segment"
@@ -41,7 +42,9 @@ type Manager struct {
 	Events     announcer
 	// MaxSegmentBytes bounds a segment's plaintext, as the query does.
 	MaxSegmentBytes int64
-	Now             func() time.Time
+	// Concurrency is how many segments are examined at once (default 4).
+	Concurrency int
+	Now         func() time.Time
 	// Crash, if set, is called after each step with its name: the kill -9
 	// tests stop the process there.
 	Crash func(step string)
@@ -140,37 +143,35 @@ func (m *Manager) Place(ctx context.Context, s Spec) (PlaceReport, error) {
 	if err != nil {
 		return rep, err
 	}
-	first := true
-	err = each(ctx, m.Store, m.Classes, rec.From, rec.To, func(o store.Object) error {
-		e, err := readEscrow(ctx, m.Store, s.Case, o.Name)
-		if err != nil {
-			return err
-		}
-		if e != nil {
-			rep.Held++
-			if len(e.SealedKey) > 0 {
-				rep.Escrowed++
-			}
-			return nil
-		}
+	var mu sync.Mutex // guards rep
+	var legalOnce, escrowOnce sync.Once
+	// hold puts one segment under the case's hold, unless its index rules
+	// it out.
+	hold := func(ctx context.Context, o store.Object) error {
 		c := &capture{Set: m.Keys}
 		r, _, err := query.OpenStored(ctx, m.Store, o, c, segment.ReaderOptions{MaxPlaintext: m.MaxSegmentBytes})
 		var nf *keyring.NotFoundError
 		switch {
 		case errors.As(err, &nf):
+			mu.Lock()
 			rep.Shredded = append(rep.Shredded, o.Name)
+			mu.Unlock()
 			return nil
 		case err != nil:
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			mu.Lock()
 			rep.Failed = append(rep.Failed, fmt.Sprintf("%s: %v", o.Name, err))
+			mu.Unlock()
 			return nil
 		}
 		h, ix := r.Header(), r.Index()
 		r.Close()
 		if f.RulesOut(h, ix) {
+			mu.Lock()
 			rep.Pruned++
+			mu.Unlock()
 			return nil
 		}
 		st, err := m.Store.Stat(ctx, o.Name)
@@ -181,9 +182,7 @@ func (m *Manager) Place(ctx context.Context, s Spec) (PlaceReport, error) {
 		if err := m.Store.SetLegalHold(ctx, o.Name, st.Version, true); err != nil {
 			return err
 		}
-		if first {
-			m.crash("legal-hold")
-		}
+		legalOnce.Do(func() { m.crash("legal-hold") })
 		es := Escrow{Version: 1, Case: s.Case, Segment: o.Name, SegmentVersion: st.Version, SegmentSize: st.Size, KeyID: h.KeyID}
 		if h.Version == segment.Version2 {
 			if es.SealedKey, err = pub.Seal(escrowInfo(s.Case, o.Name), c.dek); err != nil {
@@ -197,16 +196,35 @@ func (m *Manager) Place(ctx context.Context, s Spec) (PlaceReport, error) {
 		if _, err := m.Store.Write(ctx, EscrowName(s.Case, o.Name), b, store.WriteOptions{LegalHold: true}); err != nil && !errors.Is(err, store.ErrExists) {
 			return fmt.Errorf("cannot escrow the key of %s: %w", o.Name, err)
 		}
-		if first {
-			m.crash("escrow")
-			first = false
-		}
+		escrowOnce.Do(func() { m.crash("escrow") })
+		mu.Lock()
 		rep.Held++
 		rep.New++
 		if len(es.SealedKey) > 0 {
 			rep.Escrowed++
 		}
+		mu.Unlock()
 		return nil
+	}
+	err = eachHour(ctx, m.Store, m.Classes, rec.From, rec.To, func(prefix string, objs []store.Object) error {
+		done, err := escrowed(ctx, m.Store, s.Case, prefix)
+		if err != nil {
+			return err
+		}
+		var todo []store.Object
+		for _, o := range objs {
+			sealed, ok := done[o.Name]
+			switch {
+			case !ok:
+				todo = append(todo, o)
+			case sealed:
+				rep.Held++
+				rep.Escrowed++
+			default:
+				rep.Held++
+			}
+		}
+		return m.parallel(ctx, todo, hold)
 	})
 	if err != nil {
 		return rep, fmt.Errorf("hold %s stopped part way (run the same command again to complete it): %w", s.Case, err)
@@ -226,6 +244,43 @@ func (m *Manager) Place(ctx context.Context, s Spec) (PlaceReport, error) {
 	}
 	rep.Record = *rec
 	return rep, nil
+}
+
+// parallel runs fn over objs with Concurrency workers and returns the
+// first error, after every worker has stopped.
+func (m *Manager) parallel(ctx context.Context, objs []store.Object, fn func(context.Context, store.Object) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	work := make(chan store.Object)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for i := 0; i < max(1, m.Concurrency); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for o := range work {
+				if err := fn(ctx, o); err != nil {
+					once.Do(func() { first = err; cancel() })
+					return
+				}
+			}
+		}()
+	}
+feed:
+	for _, o := range objs {
+		select {
+		case work <- o:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(work)
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	return ctx.Err()
 }
 
 // ReleaseReport is what Release did.
@@ -431,25 +486,35 @@ func (m *Manager) CheckShred(ctx context.Context, class, period string, start, e
 			return err
 		}
 		f.From, f.To = from, to
-		err = each(ctx, m.Store, []string{class}, from, to, func(o store.Object) error {
-			if _, err := m.Store.Stat(ctx, EscrowName(c, o.Name)); err == nil {
-				return nil
-			} else if !errors.Is(err, store.ErrNotFound) {
+		err = eachHour(ctx, m.Store, []string{class}, from, to, func(prefix string, objs []store.Object) error {
+			done, err := escrowed(ctx, m.Store, c, prefix)
+			if err != nil {
 				return err
 			}
-			r, _, err := query.OpenStored(ctx, m.Store, o, m.Keys, segment.ReaderOptions{MaxPlaintext: m.MaxSegmentBytes})
-			var nf *keyring.NotFoundError
-			if errors.As(err, &nf) {
-				return nil // already unreadable: nothing left to hold
+			var todo []store.Object
+			for _, o := range objs {
+				if _, ok := done[o.Name]; !ok {
+					todo = append(todo, o)
+				}
 			}
-			if err != nil {
-				return &HeldError{Case: c, Segment: o.Name, Class: class, Period: period, Reason: fmt.Sprintf("segment %s could not be checked: %v", o.Name, err)}
-			}
-			defer r.Close()
-			if f.RulesOut(r.Header(), r.Index()) {
-				return nil
-			}
-			return &HeldError{Case: c, Segment: o.Name, Class: class, Period: period, Reason: fmt.Sprintf("it covers segment %s, whose key is not escrowed", o.Name)}
+			return m.parallel(ctx, todo, func(ctx context.Context, o store.Object) error {
+				r, _, err := query.OpenStored(ctx, m.Store, o, m.Keys, segment.ReaderOptions{MaxPlaintext: m.MaxSegmentBytes})
+				var nf *keyring.NotFoundError
+				if errors.As(err, &nf) {
+					return nil // already unreadable: nothing left to hold
+				}
+				if err != nil {
+					if ctx.Err() != nil {
+						return ctx.Err()
+					}
+					return &HeldError{Case: c, Segment: o.Name, Class: class, Period: period, Reason: fmt.Sprintf("segment %s could not be checked: %v", o.Name, err)}
+				}
+				defer r.Close()
+				if f.RulesOut(r.Header(), r.Index()) {
+					return nil
+				}
+				return &HeldError{Case: c, Segment: o.Name, Class: class, Period: period, Reason: fmt.Sprintf("it covers segment %s, whose key is not escrowed", o.Name)}
+			})
 		})
 		if err != nil {
 			return err

@@ -35,7 +35,7 @@ func holdManager(cfg *config.Config, withEvents bool) (*hold.Manager, func(), er
 		return nil, nil, err
 	}
 	m := &hold.Manager{Store: st, Keys: keys, HoldPath: cfg.Crypto.HoldKeyringFile, Passphrase: cfg.Crypto.Passphrase(), Signer: sk,
-		Classes: cfg.Retention.Names(), LockMode: cfg.Retention.Mode, MaxSegmentBytes: int64(cfg.Query.MaxSegmentBytes), Now: time.Now}
+		Classes: cfg.Retention.Names(), LockMode: cfg.Retention.Mode, MaxSegmentBytes: int64(cfg.Query.MaxSegmentBytes), Concurrency: cfg.Query.Concurrency, Now: time.Now}
 	closeAll := func() {}
 	if withEvents {
 		kc, err := cfg.Kafka.NewClient()

@@ -89,7 +89,7 @@ func (k Keys) Save(t testing.TB, dir string) string {
 			t.Fatal(err)
 		}
 	}
-	return fmt.Sprintf("crypto:\n  public_keyring_file: %s/public-keyring.json\n  private_keyring_file: %s/private-keyring.json\n  signing_key_file: %s/signing-key.json\n", dir, dir, dir)
+	return fmt.Sprintf("crypto:\n  public_keyring_file: %s/public-keyring.json\n  private_keyring_file: %s/private-keyring.json\n  signing_key_file: %s/signing-key.json\n  hold_keyring_file: %s/hold-keyring.json\n", dir, dir, dir, dir)
 }
 
 // Contents is what an archive holds.

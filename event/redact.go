@@ -137,7 +137,7 @@ func SensitiveKey(k string) bool {
 }
 
 // knownTokenPrefixes start tokens that are secrets whatever their name.
-var knownTokenPrefixes = []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "sk_live_", "rk_live_"}
+var knownTokenPrefixes = []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "glpat-", "xoxb-", "xoxp-", "xoxa-", "xoxr-", "xoxs-", "sk_live_", "rk_live_", "cst_"}
 
 // SensitiveValue reports whether a string, as a whole, is a secret: a PEM
 // private key, a JWT, or a token of a well-known format. Credentials and

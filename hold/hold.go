@@ -299,9 +299,10 @@ func (v *Vault) covers(ctx context.Context, caseRef string, hour time.Time) bool
 }
 
 // Held lists the segments under a segment hour prefix
-// (segment.HourPrefix) that a case under hold escrowed, with the version
-// and size each escrow names.
-func (v *Vault) Held(ctx context.Context, prefix string, hour time.Time) ([]store.Object, error) {
+// (segment.HourPrefix) that a case under hold escrowed and that are not
+// listed (lifecycle hid them), with the version and size each escrow
+// names.
+func (v *Vault) Held(ctx context.Context, prefix string, hour time.Time, listed func(name string) bool) ([]store.Object, error) {
 	var out []store.Object
 	for _, c := range v.holds.Cases() {
 		if !v.covers(ctx, c, hour) {
@@ -313,6 +314,9 @@ func (v *Vault) Held(ctx context.Context, prefix string, hour time.Time) ([]stor
 				return nil, err
 			}
 			seg := strings.TrimSuffix(strings.TrimPrefix(o.Name, base), ".key")
+			if listed(seg) {
+				continue
+			}
 			e, err := readEscrow(ctx, v.st, c, seg)
 			if err != nil {
 				return nil, err

@@ -176,7 +176,7 @@ func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]by
 				}
 				// Held segments that lifecycle hid (a delete marker over
 				// the held version) are read by version.
-				held, err := q.escrow.Held(ctx, prefix, h)
+				held, err := q.escrow.Held(ctx, prefix, h, func(name string) bool { return listed[name] })
 				if err != nil {
 					return err
 				}
@@ -426,7 +426,7 @@ func OpenStored(ctx context.Context, src ranger, obj store.Object, ks any, opts 
 // lifecycle hid behind a delete marker, read by version.
 type escrow interface {
 	DataKey(ctx context.Context, name string) (dek []byte, ok bool, err error)
-	Held(ctx context.Context, prefix string, hour time.Time) ([]store.Object, error)
+	Held(ctx context.Context, prefix string, hour time.Time, listed func(name string) bool) ([]store.Object, error)
 	GetVersionRange(ctx context.Context, name, version string, off, length int64) (io.ReadCloser, error)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 	"unsafe"
@@ -27,6 +28,10 @@ type Filter struct {
 	App     string
 	Repo    string
 	Session string
+	// Tenants, when set, is the reader's tenant scope: only events of
+	// these tenants match, whatever Tenant says. custody serve sets it
+	// from the identity, server-side.
+	Tenants []string
 }
 
 // ParseTime reads RFC 3339 or a date (YYYY-MM-DD, midnight UTC). With end
@@ -106,6 +111,9 @@ func (f *Filter) RulesOut(h *segment.Header, ix *segment.Index) bool {
 		if c.v != "" && !ix.MayContain(c.field, c.v) {
 			return true
 		}
+	}
+	if len(f.Tenants) > 0 && !slices.ContainsFunc(f.Tenants, func(t string) bool { return ix.MayContain(segment.FieldTenant, t) }) {
+		return true
 	}
 	if f.IP != nil {
 		p := *f.IP
@@ -230,7 +238,8 @@ func (f *Filter) match(line []byte, r *row) (time.Time, bool, error) {
 		return t, false, nil
 	}
 	if f.Kind != "" && r.Kind != f.Kind || f.Login != "" && r.Login != f.Login || f.Tenant != "" && r.Tenant != f.Tenant ||
-		f.App != "" && r.App != f.App || f.Repo != "" && r.Repo != f.Repo || f.Session != "" && r.Session != f.Session {
+		f.App != "" && r.App != f.App || f.Repo != "" && r.Repo != f.Repo || f.Session != "" && r.Session != f.Session ||
+		len(f.Tenants) > 0 && !slices.Contains(f.Tenants, r.Tenant) {
 		return t, false, nil
 	}
 	if f.IP != nil {

@@ -78,7 +78,7 @@ func (r *shredRig) escrows(t *testing.T, caseRef string) []string {
 func (r *shredRig) queryIDs(t *testing.T, from, to int, extra ...string) ([]string, string, int) {
 	t.Helper()
 	day := func(i int) string { return r.days[i].Format("2006-01-02") }
-	out, code := r.run(t, append([]string{"query", "--from", day(from), "--to", day(to), "--purpose", "hold test"}, extra...)...)
+	out, code := r.run(t, append([]string{"query", "--local", "--from", day(from), "--to", day(to), "--purpose", "hold test"}, extra...)...)
 	var ids []string
 	for _, m := range regexp.MustCompile(`"id":"([^"]+)"`).FindAllStringSubmatch(out, -1) {
 		ids = append(ids, m[1])

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/csv"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -20,17 +19,17 @@ import (
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/hold"
-	"github.com/custodylog/custody/ingest"
+	"github.com/custodylog/custody/internal/announce"
 	"github.com/custodylog/custody/internal/config"
-	"github.com/custodylog/custody/internal/telemetry"
 	"github.com/custodylog/custody/query"
 )
 
 type queryFlags struct {
 	from, to, ip, login, kind, tenant, app, repo, session string
 	limit                                                 int
-	format, purpose, operator                             string
-	strict                                                bool
+	format, purpose, operator, caseRef                    string
+	strict, local                                         bool
+	server, tokenFile, caFile                             string
 }
 
 func newQueryCmd(g *globals) *cobra.Command {
@@ -38,17 +37,20 @@ func newQueryCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "query",
 		Short: "Search the archive by time range, IP or CIDR, login, kind, tenant, app, repo or session",
-		Long: `Lists the hour prefixes of the range, skips segments whose header and
-keyed index rule them out, reads the rest in parallel, and streams the
-matching events in event-time order, each (tenant, event ID) once.
+		Long: `Asks custody serve (--server URL or CUSTODY_SERVER; the token from
+--token-file or CUSTODY_TOKEN), which authenticates, checks the role, the
+tenant scope and the case, records the access in Kafka before reading, and
+streams the matching events in event-time order, each (tenant, event ID)
+once. Every query names an open --case and a --purpose.
 
-Every query is itself recorded first, as an access_audit event with the
-operator, the purpose and the filters; no purpose, no query.
+--local is break-glass: it reads the archive directly with the private
+keyring (crypto section), and first writes the same access_audit event to
+Kafka, synchronously; if Kafka does not acknowledge it, nothing is read.
 
 Unreadable segments (missing key, tampered, truncated) are reported and
-skipped; the command then exits 1. --strict stops at the first one.`,
-		Example: `  custody query --from 2026-11-22 --to 2026-11-29 --ip 203.0.113.7 --kind login --purpose "case 2026-114"
-  custody query --from 2026-11-03 --to 2026-11-03 --repo acme/shop --kind source_change --format table --purpose "incident 77"`,
+skipped; the command then exits 1. --strict (--local) stops at the first.`,
+		Example: `  custody query --server https://custody.internal:8480 --case LE-2026-114 --from 2026-11-22 --to 2026-11-29 --ip 203.0.113.7 --kind login --purpose "preservation order 114"
+  custody query --local --from 2026-11-03 --to 2026-11-03 --repo acme/shop --kind source_change --format table --purpose "incident 77, serve down"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runQuery(cmd, g, q) },
 	}
@@ -66,7 +68,12 @@ skipped; the command then exits 1. --strict stops at the first one.`,
 	f.StringVar(&q.format, "format", "jsonl", "jsonl (events as stored), csv or table")
 	f.StringVar(&q.purpose, "purpose", "", "case reference or legal basis (required; recorded)")
 	f.StringVar(&q.operator, "operator", "", "who is asking (default: the OS user)")
-	f.BoolVar(&q.strict, "strict", false, "stop at the first unreadable segment")
+	f.BoolVar(&q.strict, "strict", false, "stop at the first unreadable segment (--local)")
+	f.StringVar(&q.caseRef, "case", "", "the open case this read is for (required with --server)")
+	f.StringVar(&q.server, "server", "", "custody serve's URL (default $CUSTODY_SERVER)")
+	f.StringVar(&q.tokenFile, "token-file", "", "file holding the API token (default: $CUSTODY_TOKEN)")
+	f.StringVar(&q.caFile, "ca-file", "", "PEM authorities that sign custody serve's certificate (default: the system's)")
+	f.BoolVar(&q.local, "local", false, "break-glass: read the archive directly with the private keyring")
 	return c
 }
 
@@ -101,6 +108,17 @@ func runQuery(cmd *cobra.Command, g *globals, q queryFlags) error {
 	if strings.TrimSpace(q.purpose) == "" {
 		return fmt.Errorf("--purpose is required: every access to the archive records why")
 	}
+	if q.server == "" {
+		q.server = os.Getenv("CUSTODY_SERVER")
+	}
+	switch {
+	case q.server != "" && q.local:
+		return fmt.Errorf("--server and --local exclude each other")
+	case q.server != "":
+		return runRemoteQuery(cmd, q)
+	case !q.local:
+		return fmt.Errorf("custody query asks custody serve: give --server URL (or set CUSTODY_SERVER); --local reads the archive directly, for break-glass, with the private keyring")
+	}
 	cfg, err := loadValid(cmd, g, sections["query"])
 	if err != nil {
 		return err
@@ -114,7 +132,7 @@ func runQuery(cmd *cobra.Command, g *globals, q queryFlags) error {
 		return err
 	}
 	ctx := cmd.Context()
-	if err := recordAccess(ctx, cfg, g, q); err != nil {
+	if err := recordAccess(ctx, cfg, q); err != nil {
 		return fmt.Errorf("cannot record this access, so the query does not run: %w", err)
 	}
 	eng := query.NewEngine(cfg.Query, st, keys, cfg.Retention.Names())
@@ -154,43 +172,35 @@ func runQuery(cmd *cobra.Command, g *globals, q queryFlags) error {
 	return nil
 }
 
-// recordAccess writes the access_audit event before the query runs,
-// through the outbox: to Kafka, or to the local spool if Kafka is down.
-func recordAccess(ctx context.Context, cfg *config.Config, g *globals, q queryFlags) error {
+// recordAccess writes the access_audit event of a --local query to Kafka
+// and returns once Kafka has acknowledged it (acks=all): no outbox, so no
+// read happens unrecorded.
+func recordAccess(ctx context.Context, cfg *config.Config, q queryFlags) error {
 	op := q.operator
 	if op == "" {
 		if u, err := user.Current(); err == nil {
 			op = u.Username
 		}
 	}
-	tenant := q.tenant
-	if tenant == "" {
-		tenant = "platform"
-	}
-	filters := map[string]string{"from": q.from, "to": q.to}
-	for k, v := range map[string]string{"ip": q.ip, "login": q.login, "kind": q.kind, "app": q.app, "repo": q.repo, "session": q.session} {
+	filters := map[string]any{"from": q.from, "to": q.to}
+	for k, v := range map[string]string{"ip": q.ip, "login": q.login, "kind": q.kind, "tenant": q.tenant, "app": q.app, "repo": q.repo, "session": q.session} {
 		if v != "" {
 			filters[k] = v
 		}
 	}
-	ev := map[string]any{"kind": "access_audit", "tenant": tenant, "login": op, "action": "query", "purpose": q.purpose,
-		"attrs": map[string]any{"filters": filters, "limit": q.limit}}
-	b, err := json.Marshal(ev)
+	kc, err := cfg.Kafka.NewClient()
 	if err != nil {
 		return err
 	}
-	e, err := event.Decode(b, cfg.EventOptions("query@"+cfg.Agent.Name))
-	if err != nil {
-		return err
-	}
-	log, err := telemetry.NewLogger(g.logFormat, "error")
-	if err != nil {
-		return err
-	}
+	defer kc.Close()
+	host, _ := os.Hostname()
+	ann := announce.NewKafka(kc, cfg.Retention.DefaultClass, "query@"+host)
+	defer ann.Close()
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
-	_, err = submitOutbox(ctx, cfg, log, []ingest.Record{ingest.RecordOf(e)})
-	return err
+	now := time.Now().UTC()
+	return ann.Announce(ctx, announce.Event{Kind: event.KindAccessAudit, Action: "query", Time: now, IDParts: []string{"access", "local", op, now.Format(time.RFC3339Nano)},
+		Login: op, Purpose: q.purpose, Attrs: map[string]any{"phase": "request", "mode": "local", "case": q.caseRef, "filters": filters, "limit": q.limit}})
 }
 
 var csvColumns = []string{"time", "id", "kind", "class", "tenant", "app", "ip", "port", "session", "login", "action", "protocol", "method", "path", "status", "repo", "ref", "old_commit", "new_commit", "user_agent", "purpose", "source"}

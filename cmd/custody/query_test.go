@@ -82,20 +82,20 @@ func TestQueryCommand(t *testing.T) {
 	t.Setenv("CUSTODY_S3_SECRET_KEY", st.S3SecretKey)
 	day := hour.Format("2006-01-02")
 
-	_, errOut, code := runCLI(t, "query", "--config", cfg, "--from", day, "--to", day)
+	_, errOut, code := runCLI(t, "query", "--local", "--config", cfg, "--from", day, "--to", day)
 	if code == 0 || !strings.Contains(errOut, "--purpose is required") {
 		t.Fatalf("query without --purpose: code %d, %q", code, errOut)
 	}
-	_, errOut, code = runCLI(t, "query", "--config", cfg, "--from", "2026-12-01", "--to", "2026-11-01", "--purpose", "x")
+	_, errOut, code = runCLI(t, "query", "--local", "--config", cfg, "--from", "2026-12-01", "--to", "2026-11-01", "--purpose", "x")
 	if code == 0 || !strings.Contains(errOut, "is not before --to") {
 		t.Fatalf("reversed range: code %d, %q", code, errOut)
 	}
-	_, errOut, code = runCLI(t, "query", "--config", cfg, "--from", "yesterday", "--to", day, "--purpose", "x")
+	_, errOut, code = runCLI(t, "query", "--local", "--config", cfg, "--from", "yesterday", "--to", day, "--purpose", "x")
 	if code == 0 || !strings.Contains(errOut, `--from: "yesterday" is neither RFC 3339`) {
 		t.Fatalf("bad --from: code %d, %q", code, errOut)
 	}
 
-	out, errOut, code := runCLI(t, "query", "--config", cfg, "--from", day, "--to", day, "--ip", "203.0.113.0/31", "--purpose", "case 42", "--operator", "inspector")
+	out, errOut, code := runCLI(t, "query", "--local", "--config", cfg, "--from", day, "--to", day, "--ip", "203.0.113.0/31", "--purpose", "case 42", "--operator", "inspector")
 	if code != 0 {
 		t.Fatalf("query: code %d, %s", code, errOut)
 	}
@@ -111,11 +111,11 @@ func TestQueryCommand(t *testing.T) {
 			t.Errorf("line %d is %s; want %s", i, lines[i], w)
 		}
 	}
-	out, _, code = runCLI(t, "query", "--config", cfg, "--from", day, "--to", day, "--login", "user2", "--format", "csv", "--purpose", "case 42")
+	out, _, code = runCLI(t, "query", "--local", "--config", cfg, "--from", day, "--to", day, "--login", "user2", "--format", "csv", "--purpose", "case 42")
 	if code != 0 || !strings.HasPrefix(out, "time,id,kind,") || strings.Count(out, "\n") != 3 || !strings.Contains(out, ",203.0.113.2,") {
 		t.Fatalf("csv: code %d\n%s", code, out)
 	}
-	out, _, code = runCLI(t, "query", "--config", cfg, "--from", day, "--to", day, "--kind", "login", "--format", "table", "--limit", "2", "--purpose", "case 42")
+	out, _, code = runCLI(t, "query", "--local", "--config", cfg, "--from", day, "--to", day, "--kind", "login", "--format", "table", "--limit", "2", "--purpose", "case 42")
 	if code != 0 || !strings.HasPrefix(out, "TIME") || strings.Count(out, "\n") != 3 || strings.Contains(out, "connection") {
 		t.Fatalf("table with limit: code %d\n%s", code, out)
 	}

@@ -173,7 +173,7 @@ func TestRetentionShredsOnTime(t *testing.T) {
 	}
 	// The query: day 0 reports the shredding with its receipt; day 1 reads.
 	q := func(i int) (string, int) {
-		cmd := exec.Command(bin, "query", "--config", r.cfg, "--from", day(i), "--to", day(i), "--purpose", "retention test")
+		cmd := exec.Command(bin, "query", "--local", "--config", r.cfg, "--from", day(i), "--to", day(i), "--purpose", "retention test")
 		cmd.Env = os.Environ()
 		var o, e bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &o, &e

@@ -22,11 +22,12 @@ var sections = map[string][]config.Section{
 	"hook":               {config.Kafka, config.Events, config.Agent, config.Retention},
 	"archive init":       {config.S3, config.Retention},
 	"archive run":        {config.Kafka, config.S3, config.Crypto, config.Archive, config.Retention},
-	"query":              {config.Kafka, config.Agent, config.S3, config.Crypto, config.Query, config.Retention},
+	"query":              {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
 	"keys":               {config.Crypto, config.Retention},
 	"keys list --bucket": {config.Crypto, config.Retention, config.S3},
 	"config check":       config.All,
 	"retention run":      {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
+	"serve":              {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention, config.Serve},
 	"hold":               {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
 }
 

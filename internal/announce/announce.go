@@ -25,9 +25,14 @@ type Event struct {
 	// same thing again after a crash stores no second event.
 	Time    time.Time
 	IDParts []string
-	// Login is who did it (the signer of the receipt or record).
+	// Login is who did it (the signer of the receipt or record, or the
+	// identity that read).
 	Login string
 	Attrs map[string]any
+	// Kind defaults to activity; a reader's own access records are
+	// access_audit, with the Purpose of the access.
+	Kind    event.Kind
+	Purpose string
 }
 
 // Kafka announces to the client's events topic.
@@ -55,10 +60,14 @@ func (k *Kafka) Announce(ctx context.Context, a Event) error {
 	for _, p := range a.IDParts {
 		parts = append(parts, []byte(p))
 	}
+	kind := a.Kind
+	if kind == "" {
+		kind = event.KindActivity
+	}
 	e := &event.Event{
 		ID: event.DeriveID(a.Time, parts...), Time: a.Time.UTC(),
-		Kind: event.KindActivity, Class: k.class, Tenant: "platform", Source: k.source, Received: time.Now().UTC(),
-		Login: a.Login, Action: a.Action, Attrs: a.Attrs,
+		Kind: kind, Class: k.class, Tenant: "platform", Source: k.source, Received: time.Now().UTC(),
+		Login: a.Login, Action: a.Action, Attrs: a.Attrs, Purpose: a.Purpose,
 	}
 	b := event.AppendJSON(nil, e)
 	if err := k.w.WriteMessages(ctx, kafka.Message{Key: []byte(e.Tenant), Value: b[:len(b)-1]}); err != nil {

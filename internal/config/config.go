@@ -23,6 +23,7 @@ import (
 	"github.com/custodylog/custody/internal/keyerr"
 	"github.com/custodylog/custody/pipeline"
 	"github.com/custodylog/custody/query"
+	"github.com/custodylog/custody/serve"
 )
 
 // Config is the whole file. Each section belongs to the package that uses it.
@@ -36,6 +37,7 @@ type Config struct {
 	Archive   pipeline.Config   `yaml:"archive"`
 	Query     query.Config      `yaml:"query"`
 	Retention archive.Retention `yaml:"retention"`
+	Serve     serve.Config      `yaml:"serve"`
 
 	baseDir string           // the file's directory: relative paths start here
 	checked map[Section]bool // the sections Check resolved and validated
@@ -55,10 +57,11 @@ const (
 	Archive   Section = "archive"
 	Query     Section = "query"
 	Retention Section = "retention"
+	Serve     Section = "serve"
 )
 
 // All lists every section.
-var All = []Section{Kafka, S3, Crypto, Events, Ingest, Agent, Archive, Query, Retention}
+var All = []Section{Kafka, S3, Crypto, Events, Ingest, Agent, Archive, Query, Retention, Serve}
 
 // Defaults returns a configuration for the local stack. Values in the file
 // replace these field by field.
@@ -73,6 +76,7 @@ func Defaults() Config {
 		Archive:   pipeline.Defaults(),
 		Query:     query.Defaults(),
 		Retention: archive.DefaultRetention(),
+		Serve:     serve.Defaults(),
 		baseDir:   ".",
 	}
 }
@@ -156,6 +160,7 @@ func (c *Config) Check(sections ...Section) error {
 	check(Archive, nil, c.Archive.Validate)
 	check(Query, nil, c.Query.Validate)
 	check(Retention, nil, c.Retention.Validate)
+	check(Serve, func() error { c.Serve.ResolvePaths(d); return nil }, c.Serve.Validate)
 	if use[Ingest] && use[Events] && int64(c.Ingest.MaxRequestBytes) < int64(c.Events.MaxEventBytes) {
 		errs = append(errs, fmt.Errorf("ingest.max_request_bytes: %s is smaller than events.max_event_bytes %s", c.Ingest.MaxRequestBytes, c.Events.MaxEventBytes))
 	}

@@ -123,7 +123,7 @@ type segBuf struct {
 }
 
 // buildArchive writes the segments of days × perDay dataset events from
-// d0 and returns how many segments fall in the range (from d0), how many
+// d0 and returns how many segments fall in the range (the days from d0), how many
 // events, an IP of the stream, and its busiest tenant.
 func buildArchive(b *testing.B, s *store.Store, kr archivetest.Keys, d0 time.Time, days, perDay, partitions int) (int, int, string, string) {
 	total := days * perDay
@@ -172,7 +172,9 @@ func buildArchive(b *testing.B, s *store.Store, kr archivetest.Keys, d0 time.Tim
 				if err != nil && firstErr == nil {
 					firstErr = err
 				}
-				if !j.k.hour.Before(d0) { // late events of the first hours fall before the range
+				// Late events of the first hours fall before the range, and
+				// the last events may spill a second past its end.
+				if !j.k.hour.Before(d0) && j.k.hour.Before(d0.AddDate(0, 0, days)) {
 					segs++
 				}
 				mu.Unlock()

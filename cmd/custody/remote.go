@@ -1,0 +1,165 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+
+	"github.com/dustin/go-humanize"
+	"github.com/spf13/cobra"
+
+	"github.com/custodylog/custody/serve"
+)
+
+// TokenEnv holds the API token of custody query --server.
+const TokenEnv = "CUSTODY_TOKEN"
+
+// runRemoteQuery asks custody serve and prints what it streams, in the
+// chosen format; the trailer line says what could not be read.
+func runRemoteQuery(cmd *cobra.Command, q queryFlags) error {
+	if strings.TrimSpace(q.caseRef) == "" {
+		return fmt.Errorf("--case is required: every read names an open case")
+	}
+	tok, err := readToken(q.tokenFile)
+	if err != nil {
+		return err
+	}
+	client, err := apiClient(q.caFile)
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(serve.QueryRequest{Case: q.caseRef, Purpose: q.purpose, From: q.from, To: q.to, IP: q.ip, Login: q.login, Kind: q.kind,
+		Tenant: q.tenant, App: q.app, Repo: q.repo, Session: q.session, Limit: q.limit})
+	req, err := http.NewRequestWithContext(cmd.Context(), http.MethodPost, strings.TrimSuffix(q.server, "/")+"/v1/query", bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("--server: %v", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach custody serve: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return apiError(resp)
+	}
+	out := bufio.NewWriterSize(cmd.OutOrStdout(), 256<<10)
+	emit, finish := formatter(q.format, out)
+	errw := cmd.ErrOrStderr()
+	tty := isTerminal(errw)
+	br := bufio.NewReaderSize(resp.Body, 1<<20)
+	var trailer *serve.Trailer
+	var n int64
+	var read int64
+	for {
+		line, err := br.ReadBytes('\n')
+		read += int64(len(line))
+		if l := bytes.TrimSuffix(line, []byte("\n")); len(l) > 0 {
+			if bytes.HasPrefix(l, []byte(`{"trailer":`)) {
+				var t struct {
+					Trailer serve.Trailer `json:"trailer"`
+				}
+				if err := json.Unmarshal(l, &t); err != nil {
+					return fmt.Errorf("custody serve sent a bad trailer: %v", err)
+				}
+				trailer = &t.Trailer
+			} else {
+				if err := emit(l); err != nil {
+					return err
+				}
+				n++
+				if tty && n%1000 == 0 {
+					fmt.Fprintf(errw, "\r%d events, %s received   ", n, humanize.IBytes(uint64(read)))
+				}
+			}
+		}
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("the answer was cut: %w (results are incomplete)", err)
+		}
+	}
+	if err := finish(); err != nil {
+		return err
+	}
+	if err := out.Flush(); err != nil {
+		return err
+	}
+	if tty {
+		fmt.Fprintln(errw)
+	}
+	if trailer == nil {
+		return fmt.Errorf("the answer ended without its trailer: results are incomplete")
+	}
+	for _, f := range trailer.Failed {
+		fmt.Fprintf(errw, "custody query: cannot read %s: %s\n", f.Segment, f.Error)
+	}
+	if trailer.Truncated {
+		fmt.Fprintf(errw, "custody query: stopped at %d events (the limit); request %s\n", trailer.Events, trailer.RequestID)
+	}
+	if trailer.Error != "" {
+		return fmt.Errorf("custody serve stopped the query (request %s): %s", trailer.RequestID, trailer.Error)
+	}
+	if len(trailer.Failed) > 0 {
+		fmt.Fprintf(errw, "custody query: %d of %d segments could not be read; the results above lack their events (request %s)\n", len(trailer.Failed), trailer.Segments, trailer.RequestID)
+		return exitError{1}
+	}
+	return nil
+}
+
+// readToken reads the API token from the file, else from CUSTODY_TOKEN.
+func readToken(file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--token-file: %w", err)
+		}
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+		return "", fmt.Errorf("--token-file %s is empty", file)
+	}
+	if t := strings.TrimSpace(os.Getenv(TokenEnv)); t != "" {
+		return t, nil
+	}
+	return "", fmt.Errorf("no API token: give --token-file or set %s", TokenEnv)
+}
+
+// apiClient trusts the system's authorities, or those of caFile.
+func apiClient(caFile string) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("--ca-file: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--ca-file %s holds no PEM certificate", caFile)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: tr}, nil
+}
+
+// apiError turns an error answer into an error naming the status.
+func apiError(resp *http.Response) error {
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e struct {
+		Error string `json:"error"`
+	}
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		return fmt.Errorf("custody serve: %s (HTTP %d)", e.Error, resp.StatusCode)
+	}
+	return fmt.Errorf("custody serve answered HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(b)))
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/zap"
+
+	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/hold"
+	"github.com/custodylog/custody/internal/announce"
+	"github.com/custodylog/custody/internal/telemetry"
+	"github.com/custodylog/custody/internal/tlsconfig"
+	"github.com/custodylog/custody/query"
+	"github.com/custodylog/custody/serve"
+)
+
+func newServeCmd(g *globals) *cobra.Command {
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the one reader: the authenticated, case-bound, audited query API",
+		Long: `Serves the archive to investigators and legal staff over HTTPS (plain HTTP
+only on loopback): every request is authenticated (serve.tokens), authorised
+by role and tenant, and every read of event content names an open case and
+a purpose. The access_audit event is acknowledged by Kafka (acks=all) before
+the first event is read; if Kafka cannot take it the answer is 503. This is
+the only process that holds the private keyring. See docs/SERVE.md.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, log, err := setup(cmd, g, sections["serve"])
+			if err != nil {
+				return err
+			}
+			defer log.Sync()
+			return runService(cmd.Context(), log, g, cfg.Serve.MetricsListen, func(ctx context.Context, tel *telemetry.Server) error {
+				keys, err := cfg.Crypto.LoadReadKeys()
+				if err != nil {
+					return err
+				}
+				sk, err := keyring.LoadSigningKey(cfg.Crypto.SigningKeyFile)
+				if err != nil {
+					return fmt.Errorf("%w (case records are signed; create it with `custody keys generate`)", err)
+				}
+				st, err := store.New(cfg.S3)
+				if err != nil {
+					return err
+				}
+				kc, err := cfg.Kafka.NewClient()
+				if err != nil {
+					return err
+				}
+				defer kc.Close()
+				host, _ := os.Hostname()
+				audit := announce.NewKafka(kc, cfg.Retention.DefaultClass, "serve@"+host)
+				defer audit.Close()
+				eng := query.NewEngine(cfg.Query, st, keys, cfg.Retention.Names())
+				eng.UseEscrow(hold.NewVault(st, keys.Holds, keys.Public))
+				srv, err := serve.New(cfg.Serve, serve.Deps{Engine: eng, Cases: serve.NewCases(st, sk, keys.Public, audit, time.Now), Audit: audit, Log: log, Registerer: tel.Registry})
+				if err != nil {
+					return err
+				}
+				tel.AddCheck("kafka", kc.Ping)
+				tel.AddCheck("s3", st.Ping)
+				ln, err := net.Listen("tcp", cfg.Serve.Listen)
+				if err != nil {
+					return fmt.Errorf("cannot listen on %s: %w", cfg.Serve.Listen, err)
+				}
+				var wg sync.WaitGroup
+				scheme := "http"
+				hctx, stopHUP := context.WithCancel(ctx)
+				defer stopHUP()
+				if cfg.Serve.TLS.Enabled() {
+					rl, err := tlsconfig.NewReloader(cfg.Serve.TLS)
+					if err != nil {
+						ln.Close()
+						return err
+					}
+					ln = tls.NewListener(ln, rl.Config())
+					scheme = "https"
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						reloadOnHUP(hctx, log, rl)
+					}()
+				} else {
+					log.Warn("serve answers plain HTTP: allowed on loopback only; set serve.tls for any other address", zap.String("addr", ln.Addr().String()))
+				}
+				// No WriteTimeout: a query streams for as long as it reads
+				// (bounded by serve.query_timeout); a client that goes away
+				// cancels it.
+				hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: time.Minute, IdleTimeout: 2 * time.Minute}
+				log.Info("serve listening", zap.String("url", scheme+"://"+ln.Addr().String()+"/v1/"), zap.Int("tokens", len(cfg.Serve.Tokens)))
+				errc := make(chan error, 1)
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if err := hs.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+						errc <- fmt.Errorf("http server: %w", err)
+					}
+				}()
+				tel.Serving()
+				var runErr error
+				select {
+				case <-ctx.Done():
+				case runErr = <-errc:
+				}
+				// Let running queries finish, each with its outcome event.
+				sctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				if err := hs.Shutdown(sctx); err != nil {
+					log.Warn("http shutdown", zap.Error(err))
+				}
+				stopHUP()
+				wg.Wait()
+				return runErr
+			})
+		},
+	}
+	c.AddCommand(&cobra.Command{
+		Use:   "token NAME",
+		Short: "Print a new API token and the serve.tokens entry that admits it (only its hash)",
+		Long: `Prints a fresh random token (give it to its holder; it is not stored
+anywhere) and the YAML entry for serve.tokens, which holds only its SHA-256.
+Set the role (investigator, legal, auditor, admin) and tenants in the entry.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			tok, err := newToken()
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "token: %s\n\nserve:\n  tokens:\n    - name: %s\n      sha256: %s\n      role: investigator\n      tenants: []\n", tok, args[0], serve.HashToken(tok))
+			return nil
+		},
+	})
+	return c
+}
+
+// newToken is 32 random bytes, URL-safe base64, with a recognisable
+// prefix (secret scanners and the redaction of ingest know "cst_").
+func newToken() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return "cst_" + base64.RawURLEncoding.EncodeToString(b[:]), nil
+}

@@ -1,0 +1,97 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/custodylog/custody/internal/testkit/stacktest"
+	"github.com/custodylog/custody/serve"
+)
+
+// custody serve as a process, custody query --server as its client: a
+// legal token opens a case, an investigator's query returns the events,
+// refusals are clear, and SIGTERM stops the service cleanly.
+func TestServeAndRemoteQuery(t *testing.T) {
+	r := newShredRig(t, stacktest.Get(t))
+	bin := custodyBin(t)
+	listen, metrics := stacktest.FreePort(t), stacktest.FreePort(t)
+	const invTok, legalTok = "cst_investigator_token_for_the_serve_test_0123", "cst_legal_token_for_the_serve_test_0123456789"
+	f, err := os.OpenFile(r.cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "serve:\n  listen: %s\n  metrics_listen: %s\n  tokens:\n    - {name: inv, sha256: %s, role: investigator, tenants: [acme]}\n    - {name: counsel, sha256: %s, role: legal}\n",
+		listen, metrics, serve.HashToken(invTok), serve.HashToken(legalTok))
+	f.Close()
+	tokFile := filepath.Join(r.dir, "token")
+	os.WriteFile(tokFile, []byte(invTok+"\n"), 0o600)
+
+	cmd := exec.Command(bin, "serve", "--config", r.cfg)
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		}
+	})
+	waitFor(t, 60*time.Second, "serve ready", func() bool { return httpCode("http://"+metrics+"/readyz") == 200 }, logs.String)
+
+	req, _ := http.NewRequest("POST", "http://"+listen+"/v1/cases", strings.NewReader(`{"id":"LE-7","title":"preservation order","legal_basis":"court order 7/2026"}`))
+	req.Header.Set("Authorization", "Bearer "+legalTok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("open case: %v %v\n%s", resp, err, logs.String())
+	}
+	resp.Body.Close()
+
+	day := func(i int) string { return r.days[i].Format("2006-01-02") }
+	query := func(args ...string) (string, string, int) {
+		c := exec.Command(bin, append([]string{"query", "--server", "http://" + listen, "--token-file", tokFile, "--from", day(0), "--to", day(2)}, args...)...)
+		c.Env = append(os.Environ(), "CUSTODY_SERVER=", "CUSTODY_TOKEN=")
+		var o, e bytes.Buffer
+		c.Stdout, c.Stderr = &o, &e
+		err := c.Run()
+		code := 0
+		if err != nil {
+			code = c.ProcessState.ExitCode()
+		}
+		return o.String(), e.String(), code
+	}
+	out, errOut, code := query("--case", "LE-7", "--purpose", "order 7", "--format", "csv")
+	if code != 0 || strings.Count(out, "\n") != 4 || !strings.HasPrefix(out, "time,id,kind,") || !strings.Contains(out, "short-2") {
+		t.Errorf("query --server: code %d\n%s\n%s", code, out, errOut)
+	}
+	if _, errOut, code = query("--case", "NOPE", "--purpose", "x"); code != 1 || !strings.Contains(errOut, `custody serve: case "NOPE" does not exist: every read names an open case (HTTP 403)`) {
+		t.Errorf("unknown case: code %d, %s", code, errOut)
+	}
+	if _, errOut, code = query("--case", "LE-7", "--purpose", "x", "--tenant", "globex"); code != 1 || !strings.Contains(errOut, "(HTTP 403)") {
+		t.Errorf("out-of-scope tenant: code %d, %s", code, errOut)
+	}
+	if _, errOut, code = query("--purpose", "x"); code != 1 || !strings.Contains(errOut, "--case is required") {
+		t.Errorf("no --case: code %d, %s", code, errOut)
+	}
+	c := exec.Command(bin, "query", "--from", day(0), "--to", day(0), "--purpose", "x")
+	c.Env = append(os.Environ(), "CUSTODY_SERVER=")
+	if o, err := c.CombinedOutput(); err == nil || !strings.Contains(string(o), "give --server URL") {
+		t.Errorf("query without --server or --local: %v %s", err, o)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	err = cmd.Wait()
+	stopped = true
+	if err != nil || !strings.Contains(logs.String(), "stopped cleanly") {
+		t.Errorf("serve after SIGTERM: %v\n%s", err, logs.String())
+	}
+}

@@ -1,0 +1,134 @@
+// Package serve is the one reader of the archive (`custody serve`): an
+// HTTP API that authenticates every request, authorises it by role and
+// tenant, binds every read of event content to an open case, and answers
+// only after Kafka has acknowledged the access_audit event. docs/SERVE.md
+// is its contract and api/openapi.yaml its API.
+package serve
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"time"
+
+	"github.com/custodylog/custody/internal/bytesize"
+	"github.com/custodylog/custody/internal/tlsconfig"
+)
+
+// Config is the `serve` section.
+type Config struct {
+	// Listen is the API address. Without TLS it must be loopback: requests
+	// carry bearer tokens.
+	Listen string           `yaml:"listen"`
+	TLS    tlsconfig.Server `yaml:"tls"`
+	// MetricsListen serves /metrics, /healthz and /readyz.
+	MetricsListen string `yaml:"metrics_listen"`
+	// Tokens are the API tokens, each stored as the SHA-256 of its value
+	// only: the file never holds a usable credential.
+	Tokens []Token `yaml:"tokens"`
+	// MaxRange is the longest time range one query may cover.
+	MaxRange time.Duration `yaml:"max_range"`
+	// MaxConcurrent bounds queries running at once, overall and per
+	// identity; more are answered 429.
+	MaxConcurrent            int `yaml:"max_concurrent"`
+	MaxConcurrentPerIdentity int `yaml:"max_concurrent_per_identity"`
+	// MaxResults bounds the events one query returns (0: no bound).
+	MaxResults int `yaml:"max_results"`
+	// MaxRequestBytes bounds a request body.
+	MaxRequestBytes bytesize.Size `yaml:"max_request_bytes"`
+	// QueryTimeout bounds one query from request to trailer.
+	QueryTimeout time.Duration `yaml:"query_timeout"`
+}
+
+// Token is one API token: for automation, or for the local stack's demo.
+type Token struct {
+	Name string `yaml:"name"`
+	// SHA256 is the hex SHA-256 of the token's value
+	// (`custody serve token` prints a new token and its hash).
+	SHA256 string `yaml:"sha256"`
+	Role   Role   `yaml:"role"`
+	// Tenants the identity may read; empty means every tenant.
+	Tenants []string `yaml:"tenants"`
+}
+
+// Role is what an identity may do (docs/SERVE.md §3).
+type Role string
+
+// The roles. Deny by default: a role may do only what its row allows.
+const (
+	Investigator Role = "investigator" // query, scoped to tenants
+	Legal        Role = "legal"        // query, cases (and, later, exports and holds)
+	Auditor      Role = "auditor"      // the access log; never event content
+	Admin        Role = "admin"        // keys and retention; never event content
+)
+
+var roles = map[Role]bool{Investigator: true, Legal: true, Auditor: true, Admin: true}
+
+// Defaults are the local stack's: loopback, no tokens.
+func Defaults() Config {
+	return Config{
+		Listen: "127.0.0.1:8480", MetricsListen: "127.0.0.1:9482",
+		MaxRange: 31 * 24 * time.Hour, MaxConcurrent: 8, MaxConcurrentPerIdentity: 2,
+		MaxRequestBytes: 64 << 10, QueryTimeout: 10 * time.Minute,
+	}
+}
+
+// ResolvePaths makes the certificate paths relative to baseDir.
+func (c *Config) ResolvePaths(baseDir string) { c.TLS.ResolvePaths(baseDir) }
+
+var tokenName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// Validate reports each problem as "key: reason".
+func (c *Config) Validate() error {
+	var errs []error
+	if err := c.TLS.Validate(c.Listen); err != nil {
+		errs = append(errs, err)
+	}
+	if c.MetricsListen == "" {
+		errs = append(errs, errors.New("metrics_listen: is required"))
+	}
+	names, hashes := map[string]int{}, map[string]int{}
+	for i, t := range c.Tokens {
+		if !tokenName.MatchString(t.Name) {
+			errs = append(errs, fmt.Errorf("tokens[%d].name: %q must match %s", i, t.Name, tokenName))
+		}
+		if j, dup := names[t.Name]; dup {
+			errs = append(errs, fmt.Errorf("tokens[%d].name: %q is already used by tokens[%d]", i, t.Name, j))
+		}
+		names[t.Name] = i
+		if b, err := hex.DecodeString(t.SHA256); err != nil || len(b) != sha256.Size {
+			errs = append(errs, fmt.Errorf("tokens[%d].sha256: want the 64 hex digits of the token's SHA-256 (never the token itself)", i))
+		} else if j, dup := hashes[t.SHA256]; dup {
+			errs = append(errs, fmt.Errorf("tokens[%d].sha256: the same token as tokens[%d]", i, j))
+		} else {
+			hashes[t.SHA256] = i
+		}
+		if !roles[t.Role] {
+			errs = append(errs, fmt.Errorf("tokens[%d].role: %q is not investigator, legal, auditor or admin", i, t.Role))
+		}
+	}
+	if c.MaxRange < time.Hour {
+		errs = append(errs, fmt.Errorf("max_range: %s is below 1h", c.MaxRange))
+	}
+	if c.MaxConcurrent < 1 || c.MaxConcurrentPerIdentity < 1 || c.MaxConcurrentPerIdentity > c.MaxConcurrent {
+		errs = append(errs, fmt.Errorf("max_concurrent: %d and max_concurrent_per_identity: %d must be at least 1, the second at most the first", c.MaxConcurrent, c.MaxConcurrentPerIdentity))
+	}
+	if c.MaxResults < 0 {
+		errs = append(errs, fmt.Errorf("max_results: %d is negative", c.MaxResults))
+	}
+	if c.MaxRequestBytes < 1<<10 {
+		errs = append(errs, fmt.Errorf("max_request_bytes: %s is below 1 KiB", c.MaxRequestBytes))
+	}
+	if c.QueryTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("query_timeout: %s is below 1s", c.QueryTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// HashToken is what a token's sha256 entry holds.
+func HashToken(token string) string {
+	s := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(s[:])
+}

@@ -1,0 +1,395 @@
+package serve
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"iter"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"go.uber.org/zap"
+
+	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/archive/segment"
+	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/internal/announce"
+	"github.com/custodylog/custody/internal/kafkaconn"
+	"github.com/custodylog/custody/internal/testkit/archivetest"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
+	"github.com/custodylog/custody/query"
+)
+
+// counting is the store, counting the reads of segments.
+type counting struct {
+	*store.Store
+	lists, gets atomic.Int64
+}
+
+func (c *counting) List(ctx context.Context, prefix string) iter.Seq2[store.Object, error] {
+	c.lists.Add(1)
+	return c.Store.List(ctx, prefix)
+}
+
+func (c *counting) GetRange(ctx context.Context, name string, off, n int64) (io.ReadCloser, error) {
+	c.gets.Add(1)
+	return c.Store.GetRange(ctx, name, off, n)
+}
+
+// rig is an archive of one hour with events of tenants acme and globex,
+// served by an in-process Server over loopback.
+type rig struct {
+	st     stacktest.Stack
+	topic  string
+	url    string
+	seg    *counting
+	s      *store.Store
+	keys   archivetest.Keys
+	hour   time.Time
+	tokens map[string]string // name -> token
+}
+
+var roleTokens = []Token{
+	{Name: "inv-acme", Role: Investigator, Tenants: []string{"acme"}},
+	{Name: "inv-all", Role: Investigator},
+	{Name: "legal", Role: Legal},
+	{Name: "auditor", Role: Auditor},
+	{Name: "admin", Role: Admin},
+}
+
+func newRig(t *testing.T) *rig {
+	st := stacktest.Get(t)
+	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
+	s, _ := archivetest.NewStore(t, st, ret)
+	keys := archivetest.Keyring(t)
+	r := &rig{st: st, topic: stacktest.Topic(t, st, 1), seg: &counting{Store: s}, s: s, keys: keys, hour: time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour), tokens: map[string]string{}}
+	for i, tenant := range []string{"acme", "globex"} {
+		ix := segment.NewIndexBuilder()
+		var body bytes.Buffer
+		for j := 0; j < 3; j++ {
+			e := event.Event{ID: fmt.Sprintf("%s-%d", tenant, j), Time: r.hour.Add(time.Duration(j) * time.Minute), Kind: event.KindLogin, Class: "security",
+				Tenant: tenant, IP: netip.MustParseAddr("203.0.113.7"), Login: "alice", Action: "success"}
+			body.Write(event.AppendJSON(nil, &e))
+			ix.AddIP(e.IP.String())
+			ix.Add(segment.FieldTenant, tenant)
+			ix.Add(segment.FieldLogin, e.Login)
+		}
+		m := segment.Meta{Class: "security", Kind: "login", Hour: r.hour, Topic: "t", Partition: int32(i), FirstOffset: 0, LastOffset: 2, Count: 3,
+			MinTime: r.hour, MaxTime: r.hour.Add(2 * time.Minute)}
+		pk, _ := keys.Public.Current("security", r.hour)
+		var seg bytes.Buffer
+		w, err := segment.NewWriterV2(&seg, m, ix, pk, keys.Signer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write(body.Bytes())
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(context.Background(), w.Name(), &seg, int64(seg.Len()), store.Lock{Mode: "GOVERNANCE", Until: time.Now().Add(time.Hour)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.url = r.serve(t, strings.Join(st.KafkaBrokers, ","))
+	return r
+}
+
+// serve starts an API server over the rig's archive whose audit events go
+// to the Kafka at kafkaAddr, and returns its URL.
+func (r *rig) serve(t *testing.T, kafkaAddr string) string {
+	kcfg := kafkaconn.Defaults()
+	kcfg.Brokers, kcfg.Topic = strings.Split(kafkaAddr, ","), r.topic
+	kc, err := kcfg.NewClient()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kc.Close)
+	audit := announce.NewKafka(kc, "security", "serve@test")
+	t.Cleanup(func() { audit.Close() })
+	cfg := Defaults()
+	for _, tk := range roleTokens {
+		tok := "cst_test_token_for_" + tk.Name + "_0123456789"
+		r.tokens[tk.Name] = tok
+		tk.SHA256 = HashToken(tok)
+		cfg.Tokens = append(cfg.Tokens, tk)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	eng := query.NewEngine(query.Defaults(), r.seg, r.keys.Read(), []string{"security"})
+	srv, err := New(cfg, Deps{Engine: eng, Cases: NewCases(r.s, r.keys.Signer, r.keys.Public, audit, time.Now), Audit: audit, Log: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	t.Cleanup(hs.Close)
+	return hs.URL
+}
+
+func (r *rig) do(t *testing.T, who, method, path string, body any) (int, []byte) {
+	t.Helper()
+	return r.doAt(t, r.url, who, method, path, body)
+}
+
+func (r *rig) doAt(t *testing.T, url, who, method, path string, body any) (int, []byte) {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url+path, rd)
+	if who != "" {
+		tok, ok := r.tokens[who]
+		if !ok {
+			tok = who // a raw token
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func (r *rig) openCase(t *testing.T, id string) {
+	t.Helper()
+	if code, b := r.do(t, "legal", "POST", "/v1/cases", CaseRequest{ID: id, Title: "test " + id, LegalBasis: "art. 6(1)(c) GDPR", Authority: "court"}); code != http.StatusCreated {
+		t.Fatalf("open case %s: %d %s", id, code, b)
+	}
+}
+
+func (r *rig) queryReq(caseRef string) QueryRequest {
+	day := r.hour.Format("2006-01-02")
+	return QueryRequest{Case: caseRef, Purpose: "test", From: day, To: day}
+}
+
+// ids are the event IDs of a query answer, and its trailer.
+func ids(t *testing.T, b []byte) ([]string, Trailer) {
+	t.Helper()
+	var out []string
+	var tr Trailer
+	seen := false
+	for _, l := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		if bytes.HasPrefix(l, []byte(`{"trailer":`)) {
+			var x struct{ Trailer Trailer }
+			if err := json.Unmarshal(l, &x); err != nil {
+				t.Fatal(err)
+			}
+			tr, seen = x.Trailer, true
+			continue
+		}
+		var e struct{ ID string }
+		if err := json.Unmarshal(l, &e); err != nil {
+			t.Fatalf("answer line %q: %v", l, err)
+		}
+		out = append(out, e.ID)
+	}
+	if !seen {
+		t.Fatalf("answer without a trailer:\n%s", b)
+	}
+	return out, tr
+}
+
+// Every role against every endpoint: allowed or denied as docs/SERVE.md
+// §3 says, and nobody without a token.
+func TestRoleEndpointMatrix(t *testing.T) {
+	r := newRig(t)
+	r.openCase(t, "M-1")
+	type cell struct {
+		method, path string
+		body         any
+	}
+	endpoints := map[string]cell{
+		"whoami":      {"GET", "/v1/whoami", nil},
+		"query":       {"POST", "/v1/query", r.queryReq("M-1")},
+		"cases.list":  {"GET", "/v1/cases", nil},
+		"cases.open":  {"POST", "/v1/cases", CaseRequest{ID: "M-new", Title: "t", LegalBasis: "b"}},
+		"cases.close": {"POST", "/v1/cases/M-close/close", nil},
+	}
+	allowedCells := map[string][]string{
+		"inv-acme": {"whoami", "query", "cases.list"},
+		"inv-all":  {"whoami", "query", "cases.list"},
+		"legal":    {"whoami", "query", "cases.list", "cases.open", "cases.close"},
+		"auditor":  {"whoami", "cases.list"},
+		"admin":    {"whoami"},
+	}
+	for who, ok := range allowedCells {
+		for name, c := range endpoints {
+			want := false
+			for _, a := range ok {
+				want = want || a == name
+			}
+			if name == "cases.open" {
+				c.body = CaseRequest{ID: "M-new-" + who, Title: "t", LegalBasis: "b"}
+			}
+			if name == "cases.close" {
+				r.openCase(t, "M-close-"+who)
+				c.path = "/v1/cases/M-close-" + who + "/close"
+			}
+			code, b := r.do(t, who, c.method, c.path, c.body)
+			if got := code < 300; got != want || (!want && code != http.StatusForbidden) {
+				t.Errorf("%s %s: %d %s; allowed %t", who, name, code, b, want)
+			}
+		}
+	}
+	for name, c := range endpoints {
+		for _, tok := range []string{"", "cst_not_a_token_0123456789", strings.ToUpper(r.tokens["legal"])} {
+			if code, b := r.do(t, tok, c.method, c.path, c.body); code != http.StatusUnauthorized {
+				t.Errorf("%s with token %q: %d %s; want 401", name, tok, code, b)
+			}
+		}
+	}
+}
+
+// A token scoped to acme never sees globex, with a filter naming globex
+// (refused) or no tenant filter (only acme's events).
+func TestTenantScope(t *testing.T) {
+	r := newRig(t)
+	r.openCase(t, "S-1")
+	code, b := r.do(t, "inv-acme", "POST", "/v1/query", r.queryReq("S-1"))
+	got, _ := ids(t, b)
+	if code != 200 || strings.Join(got, ",") != "acme-0,acme-1,acme-2" {
+		t.Errorf("acme-scoped, no tenant filter: %d %v", code, got)
+	}
+	q := r.queryReq("S-1")
+	q.Tenant = "globex"
+	if code, b := r.do(t, "inv-acme", "POST", "/v1/query", q); code != http.StatusForbidden || !strings.Contains(string(b), "inv-acme may read only acme") {
+		t.Errorf("acme-scoped asking for globex: %d %s", code, b)
+	}
+	code, b = r.do(t, "inv-all", "POST", "/v1/query", q)
+	got, _ = ids(t, b)
+	if code != 200 || strings.Join(got, ",") != "globex-0,globex-1,globex-2" {
+		t.Errorf("unscoped asking for globex: %d %v", code, got)
+	}
+}
+
+// Cases bind reads: unknown and closed cases are refused, and opening
+// needs a title and a legal basis.
+func TestCasesBindReads(t *testing.T) {
+	r := newRig(t)
+	if code, b := r.do(t, "inv-all", "POST", "/v1/query", r.queryReq("NOPE")); code != http.StatusForbidden || !strings.Contains(string(b), `case \"NOPE\" does not exist`) {
+		t.Errorf("query on an unknown case: %d %s", code, b)
+	}
+	r.openCase(t, "C-1")
+	if code, b := r.do(t, "legal", "POST", "/v1/cases", CaseRequest{ID: "C-1", Title: "again", LegalBasis: "b"}); code != http.StatusConflict {
+		t.Errorf("opening C-1 twice: %d %s", code, b)
+	}
+	if code, b := r.do(t, "legal", "POST", "/v1/cases", CaseRequest{ID: "C-2", Title: "no basis"}); code != http.StatusBadRequest || !strings.Contains(string(b), "legal_basis") {
+		t.Errorf("a case without a legal basis: %d %s", code, b)
+	}
+	if code, b := r.do(t, "inv-all", "POST", "/v1/query", r.queryReq("C-1")); code != 200 {
+		t.Errorf("query on an open case: %d %s", code, b)
+	}
+	if code, b := r.do(t, "legal", "POST", "/v1/cases/C-1/close", nil); code != 200 || !strings.Contains(string(b), `"closed_by":"legal"`) {
+		t.Errorf("close: %d %s", code, b)
+	}
+	if code, b := r.do(t, "inv-all", "POST", "/v1/query", r.queryReq("C-1")); code != http.StatusForbidden || !strings.Contains(string(b), "was closed") {
+		t.Errorf("query on a closed case: %d %s", code, b)
+	}
+	code, b := r.do(t, "auditor", "GET", "/v1/cases", nil)
+	var list struct{ Cases []Case }
+	json.Unmarshal(b, &list)
+	if code != 200 || len(list.Cases) != 1 || list.Cases[0].ID != "C-1" || list.Cases[0].Open() {
+		t.Errorf("cases: %d %s", code, b)
+	}
+	// Bad requests name the field.
+	for _, c := range []struct {
+		body string
+		want string
+	}{
+		{`{"case":"C-1","purpose":"p","from":"2026-11-01","to":"2026-11-02","colour":"red"}`, `unknown field \"colour\"`},
+		{`{"case":"C-1","from":"2026-11-01","to":"2026-11-02"}`, "purpose: is required"},
+		{`{"case":"C-1","purpose":"p","from":"2026-11-01","to":"2026-12-30"}`, "at most"},
+		{`{"case":"C-1","purpose":"p","from":"yesterday","to":"2026-11-02"}`, "from:"},
+		{`{"case":"C-1","purpose":"p","from":"2026-11-01","to":"2026-11-02","ip":"300.1.1.1"}`, "ip:"},
+	} {
+		req, _ := http.NewRequest("POST", r.url+"/v1/query", strings.NewReader(c.body))
+		req.Header.Set("Authorization", "Bearer "+r.tokens["inv-all"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || !strings.Contains(string(b), c.want) {
+			t.Errorf("body %s: %d %s; want 400 naming %q", c.body, resp.StatusCode, b, c.want)
+		}
+	}
+}
+
+// Every query has exactly its two audit events, the first acknowledged
+// before anything was read, with the identity, case, filters and scope.
+func TestAuditBeforeAnswer(t *testing.T) {
+	r := newRig(t)
+	r.openCase(t, "A-1")
+	q := r.queryReq("A-1")
+	q.IP = "203.0.113.7"
+	code, b := r.do(t, "inv-acme", "POST", "/v1/query", q)
+	got, tr := ids(t, b)
+	if code != 200 || len(got) != 3 {
+		t.Fatalf("query: %d %s", code, b)
+	}
+	var audits []map[string]any
+	stacktest.ReadUntil(t, r.st, r.topic, func(ms []kafka.Message) bool {
+		audits = audits[:0]
+		for _, m := range ms {
+			var e map[string]any
+			json.Unmarshal(m.Value, &e)
+			if e["kind"] == "access_audit" {
+				audits = append(audits, e)
+			}
+		}
+		return len(audits) >= 2
+	}, 30*time.Second)
+	if len(audits) != 2 {
+		t.Fatalf("%d access_audit events; want 2", len(audits))
+	}
+	req, res := audits[0], audits[1]
+	ra, _ := req["attrs"].(map[string]any)
+	fl, _ := ra["filters"].(map[string]any)
+	if req["action"] != "query" || req["login"] != "inv-acme" || req["purpose"] != "test" || ra["case"] != "A-1" || ra["role"] != "investigator" ||
+		ra["request_id"] != tr.RequestID || fl["ip"] != "203.0.113.7" || fmt.Sprint(ra["tenant_scope"]) != "[acme]" || ra["client"] != "127.0.0.1" {
+		t.Errorf("request audit event: %v", req)
+	}
+	oa, _ := res["attrs"].(map[string]any)
+	if res["action"] != "query.result" || oa["request_id"] != tr.RequestID || oa["events"] != float64(3) {
+		t.Errorf("result audit event: %v", res)
+	}
+}
+
+// Kafka unreachable: the query is refused with 503, and not one segment
+// was listed or read.
+func TestKafkaDownRefusesBeforeReading(t *testing.T) {
+	r := newRig(t)
+	r.openCase(t, "K-1")
+	// A second server over the same archive and cases, whose Kafka is a
+	// gate that never opens.
+	down := r.serve(t, stacktest.NewGate(t, r.st.KafkaBrokers[0]).Addr())
+	lists, gets := r.seg.lists.Load(), r.seg.gets.Load()
+	start := time.Now()
+	code, b := r.doAt(t, down, "inv-all", "POST", "/v1/query", r.queryReq("K-1"))
+	if code != http.StatusServiceUnavailable || !strings.Contains(string(b), "cannot be recorded") {
+		t.Fatalf("query with Kafka down: %d %s", code, b)
+	}
+	if l, g := r.seg.lists.Load()-lists, r.seg.gets.Load()-gets; l != 0 || g != 0 {
+		t.Errorf("with Kafka down the archive was read: %d lists, %d gets", l, g)
+	}
+	t.Logf("refused after %s", time.Since(start).Round(time.Millisecond))
+	// The same query through the server whose Kafka answers reads.
+	if code, b := r.do(t, "inv-all", "POST", "/v1/query", r.queryReq("K-1")); code != 200 || r.seg.gets.Load() == gets {
+		t.Errorf("query with Kafka up: %d %s", code, b)
+	}
+}

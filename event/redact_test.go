@@ -43,7 +43,7 @@ func TestSensitiveValue(t *testing.T) {
 	f("AKIAIOSFODNN7EXAMPLE", true)
 	f("sk_live_0123456789abcdef01", true)
 	f("cst_Qm9vdHN0cmFwIHRva2VuIGZvciBjdXN0b2R5IHNlcnZl", true) // custody serve tokens
-	f("-----BEGIN CERTIFICATE-----", false) // a certificate is public
+	f("-----BEGIN CERTIFICATE-----", false)                     // a certificate is public
 	f("eyJ not a jwt", false)
 	f("ghp_short", false)
 	f("Mozilla/5.0 (X11; Linux x86_64)", false)

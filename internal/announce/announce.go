@@ -7,7 +7,9 @@ package announce
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -67,13 +69,58 @@ func (k *Kafka) Announce(ctx context.Context, a Event) error {
 	e := &event.Event{
 		ID: event.DeriveID(a.Time, parts...), Time: a.Time.UTC(),
 		Kind: kind, Class: k.class, Tenant: "platform", Source: k.source, Received: time.Now().UTC(),
-		Login: a.Login, Action: a.Action, Attrs: a.Attrs, Purpose: a.Purpose,
+		Login: a.Login, Action: a.Action, Purpose: a.Purpose,
+	}
+	if a.Attrs != nil {
+		e.Attrs = normalise(a.Attrs).(map[string]any)
 	}
 	b := event.AppendJSON(nil, e)
 	if err := k.w.WriteMessages(ctx, kafka.Message{Key: []byte(e.Tenant), Value: b[:len(b)-1]}); err != nil {
 		return fmt.Errorf("kafka did not take the %s event: %w", a.Action, err)
 	}
 	return nil
+}
+
+// normalise turns attribute values into the JSON types events carry
+// (event.AppendJSON takes what event.Decode produces): numbers become
+// json.Number, string slices and maps become []any and map[string]any.
+// Anything else is rendered with fmt, so an announcement never panics.
+func normalise(v any) any {
+	switch x := v.(type) {
+	case nil, string, bool, json.Number:
+		return x
+	case int:
+		return json.Number(strconv.Itoa(x))
+	case int64:
+		return json.Number(strconv.FormatInt(x, 10))
+	case float64:
+		return json.Number(strconv.FormatFloat(x, 'g', -1, 64))
+	case []string:
+		out := make([]any, len(x))
+		for i, s := range x {
+			out[i] = s
+		}
+		return out
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = normalise(e)
+		}
+		return out
+	case map[string]string:
+		out := make(map[string]any, len(x))
+		for k, s := range x {
+			out[k] = s
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(x))
+		for k, e := range x {
+			out[k] = normalise(e)
+		}
+		return out
+	}
+	return fmt.Sprint(v)
 }
 
 // Close closes the writer.

@@ -10,10 +10,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/custodylog/custody/internal/bytesize"
+	"github.com/custodylog/custody/internal/secret"
 	"github.com/custodylog/custody/internal/tlsconfig"
 )
 
@@ -28,6 +31,8 @@ type Config struct {
 	// Tokens are the API tokens, each stored as the SHA-256 of its value
 	// only: the file never holds a usable credential.
 	Tokens []Token `yaml:"tokens"`
+	// OIDC accepts bearer JWTs from an identity provider (serve/oidc.go).
+	OIDC OIDC `yaml:"oidc"`
 	// MaxRange is the longest time range one query may cover.
 	MaxRange time.Duration `yaml:"max_range"`
 	// MaxConcurrent bounds queries running at once, overall and per
@@ -40,6 +45,10 @@ type Config struct {
 	MaxRequestBytes bytesize.Size `yaml:"max_request_bytes"`
 	// QueryTimeout bounds one query from request to trailer.
 	QueryTimeout time.Duration `yaml:"query_timeout"`
+	// AccessLogRecent is how far back the access log also reads Kafka, for
+	// events the archiver has not stored yet; it must exceed the
+	// archiver's flush ages.
+	AccessLogRecent time.Duration `yaml:"access_log_recent"`
 }
 
 // Token is one API token: for automation, or for the local stack's demo.
@@ -48,7 +57,10 @@ type Token struct {
 	// SHA256 is the hex SHA-256 of the token's value
 	// (`custody serve token` prints a new token and its hash).
 	SHA256 string `yaml:"sha256"`
-	Role   Role   `yaml:"role"`
+	// SHA256File holds SHA256 instead (the local stack generates its demo
+	// tokens and writes their hashes there).
+	SHA256File string `yaml:"sha256_file"`
+	Role       Role   `yaml:"role"`
 	// Tenants the identity may read; empty means every tenant.
 	Tenants []string `yaml:"tenants"`
 }
@@ -71,12 +83,31 @@ func Defaults() Config {
 	return Config{
 		Listen: "127.0.0.1:8480", MetricsListen: "127.0.0.1:9482",
 		MaxRange: 31 * 24 * time.Hour, MaxConcurrent: 8, MaxConcurrentPerIdentity: 2,
-		MaxRequestBytes: 64 << 10, QueryTimeout: 10 * time.Minute,
+		MaxRequestBytes: 64 << 10, QueryTimeout: 10 * time.Minute, AccessLogRecent: 3 * time.Hour,
 	}
 }
 
-// ResolvePaths makes the certificate paths relative to baseDir.
-func (c *Config) ResolvePaths(baseDir string) { c.TLS.ResolvePaths(baseDir) }
+// Resolve makes paths relative to baseDir and reads the token hashes kept
+// in files.
+func (c *Config) Resolve(baseDir string) error {
+	c.TLS.ResolvePaths(baseDir)
+	c.OIDC.resolvePaths(baseDir)
+	for i := range c.Tokens {
+		t := &c.Tokens[i]
+		if t.SHA256File == "" {
+			continue
+		}
+		if t.SHA256 != "" {
+			return fmt.Errorf("tokens[%d].sha256_file: set sha256 or sha256_file, not both", i)
+		}
+		b, err := os.ReadFile(secret.Path(baseDir, t.SHA256File))
+		if err != nil {
+			return fmt.Errorf("tokens[%d].sha256_file: %w", i, err)
+		}
+		t.SHA256 = strings.TrimSpace(string(b))
+	}
+	return nil
+}
 
 var tokenName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
 
@@ -109,6 +140,9 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("tokens[%d].role: %q is not investigator, legal, auditor or admin", i, t.Role))
 		}
 	}
+	if err := c.OIDC.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	if c.MaxRange < time.Hour {
 		errs = append(errs, fmt.Errorf("max_range: %s is below 1h", c.MaxRange))
 	}
@@ -120,6 +154,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxRequestBytes < 1<<10 {
 		errs = append(errs, fmt.Errorf("max_request_bytes: %s is below 1 KiB", c.MaxRequestBytes))
+	}
+	if c.AccessLogRecent < time.Minute || c.AccessLogRecent > 7*24*time.Hour {
+		errs = append(errs, fmt.Errorf("access_log_recent: %s is outside 1m-168h", c.AccessLogRecent))
 	}
 	if c.QueryTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("query_timeout: %s is below 1s", c.QueryTimeout))

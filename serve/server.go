@@ -51,6 +51,11 @@ type Server struct {
 	audit  announcer
 	log    *zap.Logger
 	tokens map[string]Identity // by token hash
+	jwt    *jwtVerifier        // nil: JWTs are not accepted
+
+	recent       recentReader // nil: the access log reads the archive only
+	topic        string
+	recentWindow time.Duration
 
 	mu     sync.Mutex // guards active
 	active map[string]int
@@ -70,16 +75,29 @@ type Deps struct {
 	Audit      announcer
 	Log        *zap.Logger
 	Registerer prometheus.Registerer
+	// Recent reads the events topic (Topic) for the access log's events
+	// not yet archived.
+	Recent recentReader
+	Topic  string
 }
 
-// New returns the API server.
-func New(cfg Config, d Deps) (*Server, error) {
+// New returns the API server. ctx bounds the background fetches of a
+// remote JWKS: the server's lifetime.
+func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 	s := &Server{cfg: cfg, eng: d.Engine, cases: d.Cases, audit: d.Audit, log: d.Log, tokens: map[string]Identity{}, active: map[string]int{},
+		recent: d.Recent, topic: d.Topic, recentWindow: cfg.AccessLogRecent,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_serve_requests_total", Help: "API requests by endpoint and status code."}, []string{"endpoint", "code"}),
 		denied:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_serve_denied_total", Help: "Requests refused before any read, by reason."}, []string{"reason"}),
 	}
 	for _, t := range cfg.Tokens {
 		s.tokens[strings.ToLower(t.SHA256)] = Identity{Name: t.Name, Role: t.Role, Tenants: t.Tenants, Via: "token"}
+	}
+	if cfg.OIDC.Enabled() {
+		v, err := newJWTVerifier(ctx, cfg.OIDC)
+		if err != nil {
+			return nil, err
+		}
+		s.jwt = v
 	}
 	if d.Registerer != nil {
 		for _, c := range []prometheus.Collector{s.requests, s.denied} {
@@ -99,6 +117,7 @@ const (
 	actCasesRead action = "cases.read" // list cases
 	actCasesEdit action = "cases.edit" // open and close cases
 	actWhoami    action = "whoami"
+	actAccessLog action = "access-log" // read the access_audit events
 )
 
 // allowed is the role × action matrix (docs/SERVE.md §3). Anything not
@@ -106,7 +125,7 @@ const (
 var allowed = map[Role]map[action]bool{
 	Investigator: {actQuery: true, actCasesRead: true, actWhoami: true},
 	Legal:        {actQuery: true, actCasesRead: true, actCasesEdit: true, actWhoami: true},
-	Auditor:      {actCasesRead: true, actWhoami: true},
+	Auditor:      {actCasesRead: true, actWhoami: true, actAccessLog: true},
 	Admin:        {actWhoami: true},
 }
 
@@ -125,6 +144,7 @@ func (s *Server) routes() []route {
 		{"GET /v1/cases", "cases", actCasesRead, s.listCases},
 		{"POST /v1/cases", "cases", actCasesEdit, s.createCase},
 		{"POST /v1/cases/{id}/close", "cases.close", actCasesEdit, s.closeCase},
+		{"GET /v1/access-log", "access-log", actAccessLog, s.accessLog},
 	}
 }
 
@@ -193,6 +213,15 @@ func (s *Server) authenticate(r *http.Request) (Identity, bool) {
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || tok == "" {
 		return Identity{}, false
+	}
+	if s.jwt != nil && looksLikeJWT(tok) {
+		id, err := s.jwt.authenticate(r.Context(), tok)
+		if err != nil {
+			// Why, for the operator; never the token.
+			s.log.Info("bearer JWT refused", zap.String("client", clientAddr(r)), zap.Error(err))
+			return Identity{}, false
+		}
+		return id, true
 	}
 	// A map lookup by the token's SHA-256: the hash of a guess says
 	// nothing about the hash of the real token.
@@ -343,15 +372,19 @@ func (s *Server) acquire(id Identity) (func(), bool) {
 // Trailer is the last line of a query response: what was read and what
 // could not be.
 type Trailer struct {
-	RequestID string         `json:"request_id"`
-	Events    int64          `json:"events"`
-	Segments  int64          `json:"segments"`
-	Scanned   int64          `json:"scanned"`
-	Pruned    int64          `json:"pruned"`
-	Bytes     int64          `json:"bytes"`
-	Truncated bool           `json:"truncated,omitempty"` // stopped at the limit
-	Failed    []SegmentError `json:"failed,omitempty"`
-	Error     string         `json:"error,omitempty"` // the query stopped early
+	RequestID string `json:"request_id"`
+	Events    int64  `json:"events"`
+	Segments  int64  `json:"segments"`
+	Scanned   int64  `json:"scanned"`
+	Pruned    int64  `json:"pruned"`
+	Bytes     int64  `json:"bytes"`
+	Truncated bool   `json:"truncated,omitempty"` // stopped at the limit
+	// Archived and Recent (the access log only) count the events from
+	// the archive and from Kafka.
+	Archived int64          `json:"archived,omitempty"`
+	Recent   int64          `json:"recent,omitempty"`
+	Failed   []SegmentError `json:"failed,omitempty"`
+	Error    string         `json:"error,omitempty"` // the query stopped early
 }
 
 // SegmentError is a segment that could not be read.
@@ -471,7 +504,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, id Identity) {
 	if runErr != nil {
 		outcome["error"] = runErr.Error()
 	}
-	if err := s.audit.Announce(octx, announce.Event{Kind: event.KindAccessAudit, Action: "query.result", Time: start, IDParts: []string{"access", rid, "result"},
+	if err := s.audit.Announce(octx, announce.Event{Kind: event.KindAccessAudit, Action: "query.result", Time: time.Now().UTC(), IDParts: []string{"access", rid, "result"},
 		Login: id.Name, Purpose: req.Purpose, Attrs: outcome}); err != nil {
 		s.log.Error("the outcome audit event was not acknowledged", zap.String("request_id", rid), zap.Error(err))
 	}

@@ -99,6 +99,27 @@ func newRig(t *testing.T) *rig {
 			t.Fatal(err)
 		}
 	}
+	// An access_audit event already archived, an hour before the others.
+	old := event.Event{ID: "audit-archived-1", Time: r.hour.Add(-30 * time.Minute), Kind: event.KindAccessAudit, Class: "security", Tenant: "platform",
+		Login: "earlier-investigator", Action: "query", Purpose: "older case", Attrs: map[string]any{"case": "OLD-1"}}
+	ix := segment.NewIndexBuilder()
+	ix.Add(segment.FieldTenant, "platform")
+	ix.Add(segment.FieldLogin, old.Login)
+	oh := old.Time.Truncate(time.Hour)
+	m := segment.Meta{Class: "security", Kind: "access_audit", Hour: oh, Topic: "t", Partition: 9, FirstOffset: 0, LastOffset: 0, Count: 1, MinTime: old.Time, MaxTime: old.Time}
+	pk, _ := keys.Public.Current("security", oh)
+	var seg bytes.Buffer
+	w, err := segment.NewWriterV2(&seg, m, ix, pk, keys.Signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(event.AppendJSON(nil, &old))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Put(context.Background(), w.Name(), &seg, int64(seg.Len()), store.Lock{Mode: "GOVERNANCE", Until: time.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
 	r.url = r.serve(t, strings.Join(st.KafkaBrokers, ","))
 	return r
 }
@@ -126,7 +147,8 @@ func (r *rig) serve(t *testing.T, kafkaAddr string) string {
 		t.Fatal(err)
 	}
 	eng := query.NewEngine(query.Defaults(), r.seg, r.keys.Read(), []string{"security"})
-	srv, err := New(cfg, Deps{Engine: eng, Cases: NewCases(r.s, r.keys.Signer, r.keys.Public, audit, time.Now), Audit: audit, Log: zap.NewNop()})
+	srv, err := New(context.Background(), cfg, Deps{Engine: eng, Cases: NewCases(r.s, r.keys.Signer, r.keys.Public, audit, time.Now), Audit: audit, Log: zap.NewNop(),
+		Recent: kc, Topic: r.topic})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,12 +240,13 @@ func TestRoleEndpointMatrix(t *testing.T) {
 		"cases.list":  {"GET", "/v1/cases", nil},
 		"cases.open":  {"POST", "/v1/cases", CaseRequest{ID: "M-new", Title: "t", LegalBasis: "b"}},
 		"cases.close": {"POST", "/v1/cases/M-close/close", nil},
+		"access-log":  {"GET", "/v1/access-log?from=" + r.hour.Format("2006-01-02") + "&to=" + r.hour.Format("2006-01-02"), nil},
 	}
 	allowedCells := map[string][]string{
 		"inv-acme": {"whoami", "query", "cases.list"},
 		"inv-all":  {"whoami", "query", "cases.list"},
 		"legal":    {"whoami", "query", "cases.list", "cases.open", "cases.close"},
-		"auditor":  {"whoami", "cases.list"},
+		"auditor":  {"whoami", "cases.list", "access-log"},
 		"admin":    {"whoami"},
 	}
 	for who, ok := range allowedCells {
@@ -391,5 +414,56 @@ func TestKafkaDownRefusesBeforeReading(t *testing.T) {
 	// The same query through the server whose Kafka answers reads.
 	if code, b := r.do(t, "inv-all", "POST", "/v1/query", r.queryReq("K-1")); code != 200 || r.seg.gets.Load() == gets {
 		t.Errorf("query with Kafka up: %d %s", code, b)
+	}
+}
+
+// The access log returns the audit events of the range from the archive
+// and, not yet archived, from Kafka, each once; reading it is recorded too.
+func TestAccessLog(t *testing.T) {
+	r := newRig(t)
+	r.openCase(t, "L-1")
+	_, b := r.do(t, "inv-acme", "POST", "/v1/query", r.queryReq("L-1"))
+	_, qt := ids(t, b)
+	from := r.hour.Add(-time.Hour).Format(time.RFC3339)
+	to := time.Now().UTC().Add(time.Minute).Format(time.RFC3339)
+	// The query's audit events are in Kafka once its answer ended.
+	var got []string
+	var tr Trailer
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, b := r.do(t, "auditor", "GET", "/v1/access-log?from="+from+"&to="+to, nil)
+		if code != 200 {
+			t.Fatalf("access log: %d %s", code, b)
+		}
+		got, tr = ids(t, b)
+		if n := strings.Count(string(b), qt.RequestID); n == 2 || time.Now().After(deadline) {
+			if n != 2 {
+				t.Fatalf("the query's two audit events (request %s) are not both in the access log:\n%s", qt.RequestID, b)
+			}
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if got[0] != "audit-archived-1" || tr.Archived != 1 || tr.Recent < 3 {
+		t.Errorf("access log: %v, trailer %+v; want the archived event first, then the recent ones", got, tr)
+	}
+	seen := map[string]bool{}
+	for _, id := range got {
+		if seen[id] {
+			t.Errorf("event %s twice in the access log", id)
+		}
+		seen[id] = true
+	}
+	// Filters: by login, and by case.
+	code, b := r.do(t, "auditor", "GET", "/v1/access-log?from="+from+"&to="+to+"&case=OLD-1", nil)
+	if got, _ := ids(t, b); code != 200 || strings.Join(got, ",") != "audit-archived-1" {
+		t.Errorf("access log of case OLD-1: %d %v", code, got)
+	}
+	code, b = r.do(t, "auditor", "GET", "/v1/access-log?from="+from+"&to="+to+"&login=inv-acme", nil)
+	if got, _ := ids(t, b); code != 200 || len(got) != 2 {
+		t.Errorf("access log of inv-acme: %d %v", code, got)
+	}
+	if code, b := r.do(t, "auditor", "GET", "/v1/access-log?from="+to+"&to="+from, nil); code != 400 {
+		t.Errorf("reversed range: %d %s", code, b)
 	}
 }

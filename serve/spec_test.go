@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"context"
 	"os"
 	"reflect"
 	"slices"
@@ -67,7 +68,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 			inSpec = append(inSpec, strings.ToUpper(method)+" "+path)
 		}
 	}
-	srv, err := New(Defaults(), Deps{Log: zap.NewNop()})
+	srv, err := New(context.Background(), Defaults(), Deps{Log: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -66,7 +66,7 @@ the only process that holds the private keyring. See docs/SERVE.md.`,
 				defer audit.Close()
 				eng := query.NewEngine(cfg.Query, st, keys, cfg.Retention.Names())
 				eng.UseEscrow(hold.NewVault(st, keys.Holds, keys.Public))
-				srv, err := serve.New(cfg.Serve, serve.Deps{Engine: eng, Cases: serve.NewCases(st, sk, keys.Public, audit, time.Now), Audit: audit, Log: log, Registerer: tel.Registry})
+				srv, err := serve.New(ctx, cfg.Serve, serve.Deps{Engine: eng, Cases: serve.NewCases(st, sk, keys.Public, audit, time.Now), Audit: audit, Log: log, Registerer: tel.Registry, Recent: kc, Topic: cfg.Kafka.Topic})
 				if err != nil {
 					return err
 				}

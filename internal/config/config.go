@@ -160,7 +160,7 @@ func (c *Config) Check(sections ...Section) error {
 	check(Archive, nil, c.Archive.Validate)
 	check(Query, nil, c.Query.Validate)
 	check(Retention, nil, c.Retention.Validate)
-	check(Serve, func() error { c.Serve.ResolvePaths(d); return nil }, c.Serve.Validate)
+	check(Serve, func() error { return c.Serve.Resolve(d) }, c.Serve.Validate)
 	if use[Ingest] && use[Events] && int64(c.Ingest.MaxRequestBytes) < int64(c.Events.MaxEventBytes) {
 		errs = append(errs, fmt.Errorf("ingest.max_request_bytes: %s is smaller than events.max_event_bytes %s", c.Ingest.MaxRequestBytes, c.Events.MaxEventBytes))
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strconv"
 	"strings"
@@ -301,6 +302,84 @@ func (c *Client) topicReady(ctx context.Context, topic string) error {
 			if p.Error != nil || p.Leader.Host == "" {
 				return fmt.Errorf("topic %s partition %d has no leader yet", t.Name, p.ID)
 			}
+		}
+	}
+	return nil
+}
+
+// ReadSince calls fn with the value of every record of topic written at or
+// after since (by the record's timestamp index), partition by partition,
+// up to the end each partition had when ReadSince began: a bounded read of
+// what is recent, for readers that must see events not yet archived. fn
+// must not keep value.
+func (c *Client) ReadSince(ctx context.Context, topic string, since time.Time, fn func(value []byte) error) error {
+	md, err := c.cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return fmt.Errorf("cannot read the metadata of %s: %w", topic, err)
+	}
+	var reqs []kafka.OffsetRequest
+	for _, t := range md.Topics {
+		if t.Error != nil {
+			return fmt.Errorf("topic %s: %w", topic, t.Error)
+		}
+		for _, p := range t.Partitions {
+			reqs = append(reqs, kafka.TimeOffsetOf(p.ID, since), kafka.LastOffsetOf(p.ID))
+		}
+	}
+	// One request per kind of offset: the answer keys offsets by partition.
+	lo, err := c.cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return fmt.Errorf("cannot list the offsets of %s: %w", topic, err)
+	}
+	for _, po := range lo.Topics[topic] {
+		if po.Error != nil {
+			return fmt.Errorf("topic %s partition %d: %w", topic, po.Partition, po.Error)
+		}
+		start, end := int64(-1), po.LastOffset
+		for off := range po.Offsets {
+			if off >= 0 && (start < 0 || off < start) {
+				start = off
+			}
+		}
+		if start < 0 || start >= end {
+			continue // nothing written since
+		}
+		for off := start; off < end; {
+			resp, err := c.cl.Fetch(ctx, &kafka.FetchRequest{Topic: topic, Partition: po.Partition, Offset: off, MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 100 * time.Millisecond})
+			if err != nil {
+				return fmt.Errorf("cannot fetch %s/%d at %d: %w", topic, po.Partition, off, err)
+			}
+			if resp.Error != nil {
+				return fmt.Errorf("cannot fetch %s/%d at %d: %w", topic, po.Partition, off, resp.Error)
+			}
+			next := off
+			for {
+				r, err := resp.Records.ReadRecord()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					return fmt.Errorf("cannot read %s/%d: %w", topic, po.Partition, err)
+				}
+				if r.Offset < off || r.Offset >= end {
+					continue
+				}
+				next = r.Offset + 1
+				if r.Value == nil {
+					continue
+				}
+				b, err := io.ReadAll(r.Value)
+				if err != nil {
+					return err
+				}
+				if err := fn(b); err != nil {
+					return err
+				}
+			}
+			if next == off {
+				break // no progress: the rest is not readable now
+			}
+			off = next
 		}
 	}
 	return nil

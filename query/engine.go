@@ -154,7 +154,9 @@ func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]by
 	if f.Kind == "" {
 		kinds = kinds[:0]
 		for _, k := range event.Kinds {
-			kinds = append(kinds, string(k))
+			if !slices.Contains(f.NotKinds, string(k)) {
+				kinds = append(kinds, string(k))
+			}
 		}
 	}
 	emitted := 0

@@ -32,6 +32,9 @@ type Filter struct {
 	// these tenants match, whatever Tenant says. custody serve sets it
 	// from the identity, server-side.
 	Tenants []string
+	// NotKinds are kinds never read (custody serve keeps access_audit
+	// events, the access log, out of event queries).
+	NotKinds []string
 }
 
 // ParseTime reads RFC 3339 or a date (YYYY-MM-DD, midnight UTC). With end
@@ -101,7 +104,7 @@ func (f *Filter) RulesOut(h *segment.Header, ix *segment.Index) bool {
 	if h.MinTime.Compare(f.To) >= 0 || h.MaxTime.Before(f.From) {
 		return true
 	}
-	if f.Kind != "" && h.Kind != f.Kind {
+	if f.Kind != "" && h.Kind != f.Kind || slices.Contains(f.NotKinds, h.Kind) {
 		return true
 	}
 	for _, c := range []struct {
@@ -237,7 +240,7 @@ func (f *Filter) match(line []byte, r *row) (time.Time, bool, error) {
 	if t.Before(f.From) || !t.Before(f.To) {
 		return t, false, nil
 	}
-	if f.Kind != "" && r.Kind != f.Kind || f.Login != "" && r.Login != f.Login || f.Tenant != "" && r.Tenant != f.Tenant ||
+	if f.Kind != "" && r.Kind != f.Kind || len(f.NotKinds) > 0 && slices.Contains(f.NotKinds, r.Kind) || f.Login != "" && r.Login != f.Login || f.Tenant != "" && r.Tenant != f.Tenant ||
 		f.App != "" && r.App != f.App || f.Repo != "" && r.Repo != f.Repo || f.Session != "" && r.Session != f.Session ||
 		len(f.Tenants) > 0 && !slices.Contains(f.Tenants, r.Tenant) {
 		return t, false, nil

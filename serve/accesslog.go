@@ -151,16 +151,5 @@ func (s *Server) accessLog(w http.ResponseWriter, r *http.Request, id Identity) 
 		bw.WriteByte('\n')
 		n++
 	}
-	t := Trailer{RequestID: rid, Events: int64(n), Segments: stats.Total, Scanned: stats.Scanned, Pruned: stats.Pruned, Bytes: stats.Bytes, Truncated: len(lines) > limit,
-		Archived: archived, Recent: recent}
-	for _, fe := range stats.Failed {
-		t.Failed = append(t.Failed, SegmentError{Segment: fe.Name, Error: fe.Err.Error()})
-	}
-	if runErr != nil {
-		t.Error = runErr.Error()
-	}
-	tb, _ := json.Marshal(map[string]Trailer{"trailer": t})
-	bw.Write(tb)
-	bw.WriteByte('\n')
-	bw.Flush()
+	writeTrailer(bw, Trailer{RequestID: rid, Events: int64(n), Truncated: len(lines) > limit, Archived: archived, Recent: recent}, stats, runErr)
 }

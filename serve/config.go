@@ -33,6 +33,11 @@ type Config struct {
 	Tokens []Token `yaml:"tokens"`
 	// OIDC accepts bearer JWTs from an identity provider (serve/oidc.go).
 	OIDC OIDC `yaml:"oidc"`
+	// Certificates map verified client certificates (tls.client_ca_file)
+	// to identities, by the certificate's subject common name.
+	Certificates []Certificate `yaml:"certificates"`
+	// Roles override max_range and max_results per role.
+	Roles map[Role]Limits `yaml:"roles"`
 	// MaxRange is the longest time range one query may cover.
 	MaxRange time.Duration `yaml:"max_range"`
 	// MaxConcurrent bounds queries running at once, overall and per
@@ -63,6 +68,34 @@ type Token struct {
 	Role       Role   `yaml:"role"`
 	// Tenants the identity may read; empty means every tenant.
 	Tenants []string `yaml:"tenants"`
+}
+
+// Certificate admits the holder of a client certificate whose subject
+// common name is Subject, issued by one of tls.client_ca_file.
+type Certificate struct {
+	Subject string   `yaml:"subject"`
+	Role    Role     `yaml:"role"`
+	Tenants []string `yaml:"tenants"`
+}
+
+// Limits bound one role's queries; zero keeps the section's value.
+type Limits struct {
+	MaxRange   time.Duration `yaml:"max_range"`
+	MaxResults int           `yaml:"max_results"`
+}
+
+// limits are the bounds of a role's queries.
+func (c *Config) limits(r Role) (time.Duration, int) {
+	maxRange, maxResults := c.MaxRange, c.MaxResults
+	if l, ok := c.Roles[r]; ok {
+		if l.MaxRange > 0 {
+			maxRange = l.MaxRange
+		}
+		if l.MaxResults > 0 {
+			maxResults = l.MaxResults
+		}
+	}
+	return maxRange, maxResults
 }
 
 // Role is what an identity may do (docs/SERVE.md §3).
@@ -138,6 +171,25 @@ func (c *Config) Validate() error {
 		}
 		if !roles[t.Role] {
 			errs = append(errs, fmt.Errorf("tokens[%d].role: %q is not investigator, legal, auditor or admin", i, t.Role))
+		}
+	}
+	for i, ct := range c.Certificates {
+		if ct.Subject == "" {
+			errs = append(errs, fmt.Errorf("certificates[%d].subject: is required", i))
+		}
+		if !roles[ct.Role] {
+			errs = append(errs, fmt.Errorf("certificates[%d].role: %q is not investigator, legal, auditor or admin", i, ct.Role))
+		}
+	}
+	if len(c.Certificates) > 0 && c.TLS.ClientCAFile == "" {
+		errs = append(errs, errors.New("certificates: need tls.client_ca_file, the authorities that issue them"))
+	}
+	for r, l := range c.Roles {
+		if !roles[r] {
+			errs = append(errs, fmt.Errorf("roles.%s: is not investigator, legal, auditor or admin", r))
+		}
+		if l.MaxRange < 0 || l.MaxRange > 0 && l.MaxRange < time.Hour || l.MaxResults < 0 {
+			errs = append(errs, fmt.Errorf("roles.%s: max_range %s must be 0 or at least 1h, max_results %d not negative", r, l.MaxRange, l.MaxResults))
 		}
 	}
 	if err := c.OIDC.validate(); err != nil {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/query"
 )
 
@@ -74,6 +75,11 @@ func (q *QueryRequest) filter(id Identity, maxRange time.Duration) (query.Filter
 	if err := f.Validate(); err != nil {
 		return f, bad("%s", strings.ReplaceAll(err.Error(), "--", ""))
 	}
+	if f.Kind == string(event.KindAccessAudit) {
+		return f, &requestError{http.StatusForbidden, "kind: access_audit events are the access log, read through GET /v1/access-log (role auditor)"}
+	}
+	// The access log is never event content: queries read every other kind.
+	f.NotKinds = []string{string(event.KindAccessAudit)}
 	if d := f.To.Sub(f.From); d > maxRange {
 		return f, bad("from, to: the range is %s; at most %s per query", d, maxRange)
 	}

@@ -51,6 +51,7 @@ type Server struct {
 	audit  announcer
 	log    *zap.Logger
 	tokens map[string]Identity // by token hash
+	certs  map[string]Identity // by client certificate subject CN
 	jwt    *jwtVerifier        // nil: JWTs are not accepted
 
 	recent       recentReader // nil: the access log reads the archive only
@@ -84,13 +85,16 @@ type Deps struct {
 // New returns the API server. ctx bounds the background fetches of a
 // remote JWKS: the server's lifetime.
 func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
-	s := &Server{cfg: cfg, eng: d.Engine, cases: d.Cases, audit: d.Audit, log: d.Log, tokens: map[string]Identity{}, active: map[string]int{},
+	s := &Server{cfg: cfg, eng: d.Engine, cases: d.Cases, audit: d.Audit, log: d.Log, tokens: map[string]Identity{}, certs: map[string]Identity{}, active: map[string]int{},
 		recent: d.Recent, topic: d.Topic, recentWindow: cfg.AccessLogRecent,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_serve_requests_total", Help: "API requests by endpoint and status code."}, []string{"endpoint", "code"}),
 		denied:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_serve_denied_total", Help: "Requests refused before any read, by reason."}, []string{"reason"}),
 	}
 	for _, t := range cfg.Tokens {
 		s.tokens[strings.ToLower(t.SHA256)] = Identity{Name: t.Name, Role: t.Role, Tenants: t.Tenants, Via: "token"}
+	}
+	for _, c := range cfg.Certificates {
+		s.certs[c.Subject] = Identity{Name: c.Subject, Role: c.Role, Tenants: c.Tenants, Via: "mtls"}
 	}
 	if cfg.OIDC.Enabled() {
 		v, err := newJWTVerifier(ctx, cfg.OIDC)
@@ -210,6 +214,12 @@ func (s *Server) guard(endpoint string, act action, h handler) http.Handler {
 
 func (s *Server) authenticate(r *http.Request) (Identity, bool) {
 	h := r.Header.Get("Authorization")
+	if h == "" && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
+		// A client certificate the TLS handshake verified against
+		// tls.client_ca_file, mapped by its subject's common name.
+		id, ok := s.certs[r.TLS.VerifiedChains[0][0].Subject.CommonName]
+		return id, ok
+	}
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || tok == "" {
 		return Identity{}, false
@@ -399,7 +409,8 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, id Identity) {
 		writeError(w, statusOf(err), err.Error())
 		return
 	}
-	f, err := req.filter(id, s.cfg.MaxRange)
+	maxRange, maxResults := s.cfg.limits(id.Role)
+	f, err := req.filter(id, maxRange)
 	if err != nil {
 		writeError(w, statusOf(err), err.Error())
 		return
@@ -449,8 +460,8 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, id Identity) {
 	w.WriteHeader(http.StatusOK)
 	bw := bufio.NewWriterSize(w, 64<<10)
 	limit := req.Limit
-	if s.cfg.MaxResults > 0 && (limit == 0 || limit > s.cfg.MaxResults) {
-		limit = s.cfg.MaxResults
+	if maxResults > 0 && (limit == 0 || limit > maxResults) {
+		limit = maxResults
 	}
 	// Ask for one more than the limit, to tell a truncated answer from a
 	// complete one.
@@ -480,17 +491,7 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, id Identity) {
 		}
 		return nil
 	})
-	t := Trailer{RequestID: rid, Events: n, Segments: stats.Total, Scanned: stats.Scanned, Pruned: stats.Pruned, Bytes: stats.Bytes, Truncated: truncated}
-	for _, fe := range stats.Failed {
-		t.Failed = append(t.Failed, SegmentError{Segment: fe.Name, Error: fe.Err.Error()})
-	}
-	if runErr != nil {
-		t.Error = runErr.Error()
-	}
-	tb, _ := json.Marshal(map[string]Trailer{"trailer": t})
-	bw.Write(tb)
-	bw.WriteByte('\n')
-	bw.Flush()
+	t := writeTrailer(bw, Trailer{RequestID: rid, Events: n, Truncated: truncated}, stats, runErr)
 
 	// The outcome, whatever happened to the client.
 	octx, ocancel := context.WithTimeout(context.WithoutCancel(r.Context()), 30*time.Second)
@@ -510,6 +511,23 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, id Identity) {
 	}
 	s.log.Info("query", zap.String("request_id", rid), zap.String("identity", id.Name), zap.String("case", c.ID), zap.Int64("events", n),
 		zap.Int64("scanned", stats.Scanned), zap.Int("failed", len(t.Failed)), zap.Duration("took", time.Since(start)))
+}
+
+// writeTrailer completes t with the engine's stats and error, writes it as
+// the answer's last line and flushes; it returns what it wrote.
+func writeTrailer(bw *bufio.Writer, t Trailer, stats query.Stats, runErr error) Trailer {
+	t.Segments, t.Scanned, t.Pruned, t.Bytes = stats.Total, stats.Scanned, stats.Pruned, stats.Bytes
+	for _, fe := range stats.Failed {
+		t.Failed = append(t.Failed, SegmentError{Segment: fe.Name, Error: fe.Err.Error()})
+	}
+	if runErr != nil {
+		t.Error = runErr.Error()
+	}
+	tb, _ := json.Marshal(map[string]Trailer{"trailer": t})
+	bw.Write(tb)
+	bw.WriteByte('\n')
+	bw.Flush()
+	return t
 }
 
 func scopeAttr(id Identity) any {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -126,7 +127,7 @@ func newRig(t *testing.T) *rig {
 
 // serve starts an API server over the rig's archive whose audit events go
 // to the Kafka at kafkaAddr, and returns its URL.
-func (r *rig) serve(t *testing.T, kafkaAddr string) string {
+func (r *rig) serve(t *testing.T, kafkaAddr string, mods ...func(*Config)) string {
 	kcfg := kafkaconn.Defaults()
 	kcfg.Brokers, kcfg.Topic = strings.Split(kafkaAddr, ","), r.topic
 	kc, err := kcfg.NewClient()
@@ -142,6 +143,9 @@ func (r *rig) serve(t *testing.T, kafkaAddr string) string {
 		r.tokens[tk.Name] = tok
 		tk.SHA256 = HashToken(tok)
 		cfg.Tokens = append(cfg.Tokens, tk)
+	}
+	for _, m := range mods {
+		m(&cfg)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -291,6 +295,13 @@ func TestTenantScope(t *testing.T) {
 	q.Tenant = "globex"
 	if code, b := r.do(t, "inv-acme", "POST", "/v1/query", q); code != http.StatusForbidden || !strings.Contains(string(b), "inv-acme may read only acme") {
 		t.Errorf("acme-scoped asking for globex: %d %s", code, b)
+	}
+	// The access log (tenant platform, kind access_audit) is not readable
+	// through a query, whoever asks.
+	aq := r.queryReq("S-1")
+	aq.Kind = "access_audit"
+	if code, b := r.do(t, "legal", "POST", "/v1/query", aq); code != http.StatusForbidden || !strings.Contains(string(b), "GET /v1/access-log") {
+		t.Errorf("a query for access_audit events: %d %s", code, b)
 	}
 	code, b = r.do(t, "inv-all", "POST", "/v1/query", q)
 	got, _ = ids(t, b)
@@ -465,5 +476,32 @@ func TestAccessLog(t *testing.T) {
 	}
 	if code, b := r.do(t, "auditor", "GET", "/v1/access-log?from="+to+"&to="+from, nil); code != 400 {
 		t.Errorf("reversed range: %d %s", code, b)
+	}
+}
+
+// Limits per role: a shorter range and fewer results for investigators
+// than the section's, and a truncated answer says so.
+func TestRoleLimits(t *testing.T) {
+	r := newRig(t)
+	url := r.serve(t, strings.Join(r.st.KafkaBrokers, ","), func(c *Config) {
+		c.Roles = map[Role]Limits{Investigator: {MaxRange: 2 * time.Hour, MaxResults: 2}}
+	})
+	r.openCase(t, "R-1")
+	if code, b := r.doAt(t, url, "inv-all", "POST", "/v1/query", r.queryReq("R-1")); code != 400 || !strings.Contains(string(b), "at most 2h0m0s") {
+		t.Errorf("a day's range for an investigator limited to 2h: %d %s", code, b)
+	}
+	q := r.queryReq("R-1")
+	q.From, q.To = r.hour.Format(time.RFC3339), r.hour.Add(time.Hour).Format(time.RFC3339)
+	code, b := r.doAt(t, url, "inv-all", "POST", "/v1/query", q)
+	got, tr := ids(t, b)
+	if code != 200 || len(got) != 2 || !tr.Truncated {
+		t.Errorf("results limited to 2: %d %v %+v", code, got, tr)
+	}
+	// Legal keeps the section's limits; the archived access_audit event of
+	// the day is not event content, and never in a query's answer.
+	q.From, q.To = r.hour.Format("2006-01-02"), r.hour.Format("2006-01-02")
+	code, b = r.doAt(t, url, "legal", "POST", "/v1/query", q)
+	if got, tr := ids(t, b); code != 200 || len(got) != 6 || tr.Truncated || slices.Contains(got, "audit-archived-1") {
+		t.Errorf("legal's query: %d %v %+v", code, got, tr)
 	}
 }

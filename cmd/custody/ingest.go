@@ -72,30 +72,12 @@ the tenants, kinds and retention classes they may write. See docs/EVENTS.md
 					}
 					return nil
 				})
-				ln, err := net.Listen("tcp", cfg.Ingest.Listen)
-				if err != nil {
-					return fmt.Errorf("cannot listen on %s: %w", cfg.Ingest.Listen, err)
-				}
 				var wg sync.WaitGroup
-				scheme := "http"
 				hctx, stopHUP := context.WithCancel(ctx)
 				defer stopHUP()
-				if cfg.Ingest.TLS.Enabled() {
-					rl, err := tlsconfig.NewReloader(cfg.Ingest.TLS)
-					if err != nil {
-						ln.Close()
-						return err
-					}
-					ln = tls.NewListener(ln, rl.Config())
-					scheme = "https"
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						reloadOnHUP(hctx, log, rl)
-					}()
-				} else {
-					// Validate allows this only on loopback.
-					log.Warn("ingest serves plain HTTP: allowed on loopback only; set ingest.tls for any other address", zap.String("addr", ln.Addr().String()))
+				ln, scheme, err := listenTLS(hctx, log, &wg, "ingest", cfg.Ingest.Listen, cfg.Ingest.TLS)
+				if err != nil {
+					return err
 				}
 				hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 				log.Info("ingest listening", zap.String("url", scheme+"://"+ln.Addr().String()+"/v1/events"), zap.Bool("mtls", cfg.Ingest.TLS.ClientCAFile != ""), zap.String("topic", cfg.Kafka.Topic), zap.String("spool", cfg.Ingest.SpoolDir))
@@ -138,6 +120,32 @@ the tenants, kinds and retention classes they may write. See docs/EVENTS.md
 			})
 		},
 	}
+}
+
+// listenTLS listens on addr, with the certificate of t (reloaded on every
+// SIGHUP until ctx ends, by a goroutine wg waits for) or, when t has none,
+// in plain HTTP, which Validate allows only on loopback. It returns the
+// listener and its URL scheme.
+func listenTLS(ctx context.Context, log *zap.Logger, wg *sync.WaitGroup, what, addr string, t tlsconfig.Server) (net.Listener, string, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, "", fmt.Errorf("cannot listen on %s: %w", addr, err)
+	}
+	if !t.Enabled() {
+		log.Warn(what+" serves plain HTTP: allowed on loopback only; set "+what+".tls for any other address", zap.String("addr", ln.Addr().String()))
+		return ln, "http", nil
+	}
+	rl, err := tlsconfig.NewReloader(t)
+	if err != nil {
+		ln.Close()
+		return nil, "", err
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		reloadOnHUP(ctx, log, rl)
+	}()
+	return tls.NewListener(ln, rl.Config()), "https", nil
 }
 
 // reloadOnHUP reloads the listener certificate on every SIGHUP until ctx

@@ -3,11 +3,9 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"sync"
@@ -21,7 +19,6 @@ import (
 	"github.com/custodylog/custody/hold"
 	"github.com/custodylog/custody/internal/announce"
 	"github.com/custodylog/custody/internal/telemetry"
-	"github.com/custodylog/custody/internal/tlsconfig"
 	"github.com/custodylog/custody/query"
 	"github.com/custodylog/custody/serve"
 )
@@ -72,29 +69,12 @@ the only process that holds the private keyring. See docs/SERVE.md.`,
 				}
 				tel.AddCheck("kafka", kc.Ping)
 				tel.AddCheck("s3", st.Ping)
-				ln, err := net.Listen("tcp", cfg.Serve.Listen)
-				if err != nil {
-					return fmt.Errorf("cannot listen on %s: %w", cfg.Serve.Listen, err)
-				}
 				var wg sync.WaitGroup
-				scheme := "http"
 				hctx, stopHUP := context.WithCancel(ctx)
 				defer stopHUP()
-				if cfg.Serve.TLS.Enabled() {
-					rl, err := tlsconfig.NewReloader(cfg.Serve.TLS)
-					if err != nil {
-						ln.Close()
-						return err
-					}
-					ln = tls.NewListener(ln, rl.Config())
-					scheme = "https"
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						reloadOnHUP(hctx, log, rl)
-					}()
-				} else {
-					log.Warn("serve answers plain HTTP: allowed on loopback only; set serve.tls for any other address", zap.String("addr", ln.Addr().String()))
+				ln, scheme, err := listenTLS(hctx, log, &wg, "serve", cfg.Serve.Listen, cfg.Serve.TLS)
+				if err != nil {
+					return err
 				}
 				// No WriteTimeout: a query streams for as long as it reads
 				// (bounded by serve.query_timeout); a client that goes away

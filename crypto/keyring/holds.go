@@ -6,13 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
 	"time"
 
-	"github.com/custodylog/custody/internal/atomicfile"
 	"github.com/custodylog/custody/internal/secret"
 )
 
@@ -183,28 +181,11 @@ func (kr *HoldKeyring) Open(caseRef string, info, sealed []byte) ([]byte, error)
 // Save writes the hold keyring with mode 0600, atomically (sealed with the
 // passphrase when there is one).
 func (kr *HoldKeyring) Save(path string) error {
-	f := holdFile{Version: 1, Kind: "hold", Suite: Suite, Keys: []privateFileKey{}}
-	for _, k := range kr.keys {
-		seed, err := k.key.Bytes()
-		if err != nil {
-			return err
-		}
-		f.Keys = append(f.Keys, privateFileKey{ID: k.ID, Created: k.Created, Seed: seed})
-	}
-	b, err := json.MarshalIndent(f, "", "  ")
+	keys, err := fileKeys(kr.keys)
 	if err != nil {
 		return err
 	}
-	b = append(b, '\n')
-	if kr.pass != "" {
-		if b, err = sealWithPassphrase(b, kr.pass); err != nil {
-			return fmt.Errorf("cannot seal the hold keyring: %w", err)
-		}
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return err
-	}
-	return atomicfile.Write(path, b, 0o600)
+	return savePrivate(path, "hold keyring", holdFile{Version: 1, Kind: "hold", Suite: Suite, Keys: keys}, kr.pass)
 }
 
 // RemoveHold destroys the case's key in the hold keyring file (atomic

@@ -442,22 +442,38 @@ func (kr *PrivateKeyring) OpenKey(id string, info, sealed []byte) ([]byte, error
 
 // Save writes the private keyring with mode 0600, atomically.
 func (kr *PrivateKeyring) Save(path string) error {
-	f := privateFile{Version: 2, Kind: "private", Suite: Suite, Keys: []privateFileKey{}}
-	for _, k := range kr.keys {
+	keys, err := fileKeys(kr.keys)
+	if err != nil {
+		return err
+	}
+	return savePrivate(path, "private keyring", privateFile{Version: 2, Kind: "private", Suite: Suite, Keys: keys}, kr.pass)
+}
+
+// fileKeys are keys as the files hold them (their seeds).
+func fileKeys(keys []PrivateKey) ([]privateFileKey, error) {
+	out := []privateFileKey{}
+	for _, k := range keys {
 		seed, err := k.key.Bytes()
 		if err != nil {
-			return err
+			return nil, err
 		}
-		f.Keys = append(f.Keys, privateFileKey{ID: k.ID, Created: k.Created, Seed: seed})
+		out = append(out, privateFileKey{ID: k.ID, Created: k.Created, Seed: seed})
 	}
-	b, err := json.MarshalIndent(f, "", "  ")
+	return out, nil
+}
+
+// savePrivate writes a file of private keys: JSON, sealed with age
+// (scrypt) under pass when there is one, mode 0600, atomically (after a
+// crash the file holds the old keys or the new ones, never a mix).
+func savePrivate(path, what string, doc any, pass secret.String) error {
+	b, err := json.MarshalIndent(doc, "", "  ")
 	if err != nil {
 		return err
 	}
 	b = append(b, '\n')
-	if kr.pass != "" {
-		if b, err = sealWithPassphrase(b, kr.pass); err != nil {
-			return fmt.Errorf("cannot seal the private keyring: %w", err)
+	if pass != "" {
+		if b, err = sealWithPassphrase(b, pass); err != nil {
+			return fmt.Errorf("cannot seal the %s: %w", what, err)
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {

@@ -458,6 +458,10 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, id Identity) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("X-Request-Id", rid)
 	w.WriteHeader(http.StatusOK)
+	// The status and request ID go out now: a client knows at once that
+	// the access was recorded and the query runs (and can leave, which
+	// cancels it).
+	w.(http.Flusher).Flush()
 	bw := bufio.NewWriterSize(w, 64<<10)
 	limit := req.Limit
 	if maxResults > 0 && (limit == 0 || limit > maxResults) {

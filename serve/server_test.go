@@ -34,6 +34,7 @@ import (
 type counting struct {
 	*store.Store
 	lists, gets atomic.Int64
+	delay       atomic.Int64 // nanoseconds each GetRange waits first
 }
 
 func (c *counting) List(ctx context.Context, prefix string) iter.Seq2[store.Object, error] {
@@ -43,6 +44,11 @@ func (c *counting) List(ctx context.Context, prefix string) iter.Seq2[store.Obje
 
 func (c *counting) GetRange(ctx context.Context, name string, off, n int64) (io.ReadCloser, error) {
 	c.gets.Add(1)
+	select {
+	case <-time.After(time.Duration(c.delay.Load())):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
 	return c.Store.GetRange(ctx, name, off, n)
 }
 
@@ -504,4 +510,44 @@ func TestRoleLimits(t *testing.T) {
 	if got, tr := ids(t, b); code != 200 || len(got) != 6 || tr.Truncated || slices.Contains(got, "audit-archived-1") {
 		t.Errorf("legal's query: %d %v %+v", code, got, tr)
 	}
+}
+
+// A client that goes away cancels its query: the outcome audit event says
+// so, and the reads stop.
+func TestDisconnectCancels(t *testing.T) {
+	r := newRig(t)
+	r.openCase(t, "D-1")
+	r.seg.delay.Store(int64(2 * time.Second))
+	b, _ := json.Marshal(r.queryReq("D-1"))
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "POST", r.url+"/v1/query", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+r.tokens["inv-all"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("query: %v %v", resp, err)
+	}
+	rid := resp.Header.Get("X-Request-Id")
+	start := time.Now()
+	cancel() // the headers came: the query runs; the client leaves
+	resp.Body.Close()
+	var result map[string]any
+	stacktest.ReadUntil(t, r.st, r.topic, func(ms []kafka.Message) bool {
+		for _, m := range ms {
+			var e map[string]any
+			json.Unmarshal(m.Value, &e)
+			if a, _ := e["attrs"].(map[string]any); e["action"] == "query.result" && a["request_id"] == rid {
+				result = a
+				return true
+			}
+		}
+		return false
+	}, 30*time.Second)
+	if result == nil || !strings.Contains(fmt.Sprint(result["error"]), "canceled") {
+		t.Fatalf("outcome of a query whose client left: %v", result)
+	}
+	// Every segment read waits 2 s: cancelled, none of them was scanned.
+	if result["scanned"] != float64(0) {
+		t.Errorf("segments scanned after the client left: %v", result["scanned"])
+	}
+	t.Logf("outcome recorded %s after the client left", time.Since(start).Round(time.Millisecond))
 }

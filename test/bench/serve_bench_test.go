@@ -71,6 +71,13 @@ func BenchmarkServe(b *testing.B) {
 	}
 	segs, _, ip, _ := buildArchive(b, s, kr, d0, 1, perDay, 6)
 	caFile, certFile, keyFile := writeCerts(b, dir)
+	// CUSTODY_BENCH_SERVE_PLAIN=1: plain HTTP on loopback, to tell the
+	// cost of TLS from the rest.
+	plain := os.Getenv("CUSTODY_BENCH_SERVE_PLAIN") != ""
+	tlsLine := fmt.Sprintf("  tls: {cert_file: %s, key_file: %s}\n", certFile, keyFile)
+	if plain {
+		tlsLine = ""
+	}
 	const invTok, legalTok = "cst_bench_investigator_0123456789abcdef", "cst_bench_legal_0123456789abcdef0123"
 	listen, metrics := stacktest.FreePort(b), stacktest.FreePort(b)
 	const memBudget, concurrency = 16 << 20, 4
@@ -89,13 +96,12 @@ retention:
 serve:
   listen: %s
   metrics_listen: %s
-  tls: {cert_file: %s, key_file: %s}
-  max_concurrent: 50
+%s  max_concurrent: 50
   max_concurrent_per_identity: 50
   tokens:
     - {name: bench-inv, sha256: %s, role: investigator}
     - {name: bench-legal, sha256: %s, role: legal}
-`, strings.Join(st.KafkaBrokers, ","), stacktest.Topic(b, st, 1), sc.Bucket, crypto, concurrency, memBudget, listen, metrics, certFile, keyFile,
+`, strings.Join(st.KafkaBrokers, ","), stacktest.Topic(b, st, 1), sc.Bucket, crypto, concurrency, memBudget, listen, metrics, tlsLine,
 		serve.HashToken(invTok), serve.HashToken(legalTok))), 0o600)
 	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-level", "warn")
 	var logs bytes.Buffer
@@ -121,6 +127,9 @@ serve:
 	pool.AppendCertsFromPEM(caPEM)
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 64}}
 	base := "https://" + listen
+	if plain {
+		base = "http://" + listen
+	}
 	post := func(tok, path string, body any) (*http.Response, error) {
 		bb, _ := json.Marshal(body)
 		req, _ := http.NewRequest("POST", base+path, bytes.NewReader(bb))

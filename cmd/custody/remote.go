@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/dustin/go-humanize"
@@ -44,6 +46,13 @@ func runRemoteQuery(cmd *cobra.Command, q queryFlags) error {
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
 	req.Header.Set("Content-Type", "application/json")
+	return streamAnswer(cmd, client, req, q.format, "custody query")
+}
+
+// streamAnswer sends req to custody serve and prints the events it
+// streams in format, then reports what the trailer line says: unreadable
+// segments (exit 1), a truncated answer, a query stopped early.
+func streamAnswer(cmd *cobra.Command, client *http.Client, req *http.Request, format, who string) error {
 	resp, err := client.Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach custody serve: %w", err)
@@ -53,7 +62,7 @@ func runRemoteQuery(cmd *cobra.Command, q queryFlags) error {
 		return apiError(resp)
 	}
 	out := bufio.NewWriterSize(cmd.OutOrStdout(), 256<<10)
-	emit, finish := formatter(q.format, out)
+	emit, finish := formatter(format, out)
 	errw := cmd.ErrOrStderr()
 	tty := isTerminal(errw)
 	br := bufio.NewReaderSize(resp.Body, 1<<20)
@@ -102,19 +111,86 @@ func runRemoteQuery(cmd *cobra.Command, q queryFlags) error {
 		return fmt.Errorf("the answer ended without its trailer: results are incomplete")
 	}
 	for _, f := range trailer.Failed {
-		fmt.Fprintf(errw, "custody query: cannot read %s: %s\n", f.Segment, f.Error)
+		fmt.Fprintf(errw, "%s: cannot read %s: %s\n", who, f.Segment, f.Error)
 	}
 	if trailer.Truncated {
-		fmt.Fprintf(errw, "custody query: stopped at %d events (the limit); request %s\n", trailer.Events, trailer.RequestID)
+		fmt.Fprintf(errw, "%s: stopped at %d events (the limit); request %s\n", who, trailer.Events, trailer.RequestID)
 	}
 	if trailer.Error != "" {
-		return fmt.Errorf("custody serve stopped the query (request %s): %s", trailer.RequestID, trailer.Error)
+		return fmt.Errorf("custody serve stopped (request %s): %s", trailer.RequestID, trailer.Error)
 	}
 	if len(trailer.Failed) > 0 {
-		fmt.Fprintf(errw, "custody query: %d of %d segments could not be read; the results above lack their events (request %s)\n", len(trailer.Failed), trailer.Segments, trailer.RequestID)
+		fmt.Fprintf(errw, "%s: %d of %d segments could not be read; the results above lack their events (request %s)\n", who, len(trailer.Failed), trailer.Segments, trailer.RequestID)
 		return exitError{1}
 	}
 	return nil
+}
+
+// newAccessLogCmd is the access log's client.
+func newAccessLogCmd() *cobra.Command {
+	var server, tokenFile, caFile, from, to, login, caseRef, format string
+	var limit int
+	c := &cobra.Command{
+		Use:   "access-log --server URL --from T --to T [--login L] [--case ID]",
+		Short: "Who read what, for which case: the access_audit events, from custody serve (role auditor)",
+		Long: `Asks custody serve for the access log of a range: every query's request
+and outcome events (who, role, case, purpose, filters, client; events
+returned, segments read, errors), from the archive and, not yet archived,
+from Kafka, each once, in time order. Reading the access log is itself
+recorded. See docs/SERVE.md §6.`,
+		Example: `  custody access-log --server https://custody.internal:8480 --from 2026-11-01 --to 2026-11-29 --case LE-2026-114 --format table`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if server == "" {
+				server = os.Getenv("CUSTODY_SERVER")
+			}
+			if server == "" {
+				return fmt.Errorf("--server URL (or CUSTODY_SERVER) is required")
+			}
+			if from == "" || to == "" {
+				return fmt.Errorf("--from and --to are required")
+			}
+			switch format {
+			case "jsonl", "csv", "table":
+			default:
+				return fmt.Errorf("--format %q is not jsonl, csv or table", format)
+			}
+			tok, err := readToken(tokenFile)
+			if err != nil {
+				return err
+			}
+			client, err := apiClient(caFile)
+			if err != nil {
+				return err
+			}
+			v := url.Values{"from": {from}, "to": {to}}
+			for k, x := range map[string]string{"login": login, "case": caseRef} {
+				if x != "" {
+					v.Set(k, x)
+				}
+			}
+			if limit > 0 {
+				v.Set("limit", strconv.Itoa(limit))
+			}
+			req, err := http.NewRequestWithContext(cmd.Context(), http.MethodGet, strings.TrimSuffix(server, "/")+"/v1/access-log?"+v.Encode(), nil)
+			if err != nil {
+				return fmt.Errorf("--server: %v", err)
+			}
+			req.Header.Set("Authorization", "Bearer "+tok)
+			return streamAnswer(cmd, client, req, format, "custody access-log")
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&server, "server", "", "custody serve's URL (default $CUSTODY_SERVER)")
+	f.StringVar(&tokenFile, "token-file", "", "file holding the API token (default: $CUSTODY_TOKEN)")
+	f.StringVar(&caFile, "ca-file", "", "PEM authorities that sign custody serve's certificate (default: the system's)")
+	f.StringVar(&from, "from", "", "start, inclusive: RFC 3339 or YYYY-MM-DD")
+	f.StringVar(&to, "to", "", "end, exclusive: RFC 3339, or YYYY-MM-DD meaning the end of that day")
+	f.StringVar(&login, "login", "", "only the accesses of this identity")
+	f.StringVar(&caseRef, "case", "", "only the accesses for this case")
+	f.IntVar(&limit, "limit", 0, "at most this many events (default 1,000)")
+	f.StringVar(&format, "format", "jsonl", "jsonl, csv or table")
+	return c
 }
 
 // readToken reads the API token from the file, else from CUSTODY_TOKEN.

@@ -23,13 +23,13 @@ func TestServeAndRemoteQuery(t *testing.T) {
 	r := newShredRig(t, stacktest.Get(t))
 	bin := custodyBin(t)
 	listen, metrics := stacktest.FreePort(t), stacktest.FreePort(t)
-	const invTok, legalTok = "cst_investigator_token_for_the_serve_test_0123", "cst_legal_token_for_the_serve_test_0123456789"
+	const invTok, legalTok, audTok = "cst_investigator_token_for_the_serve_test_0123", "cst_legal_token_for_the_serve_test_0123456789", "cst_auditor_token_for_the_serve_test_0123456789"
 	f, err := os.OpenFile(r.cfg, os.O_APPEND|os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	fmt.Fprintf(f, "serve:\n  listen: %s\n  metrics_listen: %s\n  tokens:\n    - {name: inv, sha256: %s, role: investigator, tenants: [acme]}\n    - {name: counsel, sha256: %s, role: legal}\n",
-		listen, metrics, serve.HashToken(invTok), serve.HashToken(legalTok))
+	fmt.Fprintf(f, "serve:\n  listen: %s\n  metrics_listen: %s\n  tokens:\n    - {name: inv, sha256: %s, role: investigator, tenants: [acme]}\n    - {name: counsel, sha256: %s, role: legal}\n    - {name: aud, sha256: %s, role: auditor}\n",
+		listen, metrics, serve.HashToken(invTok), serve.HashToken(legalTok), serve.HashToken(audTok))
 	f.Close()
 	tokFile := filepath.Join(r.dir, "token")
 	os.WriteFile(tokFile, []byte(invTok+"\n"), 0o600)
@@ -82,6 +82,23 @@ func TestServeAndRemoteQuery(t *testing.T) {
 	}
 	if _, errOut, code = query("--purpose", "x"); code != 1 || !strings.Contains(errOut, "--case is required") {
 		t.Errorf("no --case: code %d, %s", code, errOut)
+	}
+	// The auditor sees that query's request and outcome in the access log.
+	audFile := filepath.Join(r.dir, "aud-token")
+	os.WriteFile(audFile, []byte(audTok), 0o600)
+	var alog string
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		c := exec.Command(bin, "access-log", "--server", "http://"+listen, "--token-file", audFile, "--from", time.Now().Add(-time.Hour).Format(time.RFC3339),
+			"--to", time.Now().Add(time.Hour).Format(time.RFC3339), "--case", "LE-7")
+		o, err := c.CombinedOutput()
+		alog = string(o)
+		if err == nil && strings.Count(alog, `"purpose":"order 7"`) == 2 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if strings.Count(alog, `"purpose":"order 7"`) != 2 || !strings.Contains(alog, `"action":"query.result"`) || !strings.Contains(alog, `"login":"inv"`) {
+		t.Errorf("access log of case LE-7:\n%s", alog)
 	}
 	c := exec.Command(bin, "query", "--from", day(0), "--to", day(0), "--purpose", "x")
 	c.Env = append(os.Environ(), "CUSTODY_SERVER=")

@@ -56,9 +56,9 @@ func TestRunScriptPrintsAWorkingQuery(t *testing.T) {
 
 	// The script waits for readiness and for the events to be stored; the
 	// deadline only bounds a broken run.
-	var query string
+	var query, accessLog string
 	deadline := time.After(6 * time.Minute)
-	for query == "" {
+	for query == "" || accessLog == "" {
 		select {
 		case l, ok := <-lines:
 			if !ok {
@@ -66,6 +66,9 @@ func TestRunScriptPrintsAWorkingQuery(t *testing.T) {
 			}
 			if i := strings.Index(l, "bin/custody query "); i >= 0 {
 				query = strings.TrimSpace(l)
+			}
+			if i := strings.Index(l, "bin/custody access-log "); i >= 0 {
+				accessLog = strings.TrimSpace(l)
 			}
 		case <-deadline:
 			t.Fatalf("no query printed after 6 minutes\nstdout:\n%s\nstderr:\n%s", stdout.String(), stderr.String())
@@ -94,7 +97,16 @@ func TestRunScriptPrintsAWorkingQuery(t *testing.T) {
 		t.Fatalf("printed query returned %d rows for 203.0.113.7; want the 8 events sent:\n%s", rows, res)
 	}
 
-	// Ctrl-C stops both services cleanly.
+	// The printed access log shows the demo's queries, as its auditor.
+	sh = exec.Command("bash", "-c", accessLog)
+	sh.Dir = root
+	sh.Env = os.Environ()
+	res, err = sh.CombinedOutput()
+	if err != nil || strings.Count(string(res), "make run demo") < 2 {
+		t.Fatalf("printed access log %q: %v\n%s", accessLog, err, res)
+	}
+
+	// Ctrl-C stops the services cleanly.
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
 	select {
 	case err := <-exited:

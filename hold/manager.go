@@ -432,10 +432,12 @@ func (m *Manager) List(ctx context.Context) ([]Listing, error) {
 		c := strings.TrimSuffix(strings.TrimPrefix(o.Name, RecordPrefix), ".json")
 		l := Listing{Name: o.Name, InForce: inForce[c]}
 		r, err := ReadRecord(ctx, m.Store, m.Keys.Public, c)
-		if err != nil || r == nil {
-			l.Problem = fmt.Sprint(err)
-			l.Record.Case = c
-		} else {
+		switch {
+		case err != nil:
+			l.Problem, l.Record.Case = err.Error(), c
+		case r == nil:
+			l.Problem, l.Record.Case = "the record was removed while listing", c
+		default:
 			l.Record = *r
 		}
 		seen[c] = true
@@ -462,65 +464,83 @@ func (e *HeldError) Error() string {
 		e.Class, e.Period, e.Case, e.Reason, e.Case)
 }
 
-// CheckShred answers retention before it destroys a period's keys: nil
+// ShredCheck prepares retention's question for one run: it reads the hold
+// keyring (a passphrase-sealed one costs an scrypt) and the records of the
+// cases under hold once, and returns the check for each due period: nil
 // when every segment of the class in the period that a case under hold
 // covers has its data key escrowed for that case, else a *HeldError naming
-// the case. It must run while the period's private key still exists (it
-// reads segments' indexes to tell which a hold covers).
-func (m *Manager) CheckShred(ctx context.Context, class, period string, start, end time.Time) error {
+// the case. The check must run while the period's private key still
+// exists (it reads segments' indexes to tell which a hold covers).
+func (m *Manager) ShredCheck(ctx context.Context) (func(ctx context.Context, class, period string, start, end time.Time) error, error) {
 	holds, err := keyring.LoadHolds(m.HoldPath, m.Passphrase)
+	if err != nil {
+		return nil, err
+	}
+	type held struct {
+		c   string
+		rec *Record
+		err error
+	}
+	var cases []held
+	for _, c := range holds.Cases() {
+		rec, err := ReadRecord(ctx, m.Store, m.Keys.Public, c)
+		cases = append(cases, held{c, rec, err})
+	}
+	return func(ctx context.Context, class, period string, start, end time.Time) error {
+		for _, h := range cases {
+			if err := m.checkShred(ctx, h.c, h.rec, h.err, class, period, start, end); err != nil {
+				return err
+			}
+		}
+		return nil
+	}, nil
+}
+
+// checkShred is ShredCheck's question for one case and one period.
+func (m *Manager) checkShred(ctx context.Context, c string, rec *Record, recErr error, class, period string, start, end time.Time) error {
+	if recErr != nil || rec == nil {
+		return &HeldError{Case: c, Class: class, Period: period, Reason: fmt.Sprintf("its record %s is missing or does not verify (%v), so what it covers is unknown", RecordName(c), recErr)}
+	}
+	from, to := maxTime(start, rec.From), minTime(end, rec.To)
+	if !from.Before(to) {
+		return nil
+	}
+	f, err := rec.filter()
 	if err != nil {
 		return err
 	}
-	for _, c := range holds.Cases() {
-		rec, err := ReadRecord(ctx, m.Store, m.Keys.Public, c)
-		if err != nil || rec == nil {
-			return &HeldError{Case: c, Class: class, Period: period, Reason: fmt.Sprintf("its record %s is missing or does not verify (%v), so what it covers is unknown", RecordName(c), err)}
-		}
-		from, to := maxTime(start, rec.From), minTime(end, rec.To)
-		if !from.Before(to) {
-			continue
-		}
-		f, err := rec.filter()
+	f.From, f.To = from, to
+	err = eachHour(ctx, m.Store, []string{class}, from, to, func(prefix string, objs []store.Object) error {
+		done, err := escrowed(ctx, m.Store, c, prefix)
 		if err != nil {
 			return err
 		}
-		f.From, f.To = from, to
-		err = eachHour(ctx, m.Store, []string{class}, from, to, func(prefix string, objs []store.Object) error {
-			done, err := escrowed(ctx, m.Store, c, prefix)
+		var todo []store.Object
+		for _, o := range objs {
+			if _, ok := done[o.Name]; !ok {
+				todo = append(todo, o)
+			}
+		}
+		return m.parallel(ctx, todo, func(ctx context.Context, o store.Object) error {
+			r, _, err := query.OpenStored(ctx, m.Store, o, m.Keys, segment.ReaderOptions{MaxPlaintext: m.MaxSegmentBytes})
+			var nf *keyring.NotFoundError
+			if errors.As(err, &nf) {
+				return nil // already unreadable: nothing left to hold
+			}
 			if err != nil {
-				return err
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				return &HeldError{Case: c, Segment: o.Name, Class: class, Period: period, Reason: fmt.Sprintf("segment %s could not be checked: %v", o.Name, err)}
 			}
-			var todo []store.Object
-			for _, o := range objs {
-				if _, ok := done[o.Name]; !ok {
-					todo = append(todo, o)
-				}
+			defer r.Close()
+			if f.RulesOut(r.Header(), r.Index()) {
+				return nil
 			}
-			return m.parallel(ctx, todo, func(ctx context.Context, o store.Object) error {
-				r, _, err := query.OpenStored(ctx, m.Store, o, m.Keys, segment.ReaderOptions{MaxPlaintext: m.MaxSegmentBytes})
-				var nf *keyring.NotFoundError
-				if errors.As(err, &nf) {
-					return nil // already unreadable: nothing left to hold
-				}
-				if err != nil {
-					if ctx.Err() != nil {
-						return ctx.Err()
-					}
-					return &HeldError{Case: c, Segment: o.Name, Class: class, Period: period, Reason: fmt.Sprintf("segment %s could not be checked: %v", o.Name, err)}
-				}
-				defer r.Close()
-				if f.RulesOut(r.Header(), r.Index()) {
-					return nil
-				}
-				return &HeldError{Case: c, Segment: o.Name, Class: class, Period: period, Reason: fmt.Sprintf("it covers segment %s, whose key is not escrowed", o.Name)}
-			})
+			return &HeldError{Case: c, Segment: o.Name, Class: class, Period: period, Reason: fmt.Sprintf("it covers segment %s, whose key is not escrowed", o.Name)}
 		})
-		if err != nil {
-			return err
-		}
-	}
-	return nil
+	})
+	return err
 }
 
 func maxTime(a, b time.Time) time.Time {

@@ -75,9 +75,10 @@ type objects interface {
 	Put(ctx context.Context, name string, r io.Reader, size int64, lock store.Lock) error
 }
 
-// holds vetoes shredding a period that a legal hold still needs.
+// holds vetoes shredding a period that a legal hold still needs: once per
+// run it prepares the check that then answers for each due period.
 type holds interface {
-	CheckShred(ctx context.Context, class, period string, start, end time.Time) error
+	ShredCheck(ctx context.Context) (func(ctx context.Context, class, period string, start, end time.Time) error, error)
 }
 
 // announcer sends the receipt event to the events topic.
@@ -212,12 +213,16 @@ func (r *Runner) Run(ctx context.Context) (Report, error) {
 			return rep, err
 		}
 		in = intent{Created: r.Now().UTC(), Periods: Due(priv, r.Retention, r.Now().UTC())}
-		if r.Holds != nil {
+		if r.Holds != nil && len(in.Periods) > 0 {
+			check, err := r.Holds.ShredCheck(ctx)
+			if err != nil {
+				return rep, fmt.Errorf("cannot read the legal holds, so nothing is shredded: %w", err)
+			}
 			for _, p := range sortedKeys(in.Periods) {
 				class, period, _ := strings.Cut(p, "/")
 				start, _ := periodStart(period)
 				end, _ := periodEnd(period)
-				if err := r.Holds.CheckShred(ctx, class, period, start, end); err != nil {
+				if err := check(ctx, class, period, start, end); err != nil {
 					rep.Refused = append(rep.Refused, Refusal{Period: p, Err: err})
 					delete(in.Periods, p)
 				}

@@ -383,6 +383,7 @@ func TestAuditBeforeAnswer(t *testing.T) {
 		t.Fatalf("query: %d %s", code, b)
 	}
 	var audits []map[string]any
+	caseOpened := false
 	stacktest.ReadUntil(t, r.st, r.topic, func(ms []kafka.Message) bool {
 		audits = audits[:0]
 		for _, m := range ms {
@@ -391,11 +392,17 @@ func TestAuditBeforeAnswer(t *testing.T) {
 			if e["kind"] == "access_audit" {
 				audits = append(audits, e)
 			}
+			if a, _ := e["attrs"].(map[string]any); e["action"] == "case.open" && a["case"] == "A-1" {
+				caseOpened = true
+			}
 		}
 		return len(audits) >= 2
 	}, 30*time.Second)
 	if len(audits) != 2 {
 		t.Fatalf("%d access_audit events; want 2", len(audits))
+	}
+	if !caseOpened {
+		t.Error("opening case A-1 left no case.open event in the topic")
 	}
 	req, res := audits[0], audits[1]
 	ra, _ := req["attrs"].(map[string]any)
@@ -460,6 +467,10 @@ func TestAccessLog(t *testing.T) {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
+	}
+	// Reading the access log was recorded too: the earlier reads are in it.
+	if code, b := r.do(t, "auditor", "GET", "/v1/access-log?from="+from+"&to="+to+"&login=auditor", nil); code != 200 || !strings.Contains(string(b), `"action":"access-log"`) {
+		t.Errorf("the access log's own reads are not in it: %d %s", code, b)
 	}
 	if got[0] != "audit-archived-1" || tr.Archived != 1 || tr.Recent < 3 {
 		t.Errorf("access log: %v, trailer %+v; want the archived event first, then the recent ones", got, tr)

@@ -348,3 +348,23 @@ func TestHoldBadInput(t *testing.T) {
 		t.Errorf("the same case with other filters: code %d\n%s", code, out)
 	}
 }
+
+// A case in the hold keyring whose record is gone from the bucket keeps
+// every due period it overlaps: what it covers is unknown.
+func TestHoldWithoutRecordKeepsPeriods(t *testing.T) {
+	r := newShredRig(t, stacktest.Get(t))
+	day := func(i int) string { return r.days[i].Format("2006-01-02") }
+	if out, code := r.run(t, "hold", "place", "--case", "GONE-1", "--from", day(0), "--to", day(0)); code != 0 {
+		t.Fatalf("hold place: code %d\n%s", code, out)
+	}
+	if err := r.s.RemoveAll(context.Background(), hold.RecordName("GONE-1")); err != nil {
+		t.Fatal(err)
+	}
+	out, code := r.run(t, "retention", "run", "--test-now", r.dueAt(0))
+	if code != 1 || !strings.Contains(out, "kept short/"+day(0)) || !strings.Contains(out, "its record _holds/records/GONE-1.json is missing") {
+		t.Fatalf("retention run with a hold whose record is gone: code %d\n%s", code, out)
+	}
+	if !r.privateIDs(t)["short/"+day(0)+".v1"] {
+		t.Error("the key was destroyed although a hold of unknown extent is in force")
+	}
+}

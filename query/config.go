@@ -15,7 +15,8 @@ type Config struct {
 	// MaxSegmentBytes caps the decompressed size of one segment, so a
 	// decompression bomb cannot exhaust memory.
 	MaxSegmentBytes bytesize.Size `yaml:"max_segment_bytes"`
-	// MemoryBudget bounds the matches of one hour held in memory; past it
+	// MemoryBudget bounds the matches one query holds in memory (the hour
+	// being emitted and the next, read meanwhile); past it
 	// they are sorted into temporary files and merged from there.
 	MemoryBudget bytesize.Size `yaml:"memory_budget"`
 }

@@ -96,11 +96,13 @@ func compareHits(a, b hit) int {
 }
 
 // Run streams the events matching f to emit in event-time order (ties by
-// tenant, then ID), each (tenant, ID) once. Hours are processed one at a time; within an hour the
-// segments are fetched and read in parallel (Config.Concurrency) and their
-// matches merged, spilling sorted runs to disk past Config.MemoryBudget, so
-// memory stays bounded whatever the range. Unreadable segments are
-// reported in Stats.Failed and skipped unless opts.Strict.
+// tenant, then ID), each (tenant, ID) once. Hours are read one at a time,
+// the next while the current one is emitted; within an hour the segments
+// are fetched and read in parallel (Config.Concurrency) and their matches
+// merged, spilling sorted runs to disk past Config.MemoryBudget (shared by
+// the hour being emitted and the hour being read), so memory stays bounded
+// whatever the range. Unreadable segments are reported in Stats.Failed and
+// skipped unless opts.Strict. emit is called from the caller's goroutine.
 func (q *Engine) Run(ctx context.Context, f Filter, opts Options, emit func(line []byte) error) (Stats, error) {
 	if err := f.Validate(); err != nil {
 		return Stats{}, err
@@ -159,43 +161,44 @@ func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]by
 			}
 		}
 	}
-	emitted := 0
+	var hours []time.Time
 	for h := f.From.Truncate(time.Hour); h.Before(f.To); h = h.Add(time.Hour) {
-		var objs []store.Object
-		for _, c := range q.classes {
-			for _, k := range kinds {
-				prefix := segment.HourPrefix(c, k, h)
-				listed := map[string]bool{}
-				for o, err := range q.src.List(ctx, prefix) {
-					if err != nil {
-						return err
-					}
-					objs = append(objs, o)
-					listed[o.Name] = true
-				}
-				if q.escrow == nil {
-					continue
-				}
-				// Held segments that lifecycle hid (a delete marker over
-				// the held version) are read by version.
-				held, err := q.escrow.Held(ctx, prefix, h, func(name string) bool { return listed[name] })
-				if err != nil {
-					return err
-				}
-				for _, o := range held {
-					if !listed[o.Name] {
-						objs = append(objs, o)
-						listed[o.Name] = true
-					}
-				}
+		hours = append(hours, h)
+	}
+	if len(hours) == 0 {
+		return nil
+	}
+	budget := int64(q.cfg.MemoryBudget)
+	// The next hour is read while this one is emitted, so a slow consumer
+	// (a network client, a file) and the segment reads overlap instead of
+	// taking turns. The prefetch is owned here: every path out of the loop
+	// cancels it and waits for its result, and closes what it returns.
+	var next chan hourResult
+	defer func() {
+		if next != nil {
+			if r := <-next; r.hits != nil {
+				r.hits.close()
 			}
 		}
-		st.total.Add(int64(len(objs)))
-		hits, err := q.scanHour(ctx, f, opts, objs, st)
-		if err != nil {
-			return err
+	}()
+	pctx, pcancel := context.WithCancel(ctx)
+	defer pcancel()
+	cur := q.readHour(ctx, f, opts, kinds, hours[0], budget, st)
+	emitted := 0
+	for i := range hours {
+		if cur.err != nil {
+			return cur.err
 		}
-		err = hits.each(func(x hit) error {
+		// Prefetch only while the hour being emitted holds at most half
+		// the budget, and give the next hour what is left: the matches
+		// held in memory by one query stay within memory_budget.
+		if held := cur.hits.memBytes(); i+1 < len(hours) && (budget <= 0 || held <= budget/2) {
+			next = make(chan hourResult, 1)
+			go func(h time.Time, budget int64) {
+				next <- q.readHour(pctx, f, opts, kinds, h, budget, st)
+			}(hours[i+1], max(budget-held, 0))
+		}
+		err := cur.hits.each(func(x hit) error {
 			if opts.Limit > 0 && emitted >= opts.Limit {
 				return errLimit
 			}
@@ -203,20 +206,72 @@ func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]by
 			st.matched.Add(1)
 			return emit(x.line)
 		}, st)
-		hits.close()
-		if errors.Is(err, errLimit) {
-			return nil
-		}
+		cur.hits.close()
 		if err != nil {
+			pcancel()
+			if errors.Is(err, errLimit) {
+				return nil
+			}
 			return err
+		}
+		if i+1 == len(hours) {
+			break
+		}
+		if next != nil {
+			cur, next = <-next, nil
+		} else {
+			cur = q.readHour(ctx, f, opts, kinds, hours[i+1], budget, st)
 		}
 	}
 	return nil
 }
 
+// hourResult is one hour read: its matches, or why it could not be read.
+type hourResult struct {
+	hits *hourHits
+	err  error
+}
+
+// readHour lists the hour's segments (including held versions that
+// lifecycle hid) and scans them.
+func (q *Engine) readHour(ctx context.Context, f Filter, opts Options, kinds []string, h time.Time, budget int64, st *counters) hourResult {
+	var objs []store.Object
+	for _, c := range q.classes {
+		for _, k := range kinds {
+			prefix := segment.HourPrefix(c, k, h)
+			listed := map[string]bool{}
+			for o, err := range q.src.List(ctx, prefix) {
+				if err != nil {
+					return hourResult{err: err}
+				}
+				objs = append(objs, o)
+				listed[o.Name] = true
+			}
+			if q.escrow == nil {
+				continue
+			}
+			// Held segments that lifecycle hid (a delete marker over
+			// the held version) are read by version.
+			held, err := q.escrow.Held(ctx, prefix, h, func(name string) bool { return listed[name] })
+			if err != nil {
+				return hourResult{err: err}
+			}
+			for _, o := range held {
+				if !listed[o.Name] {
+					objs = append(objs, o)
+					listed[o.Name] = true
+				}
+			}
+		}
+	}
+	st.total.Add(int64(len(objs)))
+	hits, err := q.scanHour(ctx, f, opts, objs, budget, st)
+	return hourResult{hits: hits, err: err}
+}
+
 // scanHour reads the hour's segments in parallel and collects matches.
-func (q *Engine) scanHour(ctx context.Context, f Filter, opts Options, objs []store.Object, st *counters) (*hourHits, error) {
-	hh := &hourHits{budget: int64(q.cfg.MemoryBudget), dir: opts.SpillDir}
+func (q *Engine) scanHour(ctx context.Context, f Filter, opts Options, objs []store.Object, budget int64, st *counters) (*hourHits, error) {
+	hh := &hourHits{budget: budget, dir: opts.SpillDir}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	work := make(chan store.Object)

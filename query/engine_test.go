@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -323,5 +325,109 @@ func TestQueryBadSegments(t *testing.T) {
 	}
 	if _, _, err := run(t, eng, Filter{From: all.To, To: all.From}, Options{}); err == nil || !strings.Contains(err.Error(), "is not before") {
 		t.Errorf("reversed range: %v", err)
+	}
+}
+
+// gate serves the fixture's store, holding back the segments of one hour:
+// entered is closed when the first of them is asked for, and with block
+// set a read waits for its context to end.
+type gate struct {
+	*store.Store
+	hour     []string // the hour's prefixes, one per kind
+	block    bool
+	once     sync.Once
+	entered  chan struct{}
+	inflight atomic.Int32
+}
+
+func newGate(s *store.Store, h time.Time, block bool) *gate {
+	g := &gate{Store: s, block: block, entered: make(chan struct{})}
+	for _, k := range event.Kinds {
+		g.hour = append(g.hour, segment.HourPrefix("security", string(k), h))
+	}
+	return g
+}
+
+func (g *gate) GetRange(ctx context.Context, name string, off, n int64) (io.ReadCloser, error) {
+	if !slices.ContainsFunc(g.hour, func(p string) bool { return strings.HasPrefix(name, p) }) {
+		return g.Store.GetRange(ctx, name, off, n)
+	}
+	g.inflight.Add(1)
+	defer g.inflight.Add(-1)
+	g.once.Do(func() { close(g.entered) })
+	if g.block {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return g.Store.GetRange(ctx, name, off, n)
+}
+
+// The next hour's segments are read while the current hour is emitted, so
+// a slow consumer and the reads overlap.
+func TestQueryReadsNextHourWhileEmitting(t *testing.T) {
+	fx := archiveCorpus(t)
+	h0 := fx.base.Truncate(time.Hour).Add(time.Hour)
+	g := newGate(fx.store, h0.Add(time.Hour), false)
+	eng := NewEngine(Defaults(), g, fx.keys, []string{"security"})
+	var n int
+	_, err := eng.Run(context.Background(), Filter{From: h0, To: h0.Add(2 * time.Hour)}, Options{}, func(line []byte) error {
+		if n++; n == 1 {
+			select {
+			case <-g.entered:
+			case <-time.After(30 * time.Second):
+				return errors.New("the next hour was not read while the first was emitted")
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := reference(fx.evs, Filter{From: h0, To: h0.Add(2 * time.Hour)})
+	if n != len(want) || len(want) < 2 {
+		t.Fatalf("%d events; want %d (and at least 2)", n, len(want))
+	}
+}
+
+// A query that stops early (the consumer fails, or the limit is reached)
+// cancels the hour being read ahead and waits for it before returning.
+func TestQueryStopCancelsReadAhead(t *testing.T) {
+	fx := archiveCorpus(t)
+	h0 := fx.base.Truncate(time.Hour).Add(time.Hour)
+	f := Filter{From: h0, To: h0.Add(3 * time.Hour)}
+	errStop := errors.New("consumer gone")
+	for _, tc := range []struct {
+		name    string
+		opts    Options
+		emitErr error
+	}{{"consumer error", Options{}, errStop}, {"limit", Options{Limit: 1}, nil}} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := newGate(fx.store, h0.Add(time.Hour), true)
+			eng := NewEngine(Defaults(), g, fx.keys, []string{"security"})
+			done := make(chan error, 1)
+			var n int
+			go func() {
+				_, err := eng.Run(context.Background(), f, tc.opts, func(line []byte) error {
+					n++
+					<-g.entered // the read-ahead is blocked in a segment read
+					return tc.emitErr
+				})
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, tc.emitErr) {
+					t.Fatalf("Run = %v; want %v", err, tc.emitErr)
+				}
+			case <-time.After(30 * time.Second):
+				t.Fatal("Run did not return: the read-ahead was not cancelled")
+			}
+			if in := g.inflight.Load(); in != 0 {
+				t.Errorf("%d segment reads still running after Run returned", in)
+			}
+			if n != 1 {
+				t.Errorf("%d events emitted; want 1", n)
+			}
+		})
 	}
 }

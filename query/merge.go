@@ -133,6 +133,13 @@ func (h *hourHits) each(fn func(hit) error, st *counters) error {
 	})
 }
 
+// memBytes is what the hour holds in memory (spilled runs excluded).
+func (h *hourHits) memBytes() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.bytes
+}
+
 func (h *hourHits) close() {
 	for _, sf := range h.files {
 		sf.f.Close()

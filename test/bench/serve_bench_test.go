@@ -23,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -103,7 +104,14 @@ serve:
     - {name: bench-legal, sha256: %s, role: legal}
 `, strings.Join(st.KafkaBrokers, ","), stacktest.Topic(b, st, 1), sc.Bucket, crypto, concurrency, memBudget, listen, metrics, tlsLine,
 		serve.HashToken(invTok), serve.HashToken(legalTok))), 0o600)
-	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-level", "warn")
+	// CUSTODY_BENCH_SERVE_PROFILE=DIR: CPU profiles of the service and of
+	// the in-process engine during full scans, to DIR/{serve,inproc}.pprof.
+	profDir := os.Getenv("CUSTODY_BENCH_SERVE_PROFILE")
+	args := []string{"serve", "--config", cfg, "--log-level", "warn"}
+	if profDir != "" {
+		args = append(args, "--pprof")
+	}
+	cmd := exec.Command(bin, args...)
 	var logs bytes.Buffer
 	cmd.Stderr = &logs
 	if err := cmd.Start(); err != nil {
@@ -184,26 +192,44 @@ serve:
 		}
 		return n, time.Since(t0)
 	}
+	// Medians of alternating runs: on two shared cores single runs vary
+	// by ±10%, as much as the cost measured.
+	runs := 7
+	if v, err := strconv.Atoi(os.Getenv("CUSTODY_BENCH_SERVE_RUNS")); err == nil && v > 0 {
+		runs = v
+	}
 	b.ResetTimer()
 	for _, name := range []string{"full", "needle"} {
 		q := queries[name]
-		var ds, dl []time.Duration
+		var ds, dl, cs, cl []time.Duration
 		var ns, nl int64
-		for i := 0; i < 3; i++ {
+		for i := 0; i < runs; i++ {
+			c0 := selfCPU(b)
 			n1, d1 := inProcess(q)
+			c1 := selfCPU(b) - c0
+			c0 = procCPU(b, cmd.Process.Pid)
 			n2, d2 := viaServe(q)
+			c2 := procCPU(b, cmd.Process.Pid) - c0
 			if n1 != n2 {
 				b.Fatalf("%s: in-process %d events, through serve %d", name, n1, n2)
 			}
 			nl, ns = n1, n2
-			dl, ds = append(dl, d1), append(ds, d2)
+			dl, ds, cl, cs = append(dl, d1), append(ds, d2), append(cl, c1), append(cs, c2)
 		}
-		ml, ms := median(dl), median(ds)
+		ml, ms, mcl, mcs := median(dl), median(ds), median(cl), median(cs)
+		cost := func(a, b time.Duration) float64 { return (b.Seconds() - a.Seconds()) / a.Seconds() * 100 }
 		b.ReportMetric(ml.Seconds(), name+"-inproc-s")
 		b.ReportMetric(ms.Seconds(), name+"-serve-s")
-		b.ReportMetric((ms.Seconds()-ml.Seconds())/ml.Seconds()*100, name+"-cost-%")
-		b.Logf("%s (%d events, %d segments): in-process %s (%.0f events/s), through serve %s (%.0f events/s): +%.1f%%", name, nl, segs,
-			ml.Round(time.Millisecond), float64(nl)/ml.Seconds(), ms.Round(time.Millisecond), float64(ns)/ms.Seconds(), (ms.Seconds()-ml.Seconds())/ml.Seconds()*100)
+		b.ReportMetric(cost(ml, ms), name+"-cost-%")
+		b.ReportMetric(mcl.Seconds(), name+"-inproc-cpu-s")
+		b.ReportMetric(mcs.Seconds(), name+"-serve-cpu-s")
+		b.ReportMetric(cost(mcl, mcs), name+"-cpu-cost-%")
+		b.Logf("%s (%d events, %d segments): in-process %s (%.0f events/s), through serve %s (%.0f events/s): %+.1f%%; CPU: engine %s, service %s (%.0f events per CPU-second): %+.1f%%",
+			name, nl, segs, ml.Round(time.Millisecond), float64(nl)/ml.Seconds(), ms.Round(time.Millisecond), float64(ns)/ms.Seconds(), cost(ml, ms),
+			mcl.Round(time.Millisecond), mcs.Round(time.Millisecond), float64(ns)/mcs.Seconds(), cost(mcl, mcs))
+	}
+	if profDir != "" {
+		profile(b, profDir, metrics, func() { viaServe(queries["full"]) }, func() { inProcess(queries["full"]) })
 	}
 	// 50 at once: each a day's full scan of the login kind.
 	var wg sync.WaitGroup
@@ -226,6 +252,47 @@ serve:
 	}
 }
 
+// profile records 8 s of CPU profile of the service (through its pprof
+// endpoint) while viaServe runs in a loop, then 8 s of this process while
+// inProcess does.
+func profile(b *testing.B, dir, metrics string, viaServe, inProcess func()) {
+	loop := func(fn func(), record func()) {
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+					fn()
+				}
+			}
+		}()
+		record()
+		close(stop)
+		<-done
+	}
+	loop(viaServe, func() {
+		resp, err := http.Get("http://" + metrics + "/debug/pprof/profile?seconds=8")
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer resp.Body.Close()
+		f, _ := os.Create(filepath.Join(dir, "serve.pprof"))
+		defer f.Close()
+		io.Copy(f, resp.Body)
+	})
+	loop(inProcess, func() {
+		f, _ := os.Create(filepath.Join(dir, "inproc.pprof"))
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+		time.Sleep(8 * time.Second)
+		pprof.StopCPUProfile()
+	})
+}
+
 func median(ds []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
@@ -246,6 +313,30 @@ func peakRSS(b *testing.B, pid int) int64 {
 	}
 	b.Fatal("no VmHWM")
 	return 0
+}
+
+// selfCPU is the CPU time this process has used (user and system).
+func selfCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// procCPU is the CPU time process pid has used (user and system), from
+// /proc/PID/stat (clock ticks of 10 ms).
+func procCPU(b *testing.B, pid int) time.Duration {
+	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	// The fields after the command name, which is in parentheses and may
+	// hold spaces: state is the first, utime the 12th, stime the 13th.
+	f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+1:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
 // writeCerts writes a CA and a certificate for 127.0.0.1 signed by it.

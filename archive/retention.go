@@ -105,3 +105,12 @@ func (r *Retention) Class(name string) (Class, bool) {
 func (c Class) RetainUntil(hour time.Time) time.Time {
 	return hour.UTC().Truncate(time.Hour).Add(time.Hour).AddDate(0, 0, c.Days)
 }
+
+// MaxDays is the longest retention of the configured classes.
+func (r Retention) MaxDays() int {
+	n := 0
+	for _, c := range r.Classes {
+		n = max(n, c.Days)
+	}
+	return n
+}

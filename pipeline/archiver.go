@@ -3,9 +3,13 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"iter"
+	"maps"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -16,6 +20,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/archive/chain"
 	"github.com/custodylog/custody/archive/segment"
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
@@ -26,6 +31,7 @@ import (
 type objects interface {
 	Put(ctx context.Context, name string, r io.Reader, size int64, lock store.Lock) error
 	Get(ctx context.Context, name string) (io.ReadCloser, error)
+	List(ctx context.Context, prefix string) iter.Seq2[store.Object, error]
 }
 
 // committer commits offsets with metadata on behalf of a group member.
@@ -56,10 +62,22 @@ type Archiver struct {
 	kafkaErr    atomic.Pointer[string]
 	m           metrics
 	commitEvery time.Duration
+
+	// Crash, if set, is called at each step of the storage protocol
+	// ("after-upload", "after-checkpoint", "after-commit"); the fault
+	// tests make it kill the process there.
+	Crash func(step string)
+}
+
+func (a *Archiver) crash(step string) {
+	if a.Crash != nil {
+		a.Crash(step)
+	}
 }
 
 type metrics struct {
 	consumed, archived, skipped, dlq, segments prometheus.Counter
+	checkpoints                                prometheus.Counter
 	bytesIn, bytesOut, uploadErrors            prometheus.Counter
 	flushSeconds                               prometheus.Histogram
 	lag                                        *prometheus.GaugeVec
@@ -76,6 +94,7 @@ func newMetrics() metrics {
 		skipped:      c("events_skipped_total", "Records skipped on replay because a stored segment already holds them."),
 		dlq:          c("dead_letters_total", "Records sent to the dead-letter topic."),
 		segments:     c("segments_total", "Segments stored."),
+		checkpoints:  c("checkpoints_total", "Chain checkpoints stored (docs/CHAIN.md)."),
 		bytesIn:      c("bytes_in_total", "Plaintext bytes of archived events."),
 		bytesOut:     c("bytes_out_total", "Segment bytes stored."),
 		uploadErrors: c("upload_errors_total", "Failed segment uploads (each retried)."),
@@ -89,7 +108,7 @@ func newMetrics() metrics {
 }
 
 func (m metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.consumed, m.archived, m.skipped, m.dlq, m.segments, m.bytesIn, m.bytesOut, m.uploadErrors, m.flushSeconds, m.lag, m.openBuffers, m.bufferBytes, m.assigned}
+	return []prometheus.Collector{m.checkpoints, m.consumed, m.archived, m.skipped, m.dlq, m.segments, m.bytesIn, m.bytesOut, m.uploadErrors, m.flushSeconds, m.lag, m.openBuffers, m.bufferBytes, m.assigned}
 }
 
 // New returns an archiver. It writes format v2 segments with the public
@@ -183,8 +202,18 @@ func (a *Archiver) Run(ctx context.Context) error {
 		ids := make([]int, len(parts))
 		for i, p := range parts {
 			ids[i] = p.ID
-			p := p
-			gen.Start(func(gctx context.Context) { a.runPartition(gctx, gen, p.ID) })
+			gen.Start(func(gctx context.Context) {
+				// A partition whose chain moved under it (a stale member
+				// wrote the checkpoint it meant to write) starts over
+				// from the committed offset within the generation.
+				for a.runPartition(gctx, gen, p.ID) {
+					select {
+					case <-gctx.Done():
+						return
+					case <-time.After(time.Second):
+					}
+				}
+			})
 		}
 		a.log.Info("partitions assigned", zap.Int32("generation", gen.ID), zap.Ints("partitions", ids))
 	}
@@ -204,17 +233,26 @@ type worker struct {
 	commitMD   string
 	lastCommit time.Time
 	f          fields
+	ch         chainState
 }
 
-func (a *Archiver) runPartition(ctx context.Context, gen *kafka.Generation, partition int) {
+// runPartition archives one partition until the generation ends or an
+// error stops it. It reports whether the partition should start over
+// (errChainMoved).
+func (a *Archiver) runPartition(ctx context.Context, gen *kafka.Generation, partition int) (restart bool) {
 	log := a.log.With(zap.Int("partition", partition), zap.Int32("generation", gen.ID))
 	w := &worker{a: a, gen: gen, partition: partition, buffers: map[key]*buffer{}}
 	start, cov, md, err := a.fetchCommitted(ctx, partition)
 	if err != nil {
 		log.Warn("cannot read committed offset; the partition restarts with the next generation", zap.Error(err))
-		return
+		return false
 	}
 	w.cov, w.next, w.committed, w.commitMD = cov, start, start, md
+	if err := w.loadChain(ctx, md); err != nil {
+		a.uploadErr.Store(ptr(fmt.Sprintf("partition %d: %v", partition, err)))
+		log.Error("cannot find the head of the partition's chain; the partition restarts with the next generation", zap.Error(err))
+		return false
+	}
 	a.m.assigned.Inc()
 	defer a.m.assigned.Dec()
 	log.Info("partition started", zap.Int64("offset", start), zap.Int("coverage_entries", len(cov)))
@@ -229,7 +267,7 @@ func (a *Archiver) runPartition(ctx context.Context, gen *kafka.Generation, part
 	if err := r.SetOffset(start); err != nil {
 		log.Warn("cannot set offset", zap.Error(err))
 		r.Close()
-		return
+		return false
 	}
 	msgs := make(chan kafka.Message, 1024)
 	pctx, stopPump := context.WithCancel(ctx)
@@ -274,27 +312,37 @@ func (a *Archiver) runPartition(ctx context.Context, gen *kafka.Generation, part
 				// The reader stopped: only when ctx ended or a fatal fetch
 				// error; either way the generation restarts the partition.
 				w.shutdown(log)
-				return
+				return false
 			}
 			a.kafkaErr.Store(nil)
 			if err := w.handle(ctx, m); err != nil {
-				if ctx.Err() == nil {
-					log.Warn("partition stopped", zap.Error(err))
-				}
-				w.shutdown(log)
-				return
+				return w.stop(ctx, log, err)
 			}
 		case <-tick.C:
 			a.m.lag.WithLabelValues(strconv.Itoa(partition)).Set(float64(r.Stats().Lag))
 			if err := w.tick(ctx); err != nil {
-				w.shutdown(log)
-				return
+				return w.stop(ctx, log, err)
 			}
 		case <-ctx.Done():
 			w.shutdown(log)
-			return
+			return false
 		}
 	}
+}
+
+// stop ends the worker after err. When the chain moved under it, nothing
+// more is stored or committed (its view of what is stored is stale) and
+// the partition starts over; otherwise it flushes and commits what it can.
+func (w *worker) stop(ctx context.Context, log *zap.Logger, err error) bool {
+	if errors.Is(err, errChainMoved) {
+		log.Warn("partition starts over from its committed offset", zap.Error(err))
+		return ctx.Err() == nil
+	}
+	if ctx.Err() == nil {
+		log.Warn("partition stopped", zap.Error(err))
+	}
+	w.shutdown(log)
+	return false
 }
 
 // fetchCommitted reads the committed offset and coverage of a partition.
@@ -339,6 +387,7 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 		if err := w.deadLetter(ctx, m, inv.reason); err != nil {
 			return err
 		}
+		w.count(m.Offset, key{}, true)
 		w.next = m.Offset + 1
 		return nil
 	}
@@ -350,11 +399,13 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 			w.f.Time, a.retention[k.class].Days, k.class, until.Format(time.RFC3339))); err != nil {
 			return err
 		}
+		w.count(m.Offset, key{}, true)
 		w.next = m.Offset + 1
 		return nil
 	}
 	if last, ok := w.cov[k]; ok && m.Offset <= last {
 		a.m.skipped.Inc()
+		w.count(m.Offset, k, false)
 		w.next = m.Offset + 1
 		return nil
 	}
@@ -365,20 +416,26 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 		// stale one) stored after the last commit. Its header says how far
 		// it reaches, and that many records are skipped, which reproduces
 		// the cut exactly.
-		last, found, err := w.stored(ctx, k, m.Offset)
+		seg, found, err := w.stored(ctx, k, m.Offset)
 		if err != nil {
 			return err
 		}
 		if found {
-			w.cov[k] = last
+			w.cov[k] = seg.Last
+			w.listSegment(seg)
 			a.m.skipped.Inc()
+			w.count(m.Offset, k, false)
 			w.next = m.Offset + 1
 			return nil
 		}
 		b = newBuffer(k, m.Offset, a.now())
+		// The chain's counts just before this buffer's first record: what
+		// a checkpoint needs when the commit offset is this buffer's.
+		b.cum = maps.Clone(w.ch.cum)
 		w.buffers[k] = b
 		a.m.openBuffers.Inc()
 	}
+	w.count(m.Offset, k, false)
 	before := b.size()
 	b.add(m.Offset, m.Value, &w.f)
 	w.next = m.Offset + 1
@@ -453,17 +510,19 @@ func (w *worker) shutdown(log *zap.Logger) {
 }
 
 // stored reports whether the segment that a buffer of k starting at first
-// would become is already stored, and how far it reaches. The header is
-// authenticated (segment.Open) before it is trusted, so a planted object
-// cannot make the archiver skip records.
-func (w *worker) stored(ctx context.Context, k key, first int64) (int64, bool, error) {
+// would become is already stored, and what the chain records of it (how
+// far it reaches, the SHA-256 of its bytes). The header is authenticated
+// (segment.Verify) before it is trusted, so a planted object cannot make
+// the archiver skip records.
+func (w *worker) stored(ctx context.Context, k key, first int64) (chain.Segment, bool, error) {
 	m := segment.Meta{Class: k.class, Kind: k.kind, Hour: k.Hour(), Topic: w.a.kafka.Topic, Partition: int32(w.partition), FirstOffset: first}
 	name := segment.Name(&m)
-	var last int64
+	var seg chain.Segment
+	found := false
 	err := w.retry(ctx, "check segment "+name, func() error {
 		rc, err := w.a.store.Get(ctx, name)
 		if errors.Is(err, store.ErrNotFound) {
-			last = -1
+			found = false
 			return nil
 		}
 		if err != nil {
@@ -472,7 +531,11 @@ func (w *worker) stored(ctx context.Context, k key, first int64) (int64, bool, e
 		// The archiver holds no private key: it checks the signature of
 		// what is stored (format v2), never trusting an unsigned or
 		// foreign object; a v1 segment needs the v1 keyring.
-		h, err := segment.Verify(rc, name, w.a.keys.Public)
+		sum := sha256.New()
+		h, err := segment.Verify(io.TeeReader(rc, sum), name, w.a.keys.Public)
+		if err == nil {
+			_, err = io.Copy(sum, rc) // anything after what Verify read
+		}
 		rc.Close()
 		if errors.Is(err, segment.ErrVersion1) && w.a.keys.V1 != nil {
 			h, err = w.openV1(ctx, name)
@@ -480,13 +543,14 @@ func (w *worker) stored(ctx context.Context, k key, first int64) (int64, bool, e
 		if err != nil {
 			return fmt.Errorf("stored segment %s cannot be trusted: %w", name, err)
 		}
-		last = h.LastOffset
+		seg = chain.Segment{Name: name, SHA256: hex.EncodeToString(sum.Sum(nil)), First: first, Last: h.LastOffset, Count: h.Count}
+		found = true
 		return nil
 	})
 	if err != nil {
-		return 0, false, err
+		return chain.Segment{}, false, err
 	}
-	return last, last >= 0, nil
+	return seg, found, nil
 }
 
 // openV1 authenticates a v1 segment's header with the v1 keyring.
@@ -580,15 +644,21 @@ func (w *worker) flush(ctx context.Context, k key) error {
 			return err
 		})
 		segLen := seg.Len()
+		var sum [sha256.Size]byte
+		if err == nil {
+			sum = sha256.Sum256(seg.Bytes())
+		}
 		segBuffers.Put(seg)
 		if errors.Is(err, store.ErrExists) {
-			last, found, serr := w.stored(ctx, k, b.first)
+			stored, found, serr := w.stored(ctx, k, b.first)
 			if serr != nil {
 				return serr
 			}
 			if !found {
 				return fmt.Errorf("segment %s was refused as existing but cannot be read", name)
 			}
+			w.listSegment(stored)
+			last := stored.Last
 			a.log.Info("segment already stored by another writer; adopting its cut", zap.String("segment", name), zap.Int64("last_offset", last))
 			if last > w.cov[k] {
 				w.cov[k] = last
@@ -602,6 +672,8 @@ func (w *worker) flush(ctx context.Context, k key) error {
 		if err != nil {
 			return err
 		}
+		a.crash("after-upload")
+		w.listSegment(chain.Segment{Name: name, SHA256: hex.EncodeToString(sum[:]), First: b.first, Last: b.last, Count: b.count})
 		a.m.segments.Inc()
 		a.m.archived.Add(float64(b.count))
 		a.m.bytesIn.Add(float64(b.bodyLen))
@@ -655,6 +727,20 @@ func (w *worker) commit(ctx context.Context) error {
 		return w.flush(ctx, w.oldest())
 	}
 	w.lastCommit = w.a.now()
+	if c == w.committed && md+w.hint() == w.commitMD && len(w.ch.pending) == 0 {
+		return nil
+	}
+	// The chain first: a commit moves the offset replay starts from past
+	// records, and the coverage past segments, which only a checkpoint
+	// already stored may list (a crash after the commit never revisits
+	// them). No checkpoint, no commit.
+	if c > w.ch.from || len(w.ch.pending) > 0 {
+		ok, err := w.checkpoint(ctx, c)
+		if err != nil || !ok {
+			return err
+		}
+	}
+	md += w.hint()
 	if c == w.committed && md == w.commitMD {
 		return nil
 	}
@@ -671,6 +757,7 @@ func (w *worker) commit(ctx context.Context) error {
 		}
 	}
 	w.committed, w.commitMD = c, md
+	w.a.crash("after-commit")
 	return nil
 }
 

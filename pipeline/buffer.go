@@ -53,6 +53,9 @@ type buffer struct {
 	minTime time.Time
 	maxTime time.Time
 	opened  time.Time // wall clock, for the age trigger
+	// cum is the chain's per-key counts just before the first record
+	// (chainState); nil when unknown (dropThrough).
+	cum map[key]int64
 }
 
 // bodyChunk is the size of the body's pieces. A buffer grows by whole
@@ -215,6 +218,9 @@ func decodeCoverage(s string) (coverage, error) {
 		return nil, fmt.Errorf("commit metadata %q is not v1", s)
 	}
 	for _, e := range f[1:] {
+		if strings.HasPrefix(e, chainHint) {
+			continue // the chain's head, parseChainHint
+		}
 		ks, os, ok := strings.Cut(e, "=")
 		if !ok {
 			return nil, fmt.Errorf("commit metadata entry %q has no =", e)

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/archive/chain"
 	"github.com/custodylog/custody/archive/segment"
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
@@ -55,12 +58,37 @@ func (m *memStore) Get(_ context.Context, name string) (io.ReadCloser, error) {
 	return io.NopCloser(bytes.NewReader(b)), nil
 }
 
-type okCommitter struct{ offsets []int64 }
+func (m *memStore) List(_ context.Context, prefix string) iter.Seq2[store.Object, error] {
+	m.mu.Lock()
+	var names []string
+	for name := range m.objects {
+		if strings.HasPrefix(name, prefix) {
+			names = append(names, name)
+		}
+	}
+	m.mu.Unlock()
+	slices.Sort(names)
+	return func(yield func(store.Object, error) bool) {
+		for _, name := range names {
+			if !yield(store.Object{Name: name}, nil) {
+				return
+			}
+		}
+	}
+}
+
+// okCommitter takes every commit; it keeps the offsets and the last
+// metadata, as the group coordinator would.
+type okCommitter struct {
+	offsets []int64
+	md      string
+}
 
 func (c *okCommitter) OffsetCommit(_ context.Context, req *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error) {
 	for _, ps := range req.Topics {
 		for _, p := range ps {
 			c.offsets = append(c.offsets, p.Offset)
+			c.md = p.Metadata
 		}
 	}
 	return &kafka.OffsetCommitResponse{}, nil
@@ -104,6 +132,9 @@ func TestLateStreamSegmentsBounded(t *testing.T) {
 	}
 	late, current := 0, 0
 	for name := range ms.objects {
+		if strings.HasPrefix(name, chain.Prefix) {
+			continue
+		}
 		if strings.Contains(name, lateHour.Format("2006/01/02/15")+"/") {
 			late++
 		} else {
@@ -123,6 +154,8 @@ func TestLateStreamSegmentsBounded(t *testing.T) {
 		t.Errorf("no progress committed: %v", c.offsets)
 	}
 	t.Logf("late hour: %d segments; current hours: %d segments; %d commits", late, current, len(c.offsets))
+	// Every commit followed a checkpoint of what it covers.
+	checkChain(t, ms, kr, kafkaconn.Defaults().Topic, 0, c.offsets[len(c.offsets)-1])
 }
 
 // TestStaleWriterFenced plays a stale member and the partition's new
@@ -134,14 +167,14 @@ func TestStaleWriterFenced(t *testing.T) {
 	kr := archivetest.KeysAt(t, now)
 	ms := &memStore{objects: map[string][]byte{}}
 	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
-	newWorker := func() *worker {
+	newWorker := func(member string) *worker {
 		a, err := New(Defaults(), kafkaconn.Defaults(), ret, ms, kr.Write(), zap.NewNop(), nil)
 		if err != nil {
 			t.Fatal(err)
 		}
 		a.committer = &okCommitter{}
 		a.now = func() time.Time { return now }
-		return &worker{a: a, gen: &kafka.Generation{}, buffers: map[key]*buffer{}, cov: coverage{}}
+		return &worker{a: a, gen: &kafka.Generation{MemberID: member}, buffers: map[key]*buffer{}, cov: coverage{}}
 	}
 	msg := func(off int) kafka.Message {
 		e := event.Event{ID: fmt.Sprintf("r-%d", off), Time: now.Add(-time.Duration(30-off) * time.Second), Kind: event.KindLogin, Class: "security", Tenant: "t"}
@@ -163,17 +196,50 @@ func TestStaleWriterFenced(t *testing.T) {
 			}
 		}
 	}
-	stale, owner := newWorker(), newWorker()
+	stale, owner := newWorker("stale"), newWorker("owner")
+	// One group: the coordinator holds one commit for the partition.
+	group := &okCommitter{}
+	stale.a.committer, owner.a.committer = group, group
+	// restart is what runPartition does after errChainMoved: a fresh
+	// worker from the group's commit, and the chain's head.
+	restart := func(w *worker) *worker {
+		t.Helper()
+		cov, err := decodeCoverage(group.md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := group.offsets[len(group.offsets)-1]
+		nw := &worker{a: w.a, gen: w.gen, buffers: map[key]*buffer{}, cov: cov, next: c, committed: c, commitMD: group.md}
+		if err := nw.loadChain(ctx, group.md); err != nil {
+			t.Fatal(err)
+		}
+		return nw
+	}
+	flushMoved := func(w *worker) {
+		t.Helper()
+		for k := range w.buffers {
+			if err := w.flush(ctx, k); !errors.Is(err, errChainMoved) {
+				t.Fatalf("flush = %v; want the chain to have moved", err)
+			}
+			return
+		}
+	}
 	feed(stale, 0, 10) // the stale member holds 0-9, unflushed
 	feed(owner, 0, 15)
-	flushAll(owner) // the owner stores +0 = [0, 14]
-	flushAll(stale) // refused: adopts [0, 14], drops its 0-9
-	feed(stale, 10, 20)
+	flushAll(owner)   // the owner stores +0 = [0, 14], checkpoint 0, commit 15
+	flushMoved(stale) // refused: adopts [0, 14], drops its 0-9; checkpoint 0 is taken
+	stale = restart(stale)
+	feed(stale, 15, 20)
 	feed(owner, 15, 20)
-	flushAll(stale) // skipped 10-14 (covered), stores +15 = [15, 19]
-	flushAll(owner) // refused at +15: adopts the stale member's cut
+	flushAll(stale)   // stores +15 = [15, 19], checkpoint 1
+	flushMoved(owner) // refused at +15: adopts the stale member's cut; checkpoint 1 is taken
 	seen := map[string]int{}
+	segs := 0
 	for name, b := range ms.objects {
+		if strings.HasPrefix(name, chain.Prefix) {
+			continue
+		}
+		segs++
 		h, err := openHeader(b, name, kr)
 		if err != nil {
 			t.Fatal(err)
@@ -187,14 +253,16 @@ func TestStaleWriterFenced(t *testing.T) {
 			t.Errorf("record %d is in %d segments; want exactly 1", o, n)
 		}
 	}
-	if len(ms.objects) != 2 {
-		t.Errorf("%d segments; want 2 (+0 and +15)", len(ms.objects))
+	if segs != 2 {
+		t.Errorf("%d segments; want 2 (+0 and +15)", segs)
 	}
-	// Both refused uploads were adopted: the stale member dropped 0-9 and
-	// skipped 10-14, the owner dropped 15-19.
-	if s, o := testutil.ToFloat64(stale.a.m.skipped), testutil.ToFloat64(owner.a.m.skipped); s != 15 || o != 5 {
-		t.Errorf("skipped: stale %v, owner %v; want 15 and 5", s, o)
+	// Both refused uploads were adopted: the stale member dropped 0-9,
+	// the owner dropped 15-19.
+	if s, o := testutil.ToFloat64(stale.a.m.skipped), testutil.ToFloat64(owner.a.m.skipped); s != 10 || o != 5 {
+		t.Errorf("skipped: stale %v, owner %v; want 10 and 5", s, o)
 	}
+	// One linear chain, each segment listed once, every offset counted.
+	checkChain(t, ms, kr, "custody.events", 0, 20)
 }
 
 // openHeader returns the IDs a stored segment holds.
@@ -284,5 +352,23 @@ func TestPlantedSegmentNeverTrusted(t *testing.T) {
 		if c >= 0 {
 			t.Errorf("coverage of %v moved to %d: the planted object was trusted", k, c)
 		}
+	}
+}
+
+// checkChain verifies ms's chains and segments (archive/chain.Verify) and
+// wants no finding, and the partition's chain to account for [0, upTo)
+// (upTo < 0: anything).
+func checkChain(t *testing.T, ms *memStore, kr archivetest.Keys, topic string, partition int32, upTo int64) {
+	t.Helper()
+	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
+	rep, err := chain.Verify(context.Background(), ms, chain.Options{Trusted: kr.Read().Public, Retention: ret, Now: time.Now(), Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range rep.Findings {
+		t.Errorf("verify: %s", f)
+	}
+	if (upTo >= 0 && rep.Records != upTo) || rep.Partitions != 1 {
+		t.Errorf("the chains account for %d records in %d partitions; want %d in 1", rep.Records, rep.Partitions, upTo)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // addVectorSeeds seeds a fuzz target with the golden and invalid vectors
@@ -69,4 +70,33 @@ func FuzzOpen(f *testing.F) {
 			t.Fatalf("a %d-byte input other than the golden segment read without error", len(b))
 		}
 	})
+}
+
+// FuzzParseName: a name ParseName accepts is the one Name makes of what it
+// returned, so verify and the archiver agree on every segment's identity.
+func FuzzParseName(f *testing.F) {
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := ParseName(s)
+		if err != nil {
+			return
+		}
+		if Name(&m) != s {
+			t.Fatalf("ParseName(%q) = %+v, which Name renders as %q", s, m, Name(&m))
+		}
+	})
+}
+
+func TestParseName(t *testing.T) {
+	m := Meta{Class: "security", Kind: "login", Hour: time.Date(2026, 11, 29, 5, 0, 0, 0, time.UTC), Topic: "custody.events", Partition: 3, FirstOffset: 990}
+	got, err := ParseName(Name(&m))
+	if err != nil || got.Class != m.Class || got.Kind != m.Kind || !got.Hour.Equal(m.Hour) || got.Topic != m.Topic || got.Partition != 3 || got.FirstOffset != 990 {
+		t.Fatalf("ParseName(Name(m)) = %+v, %v", got, err)
+	}
+	for _, bad := range []string{"security/login/2026/11/29/05/custody.events+3+990.cseg", "security/login/2026/11/29/05/custody.events+3+00000000000000000990",
+		"security/login/2026/11/29/25/custody.events+3+00000000000000000990.cseg", "security/login/2026/11/29/05/+3+00000000000000000990.cseg",
+		"security/login/2026/11/29/05/custody.events+-3+00000000000000000990.cseg", "security/2026/11/29/05/custody.events+3+00000000000000000990.cseg"} {
+		if _, err := ParseName(bad); err == nil {
+			t.Errorf("ParseName(%q) accepted it", bad)
+		}
+	}
 }

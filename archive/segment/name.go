@@ -2,6 +2,8 @@ package segment
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -21,4 +23,45 @@ func HourPrefix(class, kind string, hour time.Time) string {
 //	<class>/<kind>/<yyyy>/<mm>/<dd>/<hh>/<topic>+<partition>+<first offset, 20 digits>.cseg
 func Name(m *Meta) string {
 	return fmt.Sprintf("%s%s+%d+%020d%s", HourPrefix(m.Class, m.Kind, m.Hour), m.Topic, m.Partition, m.FirstOffset, Ext)
+}
+
+// ParseName returns what a segment's object name encodes: class, kind,
+// hour, topic, partition and first offset (the other Meta fields are
+// zero). It accepts exactly the names Name produces.
+func ParseName(name string) (Meta, error) {
+	bad := func(why string) (Meta, error) {
+		return Meta{}, fmt.Errorf("segment name %q: %s", name, why)
+	}
+	parts := strings.Split(name, "/")
+	if len(parts) != 7 {
+		return bad("not <class>/<kind>/<yyyy>/<mm>/<dd>/<hh>/<topic>+<partition>+<offset>" + Ext)
+	}
+	h, err := time.Parse("2006/01/02/15", strings.Join(parts[2:6], "/"))
+	if err != nil {
+		return bad("the hour is not yyyy/mm/dd/hh")
+	}
+	base, ok := strings.CutSuffix(parts[6], Ext)
+	if !ok {
+		return bad("no " + Ext + " suffix")
+	}
+	// Kafka topic names cannot hold '+' ([a-zA-Z0-9._-]), so the last
+	// two separate the partition and the offset.
+	i := strings.LastIndexByte(base, '+')
+	j := -1
+	if i > 0 {
+		j = strings.LastIndexByte(base[:i], '+')
+	}
+	if j <= 0 {
+		return bad("the file name is not <topic>+<partition>+<offset>")
+	}
+	p, perr := strconv.ParseInt(base[j+1:i], 10, 32)
+	off, oerr := strconv.ParseInt(base[i+1:], 10, 64)
+	if perr != nil || oerr != nil || p < 0 || off < 0 || len(base)-i-1 != 20 {
+		return bad("partition or offset is not a number (the offset has 20 digits)")
+	}
+	m := Meta{Class: parts[0], Kind: parts[1], Hour: h, Topic: base[:j], Partition: int32(p), FirstOffset: off}
+	if m.Class == "" || m.Kind == "" || Name(&m) != name {
+		return bad("not in canonical form")
+	}
+	return m, nil
 }

@@ -70,7 +70,8 @@ verified; drift on an existing bucket is reported, and corrected unless
 }
 
 func newArchiveRunCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var crashAt string
+	c := &cobra.Command{
 		Use:   "run",
 		Short: "Archive the events topic into encrypted segments (a consumer group member)",
 		Long: `Joins the consumer group archive.group_id on kafka.topic and cuts each
@@ -119,6 +120,7 @@ point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
 					return err
 				}
 				defer a.Close()
+				a.Crash = testCrash(crashAt)
 				tel.AddCheck("kafka", kc.Ping)
 				tel.AddCheck("s3", st.Ping)
 				tel.AddCheck("archiver", a.Ready)
@@ -128,4 +130,7 @@ point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
 			})
 		},
 	}
+	c.Flags().StringVar(&crashAt, "test-crash-at", "", "tests only: SIGKILL itself at the Nth time it reaches a step, STEP[:N] (after-upload, after-checkpoint, after-commit)")
+	c.Flags().MarkHidden("test-crash-at")
+	return c
 }

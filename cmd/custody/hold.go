@@ -2,6 +2,9 @@ package main
 
 import (
 	"fmt"
+	"strconv"
+	"strings"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -51,12 +54,22 @@ func holdManager(cfg *config.Config, withEvents bool) (*hold.Manager, func(), er
 
 // testCrash makes a command SIGKILL itself after the named step (tests
 // only), as `kill -9` would.
+// testCrash returns a hook that kills the process with SIGKILL the Nth
+// time it reaches step, given as "STEP" (N = 1) or "STEP:N"; nil for "".
+// The hooks may be called from several goroutines.
 func testCrash(step string) func(string) {
 	if step == "" {
 		return nil
 	}
+	n := int64(1)
+	if s, count, ok := strings.Cut(step, ":"); ok {
+		if v, err := strconv.ParseInt(count, 10, 64); err == nil && v > 0 {
+			step, n = s, v
+		}
+	}
+	var seen atomic.Int64
 	return func(s string) {
-		if s == step {
+		if s == step && seen.Add(1) == n {
 			syscall.Kill(syscall.Getpid(), syscall.SIGKILL)
 			select {}
 		}

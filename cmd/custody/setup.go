@@ -29,6 +29,7 @@ var sections = map[string][]config.Section{
 	"retention run":      {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
 	"serve":              {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention, config.Serve},
 	"hold":               {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
+	"verify":             {config.S3, config.Crypto, config.Retention},
 }
 
 // loadValid loads the configuration and refuses to go on if any section

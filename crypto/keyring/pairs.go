@@ -554,6 +554,15 @@ func NewSigningKey(id string, now time.Time) (SigningKey, error) {
 	return SigningKey{ID: id, Created: now.UTC().Truncate(time.Second), key: k}, nil
 }
 
+// SigningKeyFromSeed is the signing key with the given Ed25519 seed: for
+// test vectors, whose signatures must be reproducible.
+func SigningKeyFromSeed(id string, created time.Time, seed []byte) (SigningKey, error) {
+	if !signerID.MatchString(id) || len(seed) != ed25519.SeedSize {
+		return SigningKey{}, fmt.Errorf("signer id %q or a %d-byte seed is not valid", id, len(seed))
+	}
+	return SigningKey{ID: id, Created: created.UTC(), key: ed25519.NewKeyFromSeed(seed)}, nil
+}
+
 // String names the key without its material.
 func (s SigningKey) String() string { return "signing key " + s.ID + " (material redacted)" }
 

@@ -18,6 +18,11 @@ import (
 	"github.com/custodylog/custody/crypto/keyring"
 )
 
+// ErrSignature marks a document whose signature is missing, malformed, by
+// an untrusted signer or does not verify; other errors are malformed
+// payloads.
+var ErrSignature = errors.New("signature does not verify")
+
 type sigLine struct {
 	Signer    string `json:"signer"`
 	Signature string `json:"signature"`
@@ -50,16 +55,16 @@ type signers interface {
 func Decode(b []byte, label string, trusted signers, out any) (string, error) {
 	lines := bytes.SplitN(bytes.TrimSuffix(b, []byte("\n")), []byte("\n"), 2)
 	if len(lines) != 2 {
-		return "", errors.New("not two lines (payload, signature)")
+		return "", fmt.Errorf("%w: not two lines (payload, signature)", ErrSignature)
 	}
 	var s sigLine
 	if err := json.Unmarshal(lines[1], &s); err != nil {
-		return "", fmt.Errorf("signature line: %w", err)
+		return "", fmt.Errorf("%w: signature line: %v", ErrSignature, err)
 	}
 	sig, err := base64.StdEncoding.DecodeString(s.Signature)
 	pub, ok := trusted.Signer(s.Signer)
 	if err != nil || !ok || !ed25519.Verify(pub, message(label, lines[0]), sig) {
-		return "", fmt.Errorf("signature by %q does not verify", s.Signer)
+		return "", fmt.Errorf("%w: signature by %q", ErrSignature, s.Signer)
 	}
 	if err := json.Unmarshal(lines[0], out); err != nil {
 		return "", fmt.Errorf("payload: %w", err)

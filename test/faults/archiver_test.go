@@ -3,10 +3,12 @@
 package faults
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -145,6 +147,40 @@ func TestArchiverKill9(t *testing.T) {
 	p := r.start(t, cfg)
 	got := r.finish(t, p)
 	t.Logf("24 kill -9: %d events in %d segments, exactly as sent", got.Events, got.Segments)
+}
+
+// TestArchiverChainCrashPoints kills the archiver at each step of the
+// storage protocol (docs/CHAIN.md §3): after a segment's upload and before
+// the checkpoint that lists it, after the checkpoint and before the
+// offset commit, and after the commit; each at its 1st, 3rd, 8th and 20th
+// passage, restarting each time. The archive must hold exactly what was
+// sent, and its chains verify with no finding (archivetest.Read).
+func TestArchiverChainCrashPoints(t *testing.T) {
+	r := newArchiveRig(t, 3)
+	cfg := r.config(t, 19321)
+	r.produce(t, 20000, "c")
+	crashed := 0
+	for _, step := range []string{"after-upload", "after-checkpoint", "after-commit"} {
+		for i, n := range []int{1, 3, 8, 20} {
+			r.produce(t, 3000, fmt.Sprintf("%s-%d", step, i))
+			p := start(t, "archive", "run", "--config", cfg, "--log-level", "warn", "--test-crash-at", fmt.Sprintf("%s:%d", step, n))
+			exited := make(chan error, 1)
+			go func() { exited <- p.cmd.Wait() }()
+			select {
+			case err := <-exited:
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+					t.Fatalf("%s:%d: the archiver ended with %v, not its own SIGKILL\n%s", step, n, err, tail(p.stderr.String()))
+				}
+				crashed++
+			case <-time.After(60 * time.Second):
+				t.Fatalf("%s:%d: the archiver did not reach the step within 60 s\n%s", step, n, tail(p.stderr.String()))
+			}
+		}
+	}
+	p := r.start(t, cfg)
+	got := r.finish(t, p)
+	t.Logf("%d kills at protocol steps: %d events in %d segments, exactly as sent, chains verified", crashed, got.Events, got.Segments)
 }
 
 // TestArchiverMinIOOutage stops MinIO for 30 s while the archiver works:

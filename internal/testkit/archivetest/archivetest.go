@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/archive/chain"
 	"github.com/custodylog/custody/archive/segment"
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
@@ -104,15 +106,22 @@ type Contents struct {
 }
 
 // Read decodes every segment in the bucket, checking that each reads back
-// cleanly and that no offset range is stored twice.
+// cleanly and that no offset range is stored twice; then it verifies the
+// partitions' chains against the segments (archive/chain.Verify), wanting
+// no finding: every archive a test builds proves itself complete.
 func Read(t testing.TB, s *store.Store, keys Keys) Contents {
 	t.Helper()
 	ctx := context.Background()
 	c := Contents{IDs: map[string]int{}, Ranges: map[string]string{}}
+	classes := map[string]bool{}
 	for o, err := range s.List(ctx, "") {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if strings.HasPrefix(o.Name, "_") {
+			continue // _chain/, _receipts/, _holds/, _cases/: not segments
+		}
+		classes[o.Name[:strings.IndexByte(o.Name+"/", '/')]] = true
 		rc, err := s.Get(ctx, o.Name)
 		if err != nil {
 			t.Fatal(err)
@@ -154,6 +163,19 @@ func Read(t testing.TB, s *store.Store, keys Keys) Contents {
 		}
 		c.Segments++
 		c.Bytes += int64(len(raw))
+	}
+	// Every class seen, with a retention long enough that nothing listed
+	// counts as expired: a test archive loses nothing to lifecycle.
+	ret := archive.Retention{Mode: "GOVERNANCE"}
+	for cl := range classes {
+		ret.Classes = append(ret.Classes, archive.Class{Name: cl, Days: 36500})
+	}
+	rep, err := chain.Verify(ctx, s, chain.Options{Trusted: keys.Public, Retention: ret, Now: time.Now(), Grace: 10 * time.Minute, Concurrency: 4})
+	if err != nil {
+		t.Fatalf("cannot verify the archive's chains: %v", err)
+	}
+	for _, f := range rep.Findings {
+		t.Errorf("verify: %s", f)
 	}
 	return c
 }

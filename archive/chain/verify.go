@@ -1,0 +1,416 @@
+package chain
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"iter"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/archive/segment"
+	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
+)
+
+// objects is what verification reads from the bucket.
+type objects interface {
+	List(ctx context.Context, prefix string) iter.Seq2[store.Object, error]
+	Get(ctx context.Context, name string) (io.ReadCloser, error)
+}
+
+// Finding kinds. Each names what was found wrong; docs/CHAIN.md §4.
+const (
+	Missing      = "missing"       // a listed segment is not in the bucket (and its retention has not passed)
+	Extra        = "extra"         // a segment no checkpoint lists
+	Modified     = "modified"      // a segment's bytes differ from the SHA-256 its checkpoint lists
+	BrokenLink   = "broken-link"   // a checkpoint missing from the sequence, or not linking to its predecessor
+	OffsetGap    = "offset-gap"    // offsets not accounted for, or accounted for twice
+	BadSignature = "bad-signature" // a checkpoint signed by an unknown key, or whose signature does not verify
+	Unsigned     = "unsigned"      // a checkpoint without a signature
+	Invalid      = "invalid"       // a checkpoint that does not parse or does not add up, or a misnamed object
+)
+
+// Finding is one thing wrong with the archive.
+type Finding struct {
+	Kind      string `json:"kind"`
+	Object    string `json:"object,omitempty"`
+	Topic     string `json:"topic,omitempty"`
+	Partition int32  `json:"partition"`
+	// Offsets, when the finding concerns some, as "first-last".
+	Offsets string `json:"offsets,omitempty"`
+	Detail  string `json:"detail"`
+}
+
+func (f Finding) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s:", f.Kind)
+	if f.Topic != "" {
+		fmt.Fprintf(&b, " %s/%d", f.Topic, f.Partition)
+	}
+	if f.Offsets != "" {
+		fmt.Fprintf(&b, " offsets %s", f.Offsets)
+	}
+	if f.Object != "" {
+		fmt.Fprintf(&b, " %s", f.Object)
+	}
+	fmt.Fprintf(&b, ": %s", f.Detail)
+	return b.String()
+}
+
+// Options shape a verification.
+type Options struct {
+	Trusted   *keyring.PublicKeyring // the archivers' signing keys
+	Retention archive.Retention      // the classes to list; a listed segment past its class's retention may be gone
+	Now       time.Time
+	// Grace: a segment no checkpoint lists is in flight, not extra, when
+	// it is newer than its partition's newest checkpoint and younger than
+	// Grace (the archiver's flush age and commit interval).
+	Grace time.Duration
+	// From and To, when set, restrict the segments checked against the
+	// bucket to those of event hours in [From, To); the chains are always
+	// read whole.
+	From, To    time.Time
+	Concurrency int
+}
+
+// Report is the outcome of a verification.
+type Report struct {
+	Partitions  int       `json:"partitions"`
+	Checkpoints int       `json:"checkpoints"`
+	Segments    int       `json:"segments"` // checked against the bucket
+	Expired     int       `json:"expired"`  // listed, gone, and past retention
+	Records     int64     `json:"records"`  // offsets the chains account for
+	Findings    []Finding `json:"findings"`
+}
+
+type partKey struct {
+	topic     string
+	partition int32
+}
+
+type partition struct {
+	cps    []*Checkpoint
+	newest time.Time // LastModified of the newest checkpoint object
+}
+
+type listed struct {
+	Segment
+	part partKey
+	seq  uint64
+}
+
+// Verify checks the bucket's chains and segments against each other.
+func Verify(ctx context.Context, src objects, opts Options) (*Report, error) {
+	v := &verifier{src: src, opts: opts, rep: &Report{}, parts: map[partKey]*partition{}, listed: map[string]listed{}}
+	if err := v.chains(ctx); err != nil {
+		return nil, err
+	}
+	if err := v.segments(ctx); err != nil {
+		return nil, err
+	}
+	v.accounting()
+	slices.SortStableFunc(v.rep.Findings, func(a, b Finding) int {
+		return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition), cmp.Compare(a.Object, b.Object))
+	})
+	return v.rep, nil
+}
+
+type verifier struct {
+	src    objects
+	opts   Options
+	rep    *Report
+	mu     sync.Mutex
+	parts  map[partKey]*partition
+	listed map[string]listed
+}
+
+func (v *verifier) find(f Finding) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.rep.Findings = append(v.rep.Findings, f)
+}
+
+func readAll(ctx context.Context, src objects, name string) ([]byte, error) {
+	rc, err := src.Get(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// chains reads every checkpoint, partition by partition in sequence order,
+// checking names, signatures, links and intervals.
+func (v *verifier) chains(ctx context.Context) error {
+	names := map[partKey][]string{}
+	times := map[string]time.Time{}
+	for o, err := range v.src.List(ctx, Prefix) {
+		if err != nil {
+			return err
+		}
+		topic, p, _, err := ParseName(o.Name)
+		if err != nil {
+			v.find(Finding{Kind: Invalid, Object: o.Name, Detail: err.Error()})
+			continue
+		}
+		k := partKey{topic, p}
+		names[k] = append(names[k], o.Name)
+		times[o.Name] = o.LastModified
+	}
+	for k, ns := range names {
+		slices.Sort(ns) // 20-digit sequence numbers: lexical is numeric
+		v.rep.Partitions++
+		pt := &partition{}
+		v.parts[k] = pt
+		var prev *Checkpoint
+		var prevHash string
+		for _, name := range ns {
+			if t := times[name]; t.After(pt.newest) {
+				pt.newest = t
+			}
+			b, err := readAll(ctx, v.src, name)
+			if err != nil {
+				return fmt.Errorf("cannot read checkpoint %s: %w", name, err)
+			}
+			v.rep.Checkpoints++
+			_, _, seq, _ := ParseName(name)
+			c, _, err := Decode(b, v.opts.Trusted)
+			if err != nil {
+				kind := Invalid
+				switch {
+				case bytes.Count(bytes.TrimSuffix(b, []byte("\n")), []byte("\n")) == 0:
+					kind = Unsigned
+				case errors.Is(err, ErrSignature):
+					kind = BadSignature
+				}
+				v.find(Finding{Kind: kind, Object: name, Topic: k.topic, Partition: k.partition, Detail: err.Error()})
+				// The chain goes on from the next checkpoint, which will
+				// not link: one finding each, not a cascade.
+				prev, prevHash = nil, Hash(b)
+				continue
+			}
+			if c.Topic != k.topic || c.Partition != k.partition || c.Seq != seq {
+				v.find(Finding{Kind: BrokenLink, Object: name, Topic: k.topic, Partition: k.partition,
+					Detail: fmt.Sprintf("the checkpoint inside is %s/%d seq %d: moved or swapped", c.Topic, c.Partition, c.Seq)})
+			}
+			switch {
+			case prev == nil && prevHash == "" && seq != 0:
+				v.find(Finding{Kind: BrokenLink, Object: name, Topic: k.topic, Partition: k.partition,
+					Detail: fmt.Sprintf("the chain starts at seq %d: checkpoints 0 to %d are missing", seq, seq-1)})
+			case prev != nil && seq != prev.Seq+1:
+				v.find(Finding{Kind: BrokenLink, Object: name, Topic: k.topic, Partition: k.partition,
+					Detail: fmt.Sprintf("checkpoints %d to %d are missing", prev.Seq+1, seq-1)})
+			case prevHash != "" && c.Prev != prevHash:
+				v.find(Finding{Kind: BrokenLink, Object: name, Topic: k.topic, Partition: k.partition,
+					Detail: "its prev hash is not the SHA-256 of the checkpoint before it"})
+			}
+			if prev != nil && c.From != prev.Offset {
+				v.find(Finding{Kind: OffsetGap, Object: name, Topic: k.topic, Partition: k.partition, Offsets: rangeText(min(prev.Offset, c.From), max(prev.Offset, c.From)-1),
+					Detail: fmt.Sprintf("the previous checkpoint ends at offset %d, this one starts at %d", prev.Offset, c.From)})
+			}
+			for _, s := range c.Segments {
+				if s.First < c.From {
+					v.find(Finding{Kind: OffsetGap, Object: s.Name, Topic: k.topic, Partition: k.partition, Offsets: rangeText(s.First, s.Last),
+						Detail: fmt.Sprintf("listed by checkpoint %d, whose interval starts at %d: its first offset was accounted for before", c.Seq, c.From)})
+				}
+				if l, ok := v.listed[s.Name]; ok && l.SHA256 != s.SHA256 {
+					v.find(Finding{Kind: Modified, Object: s.Name, Topic: k.topic, Partition: k.partition,
+						Detail: fmt.Sprintf("listed by checkpoints %d and %d with different SHA-256", l.seq, c.Seq)})
+					continue
+				} else if ok {
+					continue // listed again after a crash or by a stale member: the same object
+				}
+				v.listed[s.Name] = listed{Segment: s, part: k, seq: c.Seq}
+			}
+			v.rep.Records += c.Offset - c.From
+			pt.cps = append(pt.cps, c)
+			prev, prevHash = c, Hash(b)
+		}
+	}
+	return nil
+}
+
+func rangeText(first, last int64) string { return fmt.Sprintf("%d-%d", first, last) }
+
+// segments lists the bucket's segments and checks them against the chains:
+// every listed one present with its SHA-256, none unlisted.
+func (v *verifier) segments(ctx context.Context) error {
+	present := map[string]bool{}
+	type job struct {
+		name string
+		l    listed
+	}
+	jobs := make(chan job)
+	var wg sync.WaitGroup
+	var firstErr error
+	var errOnce sync.Once
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for range max(v.opts.Concurrency, 1) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				sum, err := hashObject(ctx, v.src, j.name)
+				if err != nil {
+					errOnce.Do(func() { firstErr = err; cancel() })
+					continue
+				}
+				if sum != j.l.SHA256 {
+					v.find(Finding{Kind: Modified, Object: j.name, Topic: j.l.part.topic, Partition: j.l.part.partition, Offsets: rangeText(j.l.First, j.l.Last),
+						Detail: fmt.Sprintf("SHA-256 %s; checkpoint %d lists %s", sum, j.l.seq, j.l.SHA256)})
+				}
+			}
+		}()
+	}
+	listErr := func() error {
+		defer close(jobs)
+		for _, c := range v.opts.Retention.Classes {
+			for o, err := range v.src.List(ctx, c.Name+"/") {
+				if err != nil {
+					return err
+				}
+				m, err := segment.ParseName(o.Name)
+				if err != nil {
+					v.find(Finding{Kind: Extra, Object: o.Name, Detail: "not a segment name: " + err.Error()})
+					continue
+				}
+				if !v.inRange(m.Hour) {
+					present[o.Name] = true
+					continue
+				}
+				present[o.Name] = true
+				v.rep.Segments++
+				l, ok := v.listed[o.Name]
+				if !ok {
+					k := partKey{m.Topic, m.Partition}
+					if pt := v.parts[k]; pt != nil && o.LastModified.After(pt.newest) && v.opts.Now.Sub(o.LastModified) < v.opts.Grace {
+						continue // stored after the newest checkpoint, within the flush window: in flight
+					}
+					v.find(Finding{Kind: Extra, Object: o.Name, Topic: m.Topic, Partition: m.Partition,
+						Detail: "no checkpoint lists this segment"})
+					continue
+				}
+				select {
+				case jobs <- job{o.Name, l}:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+		}
+		return nil
+	}()
+	wg.Wait()
+	if listErr != nil {
+		return listErr
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	for name, l := range v.listed {
+		if present[name] {
+			continue
+		}
+		m, err := segment.ParseName(name)
+		if err != nil {
+			v.find(Finding{Kind: Invalid, Object: name, Topic: l.part.topic, Partition: l.part.partition, Detail: fmt.Sprintf("checkpoint %d lists a name that is not a segment's: %v", l.seq, err)})
+			continue
+		}
+		if !v.inRange(m.Hour) {
+			continue
+		}
+		if c, ok := v.opts.Retention.Class(m.Class); ok && !c.RetainUntil(m.Hour).After(v.opts.Now) {
+			v.rep.Expired++ // lifecycle's to delete
+			continue
+		}
+		v.find(Finding{Kind: Missing, Object: name, Topic: l.part.topic, Partition: l.part.partition, Offsets: rangeText(l.First, l.Last),
+			Detail: fmt.Sprintf("listed by checkpoint %d (%d events) and not in the bucket", l.seq, l.Count)})
+	}
+	return nil
+}
+
+func (v *verifier) inRange(hour time.Time) bool {
+	return (v.opts.From.IsZero() || !hour.Before(v.opts.From.Truncate(time.Hour))) && (v.opts.To.IsZero() || hour.Before(v.opts.To))
+}
+
+func hashObject(ctx context.Context, src objects, name string) (string, error) {
+	rc, err := src.Get(ctx, name)
+	if err != nil {
+		return "", fmt.Errorf("cannot read segment %s: %w", name, err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, rc); err != nil {
+		return "", fmt.Errorf("cannot read segment %s: %w", name, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// accounting checks, per partition and key, that the listed segments do not
+// overlap and hold as many records below each checkpoint's offset as the
+// checkpoints count: a segment left out of the chain (or a record stored
+// twice) shows as a difference.
+func (v *verifier) accounting() {
+	type keyed struct {
+		part partKey
+		key  string
+	}
+	segs := map[keyed][]Segment{}
+	for name, l := range v.listed {
+		m, err := segment.ParseName(name)
+		if err != nil {
+			continue // reported by segments
+		}
+		k := keyed{l.part, m.Class + "/" + m.Kind + "/" + m.Hour.Format("2006010215")}
+		segs[k] = append(segs[k], l.Segment)
+	}
+	for k, ss := range segs {
+		slices.SortFunc(ss, func(a, b Segment) int { return cmp.Compare(a.First, b.First) })
+		for i := 1; i < len(ss); i++ {
+			if ss[i].First <= ss[i-1].Last {
+				v.find(Finding{Kind: OffsetGap, Object: ss[i].Name, Topic: k.part.topic, Partition: k.part.partition, Offsets: rangeText(ss[i].First, ss[i-1].Last),
+					Detail: fmt.Sprintf("overlaps %s: offsets stored twice", ss[i-1].Name)})
+			}
+		}
+	}
+	for pk, pt := range v.parts {
+		cum := map[string]int64{}
+		keys := map[string]bool{}
+		reported := map[string]bool{}
+		for _, c := range pt.cps {
+			for key, n := range c.Counts {
+				cum[key] += n
+				keys[key] = true
+			}
+			for key := range keys {
+				if reported[key] {
+					continue
+				}
+				ss := segs[keyed{pk, key}]
+				var below, reaching int64 // records surely below c.Offset, and possibly
+				for _, s := range ss {
+					if s.Last < c.Offset {
+						below += s.Count
+					}
+					if s.First < c.Offset {
+						reaching += s.Count
+					}
+				}
+				if cum[key] < below || cum[key] > reaching {
+					v.find(Finding{Kind: OffsetGap, Topic: pk.topic, Partition: pk.partition, Offsets: rangeText(pt.cps[0].From, c.Offset-1),
+						Detail: fmt.Sprintf("key %s: checkpoints up to %d count %d records below offset %d; the listed segments hold %d to %d of them", key, c.Seq, cum[key], c.Offset, below, reaching)})
+					reported[key] = true // one finding per key
+				}
+			}
+		}
+	}
+}

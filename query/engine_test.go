@@ -14,17 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/segment"
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/event"
-	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/testkit/archivetest"
+	"github.com/custodylog/custody/internal/testkit/pipelinetest"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
-	"github.com/custodylog/custody/pipeline"
 )
 
 var testRetention = archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
@@ -149,29 +146,7 @@ func buildCorpus(t *testing.T) *fixture {
 	archivetest.Produce(t, st, topic, values)
 	s, _ := archivetest.NewStore(t, st, testRetention)
 	kr := archivetest.Keyring(t)
-	kc := kafkaconn.Defaults()
-	kc.Brokers, kc.Topic, kc.DLQTopic = st.KafkaBrokers, topic, stacktest.Topic(t, st, 1)
-	pc := pipeline.Defaults()
-	pc.GroupID, pc.MetricsListen, pc.FlushEvents, pc.FlushAge, pc.LateFlushAge = stacktest.Name(t, "g"), "127.0.0.1:0", 40, time.Second, time.Second
-	a, err := pipeline.New(pc, kc, testRetention, s, kr.Write(), zap.NewNop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	deadline := time.Now().Add(2 * time.Minute)
-	for !stacktest.CaughtUp(st, pc.GroupID, topic) {
-		if time.Now().After(deadline) {
-			t.Fatal("archiver did not finish")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
+	pipelinetest.Archive(t, st, topic, s, testRetention, kr.Write(), 40)
 	return &fixture{evs: evs, store: s, keys: kr.Read(), base: base}
 }
 

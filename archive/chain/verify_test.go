@@ -12,17 +12,15 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
-	"go.uber.org/zap"
 
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/chain"
 	"github.com/custodylog/custody/archive/segment"
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
-	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/testkit/archivetest"
+	"github.com/custodylog/custody/internal/testkit/pipelinetest"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
-	"github.com/custodylog/custody/pipeline"
 )
 
 var retention = archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}, {Name: "short", Days: 7}}}
@@ -45,28 +43,7 @@ func newRig(t *testing.T) *rig {
 	archivetest.Produce(t, st, topic, values)
 	s, sc := archivetest.NewStore(t, st, retention)
 	kr := archivetest.Keyring(t)
-	kc := kafkaconn.Defaults()
-	kc.Brokers, kc.Topic, kc.DLQTopic = st.KafkaBrokers, topic, stacktest.Topic(t, st, 1)
-	pc := pipeline.Defaults()
-	pc.GroupID, pc.MetricsListen, pc.FlushEvents, pc.FlushAge, pc.LateFlushAge = stacktest.Name(t, "g"), "127.0.0.1:0", 40, time.Second, time.Second
-	a, err := pipeline.New(pc, kc, retention, s, kr.Write(), zap.NewNop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	for deadline := time.Now().Add(2 * time.Minute); !stacktest.CaughtUp(st, pc.GroupID, topic); {
-		if time.Now().After(deadline) {
-			t.Fatal("archiver did not finish")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	cancel() // flushes and commits every partition: a complete archive
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
+	pipelinetest.Archive(t, st, topic, s, retention, kr.Write(), 40)
 	mc, err := minio.New(sc.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(st.S3AccessKey, st.S3SecretKey, "")})
 	if err != nil {
 		t.Fatal(err)
@@ -303,7 +280,9 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		if err := r.s.Put(ctx, w.Name(), bytes.NewReader(buf.Bytes()), int64(buf.Len()), lock); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { r.mc.RemoveObject(ctx, r.s.Bucket(), w.Name(), minio.RemoveObjectOptions{GovernanceBypass: true}) })
+		t.Cleanup(func() {
+			r.mc.RemoveObject(ctx, r.s.Bucket(), w.Name(), minio.RemoveObjectOptions{GovernanceBypass: true})
+		})
 		want(t, r.verify(t), chain.Extra, []string{w.Name()})
 	})
 	t.Run("swap two checkpoints", func(t *testing.T) {

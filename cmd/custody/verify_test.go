@@ -9,15 +9,13 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
-	"go.uber.org/zap"
 
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/chain"
 	"github.com/custodylog/custody/archive/segment"
-	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/testkit/archivetest"
+	"github.com/custodylog/custody/internal/testkit/pipelinetest"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
-	"github.com/custodylog/custody/pipeline"
 )
 
 // TestVerifyCommand archives events with the real archiver, then runs
@@ -30,28 +28,7 @@ func TestVerifyCommand(t *testing.T) {
 	archivetest.Produce(t, st, topic, archivetest.Events(500, "vc", []string{"security"}, time.Now().UTC()))
 	s, sc := archivetest.NewStore(t, st, ret)
 	keys := archivetest.Keyring(t)
-	kc := kafkaconn.Defaults()
-	kc.Brokers, kc.Topic, kc.DLQTopic = st.KafkaBrokers, topic, stacktest.Topic(t, st, 1)
-	pc := pipeline.Defaults()
-	pc.GroupID, pc.MetricsListen, pc.FlushEvents, pc.FlushAge, pc.LateFlushAge = stacktest.Name(t, "g"), "127.0.0.1:0", 50, time.Second, time.Second
-	a, err := pipeline.New(pc, kc, ret, s, keys.Write(), zap.NewNop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.Run(ctx) }()
-	for deadline := time.Now().Add(2 * time.Minute); !stacktest.CaughtUp(st, pc.GroupID, topic); {
-		if time.Now().After(deadline) {
-			t.Fatal("archiver did not finish")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	a.Close()
+	pipelinetest.Archive(t, st, topic, s, ret, keys.Write(), 50)
 
 	cfg := stackConfig(t, st, topic, keys.Save(t, t.TempDir())+"retention:\n  mode: GOVERNANCE\n  classes: [{name: security, days: 30}]\n")
 	t.Setenv("CUSTODY_S3_BUCKET", sc.Bucket)

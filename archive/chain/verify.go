@@ -80,12 +80,17 @@ type Options struct {
 	// read whole.
 	From, To    time.Time
 	Concurrency int
+	// Anchors are hex SHA-256 hashes of root objects published outside
+	// the system (custody verify roots): each must be in the bucket, and
+	// the roots after it linked to it.
+	Anchors []string
 }
 
 // Report is the outcome of a verification.
 type Report struct {
 	Partitions  int       `json:"partitions"`
 	Checkpoints int       `json:"checkpoints"`
+	Roots       int       `json:"roots"`
 	Segments    int       `json:"segments"` // checked against the bucket
 	Expired     int       `json:"expired"`  // listed, gone, and past retention
 	Records     int64     `json:"records"`  // offsets the chains account for
@@ -110,8 +115,11 @@ type listed struct {
 
 // Verify checks the bucket's chains and segments against each other.
 func Verify(ctx context.Context, src objects, opts Options) (*Report, error) {
-	v := &verifier{src: src, opts: opts, rep: &Report{}, parts: map[partKey]*partition{}, listed: map[string]listed{}}
+	v := &verifier{src: src, opts: opts, rep: &Report{}, parts: map[partKey]*partition{}, listed: map[string]listed{}, objHash: map[partKey]map[uint64]string{}}
 	if err := v.chains(ctx); err != nil {
+		return nil, err
+	}
+	if err := v.roots(ctx); err != nil {
 		return nil, err
 	}
 	if err := v.segments(ctx); err != nil {
@@ -131,6 +139,9 @@ type verifier struct {
 	mu     sync.Mutex
 	parts  map[partKey]*partition
 	listed map[string]listed
+	// objHash is the SHA-256 of the object at each partition's sequence
+	// numbers, whatever it holds: what roots are checked against.
+	objHash map[partKey]map[uint64]string
 }
 
 func (v *verifier) find(f Finding) {
@@ -183,6 +194,10 @@ func (v *verifier) chains(ctx context.Context) error {
 			}
 			v.rep.Checkpoints++
 			_, _, seq, _ := ParseName(name)
+			if v.objHash[k] == nil {
+				v.objHash[k] = map[uint64]string{}
+			}
+			v.objHash[k][seq] = Hash(b)
 			c, _, err := Decode(b, v.opts.Trusted)
 			if err != nil {
 				kind := Invalid
@@ -234,6 +249,73 @@ func (v *verifier) chains(ctx context.Context) error {
 			v.rep.Records += c.Offset - c.From
 			pt.cps = append(pt.cps, c)
 			prev, prevHash = c, Hash(b)
+		}
+	}
+	return nil
+}
+
+// roots checks the daily roots: signatures, links, consecutive days, and
+// that every chain head a root names is still there, byte for byte (a
+// chain cut short or rewritten after its day was sealed shows here); and
+// that every published anchor is one of them.
+func (v *verifier) roots(ctx context.Context) error {
+	var names []string
+	for o, err := range v.src.List(ctx, RootPrefix) {
+		if err != nil {
+			return err
+		}
+		names = append(names, o.Name)
+	}
+	slices.Sort(names)
+	hashes := map[string]bool{}
+	var prevDate time.Time
+	prevHash := ""
+	for _, name := range names {
+		b, err := readAll(ctx, v.src, name)
+		if err != nil {
+			return fmt.Errorf("cannot read root %s: %w", name, err)
+		}
+		v.rep.Roots++
+		h := Hash(b)
+		hashes[h] = true
+		r, err := DecodeRoot(b, v.opts.Trusted)
+		if err != nil {
+			kind := Invalid
+			if errors.Is(err, ErrSignature) {
+				kind = BadSignature
+			}
+			v.find(Finding{Kind: kind, Object: name, Detail: err.Error()})
+			prevDate, prevHash = time.Time{}, h
+			continue
+		}
+		day, _ := time.Parse("2006-01-02", r.Date)
+		switch {
+		case RootName(day) != name:
+			v.find(Finding{Kind: BrokenLink, Object: name, Detail: fmt.Sprintf("the root inside is of %s: moved or swapped", r.Date)})
+		case !prevDate.IsZero() && !day.Equal(prevDate.AddDate(0, 0, 1)):
+			v.find(Finding{Kind: BrokenLink, Object: name, Detail: fmt.Sprintf("the roots of %s to %s are missing", prevDate.AddDate(0, 0, 1).Format("2006-01-02"), day.AddDate(0, 0, -1).Format("2006-01-02"))})
+		case prevHash != "" && r.Prev != prevHash:
+			v.find(Finding{Kind: BrokenLink, Object: name, Detail: "its prev hash is not the SHA-256 of the root before it"})
+		case prevHash == "" && r.Prev != "" && len(names) > 0 && name == names[0]:
+			v.find(Finding{Kind: BrokenLink, Object: name, Detail: "the first root in the bucket names a previous one: earlier roots are missing"})
+		}
+		for _, l := range r.Leaves {
+			k := partKey{l.Topic, l.Partition}
+			got, ok := v.objHash[k][l.Seq]
+			switch {
+			case !ok:
+				v.find(Finding{Kind: BrokenLink, Object: Name(l.Topic, l.Partition, l.Seq), Topic: l.Topic, Partition: l.Partition,
+					Detail: fmt.Sprintf("the root of %s seals this checkpoint as its chain's head that day, and it is missing", r.Date)})
+			case got != l.SHA256:
+				v.find(Finding{Kind: BrokenLink, Object: Name(l.Topic, l.Partition, l.Seq), Topic: l.Topic, Partition: l.Partition,
+					Detail: fmt.Sprintf("the root of %s seals this checkpoint with SHA-256 %s; the object's is %s", r.Date, l.SHA256, got)})
+			}
+		}
+		prevDate, prevHash = day, h
+	}
+	for _, a := range v.opts.Anchors {
+		if !hashes[strings.ToLower(a)] {
+			v.find(Finding{Kind: BrokenLink, Object: RootPrefix, Detail: fmt.Sprintf("the published root %s is not in the bucket: roots were replaced or deleted", a)})
 		}
 	}
 	return nil

@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
+	"github.com/custodylog/custody/archive/chain"
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/announce"
@@ -26,6 +27,9 @@ whose events are all past the class's days plus retention.grace, so their
 segments can never be read again, whatever happens to the bytes. Each
 destruction leaves a signed receipt in the bucket under object lock
 (_receipts/shred/<class>/<period>.json) and an event in the events topic.
+Each run also seals the days past: a signed root over every partition's
+chain head at the end of each day without one (_roots/<date>.json,
+docs/CHAIN.md).
 Order: intent, destroy, receipt, event; a run interrupted at any point is
 completed by the next one. Runs once (for cron or a systemd timer) or, with
 --loop, every --interval until SIGTERM. See docs/RETENTION.md.`,
@@ -59,6 +63,10 @@ completed by the next one. Runs once (for cron or a systemd timer) or, with
 				}
 				now = func() time.Time { return t }
 			}
+			pub, err := keyring.LoadPublic(cfg.Crypto.PublicKeyringFile)
+			if err != nil {
+				return err
+			}
 			holds, _, err := holdManager(cfg, false)
 			if err != nil {
 				return err
@@ -83,6 +91,21 @@ completed by the next one. Runs once (for cron or a systemd timer) or, with
 					log.Info("shredded", zap.String("class", rc.Class), zap.String("period", rc.Period), zap.Strings("keys", rc.KeyIDs),
 						zap.String("receipt", retention.ReceiptName(rc.Class, rc.Period)))
 					fmt.Fprintf(cmd.OutOrStdout(), "shredded %s/%s: %d keys, receipt %s\n", rc.Class, rc.Period, len(rc.KeyIDs), retention.ReceiptName(rc.Class, rc.Period))
+				}
+				// Seal the days past: one signed root over every
+				// partition's chain head per day (docs/CHAIN.md §5).
+				roots, err := chain.WriteRoots(ctx, st, pub, sk, func(day time.Time) store.Lock {
+					return store.Lock{Mode: cfg.Retention.Mode, Until: day.AddDate(0, 0, cfg.Retention.MaxDays()+2)}
+				}, now())
+				if err != nil {
+					log.Error("cannot write the daily roots", zap.Error(err))
+					if !loop {
+						return err
+					}
+				}
+				for _, name := range roots {
+					log.Info("daily root written", zap.String("root", name))
+					fmt.Fprintf(cmd.OutOrStdout(), "sealed the chains: %s\n", name)
 				}
 				if !loop {
 					if len(rep.Refused) > 0 {

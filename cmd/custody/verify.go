@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -17,6 +18,7 @@ func newVerifyCmd(g *globals) *cobra.Command {
 	var from, to, format string
 	var grace time.Duration
 	var concurrency int
+	var anchors []string
 	c := &cobra.Command{
 		Use:   "verify [--from T] [--to T] [--format text|json]",
 		Short: "Prove the archive complete and unaltered: check every partition's signed chain against the bucket",
@@ -41,7 +43,7 @@ and offsets. The exit status is 1 on any finding. See docs/CHAIN.md.`,
 			if format != "text" && format != "json" {
 				return fmt.Errorf("--format %q: want text or json", format)
 			}
-			opts := chain.Options{Retention: cfg.Retention, Now: time.Now().UTC(), Grace: grace, Concurrency: concurrency}
+			opts := chain.Options{Retention: cfg.Retention, Now: time.Now().UTC(), Grace: grace, Concurrency: concurrency, Anchors: anchors}
 			if from != "" {
 				if opts.From, err = query.ParseTime(from, false); err != nil {
 					return fmt.Errorf("--from: %w", err)
@@ -74,8 +76,8 @@ and offsets. The exit status is 1 on any finding. See docs/CHAIN.md.`,
 				for _, f := range rep.Findings {
 					fmt.Fprintln(out, f)
 				}
-				fmt.Fprintf(out, "%d partitions, %d checkpoints accounting for %d offsets, %d segments checked (%d listed ones gone past retention): %d findings\n",
-					rep.Partitions, rep.Checkpoints, rep.Records, rep.Segments, rep.Expired, len(rep.Findings))
+				fmt.Fprintf(out, "%d partitions, %d checkpoints accounting for %d offsets, %d daily roots, %d segments checked (%d listed ones gone past retention): %d findings\n",
+					rep.Partitions, rep.Checkpoints, rep.Records, rep.Roots, rep.Segments, rep.Expired, len(rep.Findings))
 			}
 			if n := len(rep.Findings); n > 0 {
 				cmd.SilenceUsage = true
@@ -90,5 +92,64 @@ and offsets. The exit status is 1 on any finding. See docs/CHAIN.md.`,
 	f.StringVar(&format, "format", "text", "text or json")
 	f.DurationVar(&grace, "grace", 10*time.Minute, "an unlisted segment newer than its partition's newest checkpoint and younger than this is in flight, not extra")
 	f.IntVar(&concurrency, "concurrency", 8, "segments read at once")
+	f.StringSliceVar(&anchors, "anchor", nil, "SHA-256 of a daily root published outside the system (custody verify roots); it must be in the bucket (repeatable)")
+	c.AddCommand(newVerifyRootsCmd(g))
 	return c
+}
+
+func newVerifyRootsCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "roots",
+		Short: "Print the daily roots, one line each, to publish outside the system (a mail, a ticket, a register)",
+		Long: `Prints each daily root in the bucket (_roots/<date>.json, written by
+custody retention run): its date, the SHA-256 of the root object, the
+Merkle root over the partitions' chain heads, and how many partitions it
+seals, after checking its signature. Publish the lines somewhere the
+archive's administrators cannot rewrite; later, custody verify --anchor
+<sha256> proves the bucket still holds that root and every chain it
+sealed. See docs/CHAIN.md §5.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadValid(cmd, g, sections["verify"])
+			if err != nil {
+				return err
+			}
+			pub, err := keyring.LoadPublic(cfg.Crypto.PublicKeyringFile)
+			if err != nil {
+				return err
+			}
+			st, err := store.New(cfg.S3)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			bad := 0
+			for o, err := range st.List(ctx, chain.RootPrefix) {
+				if err != nil {
+					return err
+				}
+				rc, err := st.Get(ctx, o.Name)
+				if err != nil {
+					return err
+				}
+				b, err := io.ReadAll(rc)
+				rc.Close()
+				if err != nil {
+					return err
+				}
+				r, err := chain.DecodeRoot(b, pub)
+				if err != nil {
+					bad++
+					fmt.Fprintf(cmd.OutOrStdout(), "%s  INVALID: %v\n", o.Name, err)
+					continue
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "custody root %s sha256 %s merkle %s partitions %d\n", r.Date, chain.Hash(b), r.Merkle, len(r.Leaves))
+			}
+			if bad > 0 {
+				cmd.SilenceUsage = true
+				return fmt.Errorf("%d roots do not verify", bad)
+			}
+			return nil
+		},
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/chain"
 	"github.com/custodylog/custody/archive/segment"
+	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/testkit/pipelinetest"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
@@ -39,6 +40,27 @@ func TestVerifyCommand(t *testing.T) {
 	out, errOut, code := runCLI(t, "verify", "--config", cfg)
 	if code != 0 || !strings.Contains(out, "2 partitions") || !strings.Contains(out, "accounting for 500 offsets") || !strings.HasSuffix(strings.TrimSpace(out), ": 0 findings") {
 		t.Fatalf("verify of an intact archive: code %d\n%s%s", code, out, errOut)
+	}
+
+	// Seal the day (as custody retention run does each run) and publish
+	// the root: verify takes it as an anchor.
+	roots, err := chain.WriteRoots(context.Background(), s, keys.Public, keys.Signer, func(time.Time) store.Lock {
+		return store.Lock{Mode: "GOVERNANCE", Until: time.Now().AddDate(0, 0, 2)}
+	}, time.Now().AddDate(0, 0, 1))
+	if err != nil || len(roots) == 0 {
+		t.Fatalf("WriteRoots = %v, %v", roots, err)
+	}
+	out, _, code = runCLI(t, "verify", "roots", "--config", cfg)
+	f := strings.Fields(out)
+	if code != 0 || len(f) < 5 || f[0] != "custody" || f[1] != "root" || f[3] != "sha256" {
+		t.Fatalf("verify roots: code %d\n%s", code, out)
+	}
+	anchor := f[4]
+	if out, errOut, code := runCLI(t, "verify", "--config", cfg, "--anchor", anchor); code != 0 || !strings.Contains(out, "daily roots") {
+		t.Fatalf("verify --anchor %s: code %d\n%s%s", anchor, code, out, errOut)
+	}
+	if out, _, code := runCLI(t, "verify", "--config", cfg, "--anchor", strings.Repeat("0", 64)); code != 1 || !strings.Contains(out, "is not in the bucket") {
+		t.Fatalf("verify with an anchor the bucket lacks: code %d\n%s", code, out)
 	}
 
 	var victim string

@@ -309,6 +309,23 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		// segments show as extra, and the counts as a gap.
 		want(t, r.verify(t), chain.BadSignature, p0[1:2], chain.BrokenLink, chain.Extra, chain.OffsetGap)
 	})
+	t.Run("deep", func(t *testing.T) {
+		rep, err := chain.Verify(ctx, r.s, chain.Options{Trusted: r.kr.Public, Retention: retention, Now: time.Now(), Concurrency: 4, Deep: r.kr.Read()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rep.Findings) != 0 || rep.Events != int64(archivetest.Read(t, r.s, r.kr).Events) {
+			t.Fatalf("--deep of the intact archive: %d events checked; findings:\n%s", rep.Events, findings(rep))
+		}
+		// Keys that cannot open the segments (shredded, or another
+		// archive's): every segment checked is named.
+		other := archivetest.Keyring(t)
+		rep, err = chain.Verify(ctx, r.s, chain.Options{Trusted: r.kr.Public, Retention: retention, Now: time.Now(), Concurrency: 4, Deep: other.Read()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want(t, rep, chain.Invalid, segs)
+	})
 	t.Run("intact again", func(t *testing.T) {
 		if rep := r.verify(t); len(rep.Findings) != 0 {
 			t.Errorf("after undoing every case:\n%s", findings(rep))

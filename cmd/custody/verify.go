@@ -19,8 +19,9 @@ func newVerifyCmd(g *globals) *cobra.Command {
 	var grace time.Duration
 	var concurrency int
 	var anchors []string
+	var deep bool
 	c := &cobra.Command{
-		Use:   "verify [--from T] [--to T] [--format text|json]",
+		Use:   "verify [--from T] [--to T] [--deep] [--anchor SHA256] [--format text|json]",
 		Short: "Prove the archive complete and unaltered: check every partition's signed chain against the bucket",
 		Long: `Reads every checkpoint of every partition's chain (_chain/), checking
 signatures against the archivers' signing keys in the public keyring, the
@@ -57,6 +58,16 @@ and offsets. The exit status is 1 on any finding. See docs/CHAIN.md.`,
 			if opts.Trusted, err = keyring.LoadPublic(cfg.Crypto.PublicKeyringFile); err != nil {
 				return err
 			}
+			if deep {
+				// The private keyring: --deep reads event content, so it
+				// is for the reader's host (custody serve's), not an
+				// auditor's.
+				keys, err := cfg.Crypto.LoadReadKeys()
+				if err != nil {
+					return fmt.Errorf("--deep decrypts: %w", err)
+				}
+				opts.Deep = keys
+			}
 			st, err := store.New(cfg.S3)
 			if err != nil {
 				return err
@@ -76,8 +87,12 @@ and offsets. The exit status is 1 on any finding. See docs/CHAIN.md.`,
 				for _, f := range rep.Findings {
 					fmt.Fprintln(out, f)
 				}
-				fmt.Fprintf(out, "%d partitions, %d checkpoints accounting for %d offsets, %d daily roots, %d segments checked (%d listed ones gone past retention): %d findings\n",
-					rep.Partitions, rep.Checkpoints, rep.Records, rep.Roots, rep.Segments, rep.Expired, len(rep.Findings))
+				deepNote := ""
+				if deep {
+					deepNote = fmt.Sprintf(", %d events decrypted and checked", rep.Events)
+				}
+				fmt.Fprintf(out, "%d partitions, %d checkpoints accounting for %d offsets, %d daily roots, %d segments checked%s (%d listed ones gone past retention): %d findings\n",
+					rep.Partitions, rep.Checkpoints, rep.Records, rep.Roots, rep.Segments, deepNote, rep.Expired, len(rep.Findings))
 			}
 			if n := len(rep.Findings); n > 0 {
 				cmd.SilenceUsage = true
@@ -92,6 +107,7 @@ and offsets. The exit status is 1 on any finding. See docs/CHAIN.md.`,
 	f.StringVar(&format, "format", "text", "text or json")
 	f.DurationVar(&grace, "grace", 10*time.Minute, "an unlisted segment newer than its partition's newest checkpoint and younger than this is in flight, not extra")
 	f.IntVar(&concurrency, "concurrency", 8, "segments read at once")
+	f.BoolVar(&deep, "deep", false, "also decrypt every segment checked (private keyring) and check its events: count, IDs, class, kind and hour")
 	f.StringSliceVar(&anchors, "anchor", nil, "SHA-256 of a daily root published outside the system (custody verify roots); it must be in the bucket (repeatable)")
 	c.AddCommand(newVerifyRootsCmd(g))
 	return c

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -40,6 +41,12 @@ func TestVerifyCommand(t *testing.T) {
 	out, errOut, code := runCLI(t, "verify", "--config", cfg)
 	if code != 0 || !strings.Contains(out, "2 partitions") || !strings.Contains(out, "accounting for 500 offsets") || !strings.HasSuffix(strings.TrimSpace(out), ": 0 findings") {
 		t.Fatalf("verify of an intact archive: code %d\n%s%s", code, out, errOut)
+	}
+
+	archived := archivetest.Read(t, s, keys).Events // 500 less those past retention (dead-lettered)
+	out, errOut, code = runCLI(t, "verify", "--config", cfg, "--deep")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf(", %d events decrypted and checked", archived)) {
+		t.Fatalf("verify --deep of an intact archive: code %d\n%s%s", code, out, errOut)
 	}
 
 	// Seal the day (as custody retention run does each run) and publish

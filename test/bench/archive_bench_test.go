@@ -110,24 +110,34 @@ retention:
 		b.ReportMetric(float64(rawBytes)/total, "raw-B/event")
 		b.Logf("%d events (%d raw bytes) archived in %s into %d segments: %.1f CPU-s, %d bytes stored", total, rawBytes, elapsed.Round(time.Millisecond), got.Segments, cpu, stored)
 
-		// custody verify over the archive, as an auditor runs it: every
-		// checkpoint, every segment's bytes hashed.
-		vstart := time.Now()
-		vcmd := exec.Command(bin, "verify", "--config", cfg, "--format", "json")
-		var vout, verr bytes.Buffer
-		vcmd.Stdout, vcmd.Stderr = &vout, &verr
-		if err := vcmd.Run(); err != nil {
-			b.Fatalf("custody verify: %v\n%s%s", err, vout.String(), verr.String())
+		// custody verify over the archive, as an auditor runs it (every
+		// checkpoint read, every segment's bytes hashed), then with --deep
+		// (every segment decrypted and its events checked).
+		for _, deep := range []bool{false, true} {
+			args, label := []string{"verify", "--config", cfg, "--format", "json"}, "verify"
+			if deep {
+				args, label = append(args, "--deep"), "verify-deep"
+			}
+			vstart := time.Now()
+			vcmd := exec.Command(bin, args...)
+			var vout, verr bytes.Buffer
+			vcmd.Stdout, vcmd.Stderr = &vout, &verr
+			if err := vcmd.Run(); err != nil {
+				b.Fatalf("custody %s: %v\n%s%s", strings.Join(args, " "), err, vout.String(), verr.String())
+			}
+			vel := time.Since(vstart)
+			vru := vcmd.ProcessState.SysUsage().(*syscall.Rusage)
+			var rep struct {
+				Checkpoints, Segments int
+				Events                int64
+			}
+			json.Unmarshal(vout.Bytes(), &rep)
+			b.ReportMetric(float64(rep.Segments)/vel.Seconds(), label+"-segments/s")
+			b.ReportMetric(total/vel.Seconds(), label+"-events/s")
+			b.Logf("custody %s: %d checkpoints, %d segments (%d bytes), %d events decrypted, in %s (%.1f CPU-s): %.0f segments/s, %.0f events/s, 0 findings",
+				strings.Join(args[3:], " "), rep.Checkpoints, rep.Segments, stored, rep.Events, vel.Round(time.Millisecond), time.Duration(vru.Utime.Nano()+vru.Stime.Nano()).Seconds(),
+				float64(rep.Segments)/vel.Seconds(), total/vel.Seconds())
 		}
-		vel := time.Since(vstart)
-		vru := vcmd.ProcessState.SysUsage().(*syscall.Rusage)
-		var rep struct{ Checkpoints, Segments int }
-		json.Unmarshal(vout.Bytes(), &rep)
-		b.ReportMetric(float64(rep.Segments)/vel.Seconds(), "verify-segments/s")
-		b.ReportMetric(total/vel.Seconds(), "verify-events/s")
-		b.Logf("custody verify: %d checkpoints, %d segments (%d bytes) in %s (%.1f CPU-s): %.0f segments/s, %.0f events/s, 0 findings",
-			rep.Checkpoints, rep.Segments, stored, vel.Round(time.Millisecond), time.Duration(vru.Utime.Nano()+vru.Stime.Nano()).Seconds(),
-			float64(rep.Segments)/vel.Seconds(), total/vel.Seconds())
 	}
 }
 

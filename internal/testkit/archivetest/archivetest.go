@@ -165,12 +165,14 @@ func Read(t testing.TB, s *store.Store, keys Keys) Contents {
 		c.Bytes += int64(len(raw))
 	}
 	// Every class seen, with a retention long enough that nothing listed
-	// counts as expired: a test archive loses nothing to lifecycle.
+	// counts as expired: a test archive loses nothing to lifecycle. No
+	// grace: callers read an archive whose archivers have stopped, so
+	// every segment must be listed.
 	ret := archive.Retention{Mode: "GOVERNANCE"}
 	for cl := range classes {
 		ret.Classes = append(ret.Classes, archive.Class{Name: cl, Days: 36500})
 	}
-	rep, err := chain.Verify(ctx, s, chain.Options{Trusted: keys.Public, Retention: ret, Now: time.Now(), Grace: 10 * time.Minute, Concurrency: 4})
+	rep, err := chain.Verify(ctx, s, chain.Options{Trusted: keys.Public, Retention: ret, Now: time.Now(), Concurrency: 4})
 	if err != nil {
 		t.Fatalf("cannot verify the archive's chains: %v", err)
 	}

@@ -68,7 +68,11 @@ retention:
 
 		b.ResetTimer()
 		start := time.Now()
-		cmd := exec.Command(bin, "archive", "run", "--config", cfg, "--log-level", "warn")
+		args := []string{"archive", "run", "--config", cfg, "--log-level", "warn"}
+		if os.Getenv("CUSTODY_BENCH_CPUPROFILE") != "" {
+			args = append(args, "--pprof") // the profile endpoint is off by default
+		}
+		cmd := exec.Command(bin, args...)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
@@ -135,7 +139,7 @@ retention:
 			b.ReportMetric(float64(rep.Segments)/vel.Seconds(), label+"-segments/s")
 			b.ReportMetric(total/vel.Seconds(), label+"-events/s")
 			b.Logf("custody %s: %d checkpoints, %d segments (%d bytes), %d events decrypted, in %s (%.1f CPU-s): %.0f segments/s, %.0f events/s, 0 findings",
-				strings.Join(args[3:], " "), rep.Checkpoints, rep.Segments, stored, rep.Events, vel.Round(time.Millisecond), time.Duration(vru.Utime.Nano()+vru.Stime.Nano()).Seconds(),
+				label, rep.Checkpoints, rep.Segments, stored, rep.Events, vel.Round(time.Millisecond), time.Duration(vru.Utime.Nano()+vru.Stime.Nano()).Seconds(),
 				float64(rep.Segments)/vel.Seconds(), total/vel.Seconds())
 		}
 	}

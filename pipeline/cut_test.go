@@ -6,10 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"iter"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,62 +17,12 @@ import (
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/chain"
 	"github.com/custodylog/custody/archive/segment"
-	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/testkit/archivetest"
+	"github.com/custodylog/custody/internal/testkit/memstore"
 )
-
-// memStore is an in-memory stand-in for the S3 store, for unit tests of
-// the cut logic; the integration tests use MinIO.
-type memStore struct {
-	mu      sync.Mutex
-	objects map[string][]byte
-}
-
-func (m *memStore) Put(_ context.Context, name string, r io.Reader, _ int64, _ store.Lock) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.objects[name]; ok {
-		return store.ErrExists
-	}
-	m.objects[name] = b
-	return nil
-}
-
-func (m *memStore) Get(_ context.Context, name string) (io.ReadCloser, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.objects[name]
-	if !ok {
-		return nil, store.ErrNotFound
-	}
-	return io.NopCloser(bytes.NewReader(b)), nil
-}
-
-func (m *memStore) List(_ context.Context, prefix string) iter.Seq2[store.Object, error] {
-	m.mu.Lock()
-	var names []string
-	for name := range m.objects {
-		if strings.HasPrefix(name, prefix) {
-			names = append(names, name)
-		}
-	}
-	m.mu.Unlock()
-	slices.Sort(names)
-	return func(yield func(store.Object, error) bool) {
-		for _, name := range names {
-			if !yield(store.Object{Name: name}, nil) {
-				return
-			}
-		}
-	}
-}
 
 // okCommitter takes every commit; it keeps the offsets and the last
 // metadata, as the group coordinator would.
@@ -101,7 +48,7 @@ func (c *okCommitter) OffsetCommit(_ context.Context, req *kafka.OffsetCommitReq
 func TestLateStreamSegmentsBounded(t *testing.T) {
 	start := time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
 	kr := archivetest.KeysAt(t, start)
-	ms := &memStore{objects: map[string][]byte{}}
+	ms := memstore.New()
 	cfg := Defaults()
 	cfg.FlushAge, cfg.LateFlushAge = 5*time.Minute, time.Hour
 	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
@@ -131,7 +78,7 @@ func TestLateStreamSegmentsBounded(t *testing.T) {
 		}
 	}
 	late, current := 0, 0
-	for name := range ms.objects {
+	for name := range ms.Objects {
 		if strings.HasPrefix(name, chain.Prefix) {
 			continue
 		}
@@ -165,7 +112,7 @@ func TestLateStreamSegmentsBounded(t *testing.T) {
 func TestStaleWriterFenced(t *testing.T) {
 	now := time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
 	kr := archivetest.KeysAt(t, now)
-	ms := &memStore{objects: map[string][]byte{}}
+	ms := memstore.New()
 	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
 	newWorker := func(member string) *worker {
 		a, err := New(Defaults(), kafkaconn.Defaults(), ret, ms, kr.Write(), zap.NewNop(), nil)
@@ -235,7 +182,7 @@ func TestStaleWriterFenced(t *testing.T) {
 	flushMoved(owner) // refused at +15: adopts the stale member's cut; checkpoint 1 is taken
 	seen := map[string]int{}
 	segs := 0
-	for name, b := range ms.objects {
+	for name, b := range ms.Objects {
 		if strings.HasPrefix(name, chain.Prefix) {
 			continue
 		}
@@ -299,7 +246,7 @@ func openHeader(b []byte, name string, kr archivetest.Keys) ([]string, error) {
 func TestPlantedSegmentNeverTrusted(t *testing.T) {
 	now := time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
 	kr := archivetest.KeysAt(t, now)
-	ms := &memStore{objects: map[string][]byte{}}
+	ms := memstore.New()
 	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
 	a, err := New(Defaults(), kafkaconn.Defaults(), ret, ms, kr.Write(), zap.NewNop(), nil)
 	if err != nil {
@@ -330,7 +277,7 @@ func TestPlantedSegmentNeverTrusted(t *testing.T) {
 	if err := sw.Close(); err != nil {
 		t.Fatal(err)
 	}
-	ms.objects[sw.Name()] = seg.Bytes()
+	ms.Objects[sw.Name()] = seg.Bytes()
 	// Record 0 would open a buffer at the planted object's name: the
 	// existence check finds it, cannot trust it, and retries (reporting
 	// it) rather than skip records 0-100.
@@ -358,7 +305,7 @@ func TestPlantedSegmentNeverTrusted(t *testing.T) {
 // checkChain verifies ms's chains and segments (archive/chain.Verify) and
 // wants no finding, and the partition's chain to account for [0, upTo)
 // (upTo < 0: anything).
-func checkChain(t *testing.T, ms *memStore, kr archivetest.Keys, topic string, partition int32, upTo int64) {
+func checkChain(t *testing.T, ms *memstore.Store, kr archivetest.Keys, topic string, partition int32, upTo int64) {
 	t.Helper()
 	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
 	rep, err := chain.Verify(context.Background(), ms, chain.Options{Trusted: kr.Read().Public, Retention: ret, Now: time.Now(), Concurrency: 2})

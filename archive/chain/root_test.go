@@ -7,12 +7,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"iter"
 	"os"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,57 +16,8 @@ import (
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/signed"
+	"github.com/custodylog/custody/internal/testkit/memstore"
 )
-
-// memStore is an in-memory bucket for the roots' unit tests; the chains
-// are tested against MinIO in verify_test.go.
-type memStore struct {
-	mu      sync.Mutex
-	objects map[string][]byte
-}
-
-func (m *memStore) Put(_ context.Context, name string, r io.Reader, _ int64, _ store.Lock) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if _, ok := m.objects[name]; ok {
-		return store.ErrExists
-	}
-	m.objects[name] = b
-	return nil
-}
-
-func (m *memStore) Get(_ context.Context, name string) (io.ReadCloser, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	b, ok := m.objects[name]
-	if !ok {
-		return nil, store.ErrNotFound
-	}
-	return io.NopCloser(bytes.NewReader(b)), nil
-}
-
-func (m *memStore) List(_ context.Context, prefix string) iter.Seq2[store.Object, error] {
-	m.mu.Lock()
-	var names []string
-	for n := range m.objects {
-		if strings.HasPrefix(n, prefix) {
-			names = append(names, n)
-		}
-	}
-	m.mu.Unlock()
-	slices.Sort(names)
-	return func(yield func(store.Object, error) bool) {
-		for _, n := range names {
-			if !yield(store.Object{Name: n}, nil) {
-				return
-			}
-		}
-	}
-}
 
 func TestMerkleRoot(t *testing.T) {
 	h := func(parts ...[]byte) []byte {
@@ -106,8 +53,8 @@ func TestRoots(t *testing.T) {
 	sk, pub := testSigner(t)
 	ctx := context.Background()
 	day0 := time.Date(2026, 11, 20, 0, 0, 0, 0, time.UTC)
-	build := func() *memStore {
-		ms := &memStore{objects: map[string][]byte{}}
+	build := func() *memstore.Store {
+		ms := memstore.New()
 		for p := int32(0); p < 2; p++ {
 			prev := ""
 			for seq := uint64(0); seq < 6; seq++ { // two a day
@@ -117,21 +64,21 @@ func TestRoots(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				ms.objects[Name("t", p, seq)] = b
+				ms.Objects[Name("t", p, seq)] = b
 				prev = Hash(b)
 			}
 		}
 		return ms
 	}
 	lock := func(time.Time) store.Lock { return store.Lock{Mode: "GOVERNANCE"} }
-	seal := func(ms *memStore, now time.Time) []string {
+	seal := func(ms *memstore.Store, now time.Time) []string {
 		names, err := WriteRoots(ctx, ms, pub, sk, lock, now)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return names
 	}
-	verify := func(ms *memStore, anchors ...string) *Report {
+	verify := func(ms *memstore.Store, anchors ...string) *Report {
 		rep, err := Verify(ctx, ms, Options{Trusted: pub, Retention: archive.Retention{}, Now: day0.AddDate(0, 0, 4), Concurrency: 1, Anchors: anchors})
 		if err != nil {
 			t.Fatal(err)
@@ -149,32 +96,32 @@ func TestRoots(t *testing.T) {
 	if names := seal(ms, day0.AddDate(0, 0, 3).Add(time.Hour)); len(names) != 1 || names[0] != "_roots/2026-11-22.json" {
 		t.Fatalf("the next day wrote %v", names)
 	}
-	r21, err := DecodeRoot(ms.objects["_roots/2026-11-21.json"], pub)
-	if err != nil || len(r21.Leaves) != 2 || r21.Leaves[0].Seq != 3 || r21.Leaves[1].Partition != 1 || r21.Prev != Hash(ms.objects["_roots/2026-11-20.json"]) {
+	r21, err := DecodeRoot(ms.Objects["_roots/2026-11-21.json"], pub)
+	if err != nil || len(r21.Leaves) != 2 || r21.Leaves[0].Seq != 3 || r21.Leaves[1].Partition != 1 || r21.Prev != Hash(ms.Objects["_roots/2026-11-20.json"]) {
 		t.Fatalf("root of the 21st: %+v, %v", r21, err)
 	}
-	if rep := verify(ms, Hash(ms.objects["_roots/2026-11-21.json"])); len(rep.Findings) != 0 || rep.Roots != 3 {
+	if rep := verify(ms, Hash(ms.Objects["_roots/2026-11-21.json"])); len(rep.Findings) != 0 || rep.Roots != 3 {
 		t.Fatalf("intact: %d roots, findings %v", rep.Roots, rep.Findings)
 	}
 
 	for name, tc := range map[string]struct {
-		tamper func(ms *memStore)
+		tamper func(ms *memstore.Store)
 		object string
 	}{
 		// The chain cut back to before a sealed head: the newest two
 		// checkpoints of partition 1 go, and nothing else shows it.
-		"chain truncated": {func(ms *memStore) { delete(ms.objects, Name("t", 1, 5)); delete(ms.objects, Name("t", 1, 4)) }, Name("t", 1, 5)},
-		"sealed head rewritten": {func(ms *memStore) {
-			c, _, _ := Decode(ms.objects[Name("t", 0, 3)], pub)
+		"chain truncated": {func(ms *memstore.Store) { delete(ms.Objects, Name("t", 1, 5)); delete(ms.Objects, Name("t", 1, 4)) }, Name("t", 1, 5)},
+		"sealed head rewritten": {func(ms *memstore.Store) {
+			c, _, _ := Decode(ms.Objects[Name("t", 0, 3)], pub)
 			c.Archiver = "someone else"
-			ms.objects[Name("t", 0, 3)], _ = Encode(c, sk)
+			ms.Objects[Name("t", 0, 3)], _ = Encode(c, sk)
 		}, Name("t", 0, 3)},
-		"a root deleted":  {func(ms *memStore) { delete(ms.objects, "_roots/2026-11-21.json") }, "_roots/2026-11-22.json"},
-		"a root replaced": {func(ms *memStore) { ms.objects["_roots/2026-11-21.json"][10] ^= 1 }, "_roots/2026-11-21.json"},
+		"a root deleted":  {func(ms *memstore.Store) { delete(ms.Objects, "_roots/2026-11-21.json") }, "_roots/2026-11-22.json"},
+		"a root replaced": {func(ms *memstore.Store) { ms.Objects["_roots/2026-11-21.json"][10] ^= 1 }, "_roots/2026-11-21.json"},
 	} {
 		ms := build()
 		seal(ms, day0.AddDate(0, 0, 3).Add(time.Hour))
-		anchor := Hash(ms.objects["_roots/2026-11-21.json"])
+		anchor := Hash(ms.Objects["_roots/2026-11-21.json"])
 		tc.tamper(ms)
 		rep := verify(ms, anchor)
 		found := false
@@ -192,7 +139,7 @@ func TestRoots(t *testing.T) {
 	if rep := verify(ms, strings.Repeat("0", 64)); len(rep.Findings) != 1 || rep.Findings[0].Kind != BrokenLink {
 		t.Errorf("unknown anchor: %v", rep.Findings)
 	}
-	if _, err := DecodeRoot(ms.objects["_roots/2026-11-20.json"], keyring.NewPublic()); !errors.Is(err, ErrSignature) {
+	if _, err := DecodeRoot(ms.Objects["_roots/2026-11-20.json"], keyring.NewPublic()); !errors.Is(err, ErrSignature) {
 		t.Errorf("DecodeRoot without trusted keys = %v", err)
 	}
 }

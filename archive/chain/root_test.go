@@ -174,3 +174,54 @@ func FuzzDecodeRoot(f *testing.F) {
 		}
 	})
 }
+
+// TestVerifyAcrossSignerRotation: an archiver's signing key is rotated
+// mid-chain; while the public keyring lists both signers the chain
+// verifies, and without the old one its checkpoints are named.
+func TestVerifyAcrossSignerRotation(t *testing.T) {
+	oldKey, _ := testSigner(t)
+	newKey, err := keyring.NewSigningKey("test-archiver-2", time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ms := memstore.New()
+	prev := ""
+	for seq := uint64(0); seq < 4; seq++ {
+		sk := oldKey
+		if seq >= 2 {
+			sk = newKey
+		}
+		c := &Checkpoint{V: 1, Topic: "t", Partition: 0, Seq: seq, Prev: prev, From: int64(seq) * 10, Offset: int64(seq+1) * 10,
+			DeadLetters: []Range{{int64(seq) * 10, int64(seq)*10 + 9}}, Time: time.Date(2026, 11, 20, int(seq), 0, 0, 0, time.UTC)}
+		b, err := Encode(c, sk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms.Objects[Name("t", 0, seq)] = b
+		prev = Hash(b)
+	}
+	verify := func(signers ...keyring.SigningKey) *Report {
+		pub := keyring.NewPublic()
+		for _, s := range signers {
+			pub.AddSigner(s.Public())
+		}
+		rep, err := Verify(context.Background(), ms, Options{Trusted: pub, Now: time.Now(), Concurrency: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := verify(oldKey, newKey); len(rep.Findings) != 0 || rep.Records != 40 {
+		t.Fatalf("both signers trusted: %d records, findings %v", rep.Records, rep.Findings)
+	}
+	rep := verify(newKey)
+	bad := map[string]bool{}
+	for _, f := range rep.Findings {
+		if f.Kind == BadSignature {
+			bad[f.Object] = true
+		}
+	}
+	if !bad[Name("t", 0, 0)] || !bad[Name("t", 0, 1)] || bad[Name("t", 0, 2)] {
+		t.Errorf("old signer dropped: findings %v", rep.Findings)
+	}
+}

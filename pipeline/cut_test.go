@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -317,5 +319,55 @@ func checkChain(t *testing.T, ms *memstore.Store, kr archivetest.Keys, topic str
 	}
 	if (upTo >= 0 && rep.Records != upTo) || rep.Partitions != 1 {
 		t.Errorf("the chains account for %d records in %d partitions; want %d in 1", rep.Records, rep.Partitions, upTo)
+	}
+}
+
+// TestChainGoesOnPastAMissingHead: the checkpoint the last commit names has
+// been deleted. The worker does not start a new chain (which would hide
+// the deletion): its next checkpoint follows the missing one, linked by
+// the hash the commit recorded, so verify names the gap.
+func TestChainGoesOnPastAMissingHead(t *testing.T) {
+	now := time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
+	kr := archivetest.KeysAt(t, now)
+	ms := memstore.New()
+	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
+	a, err := New(Defaults(), kafkaconn.Defaults(), ret, ms, kr.Write(), zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.committer = &okCommitter{}
+	a.now = func() time.Time { return now }
+	ctx := context.Background()
+	gone := strings.Repeat("ab", 32) // the SHA-256 of checkpoint 4, which is not in the bucket
+	md := "v1 chain=4:" + gone
+	w := &worker{a: a, gen: &kafka.Generation{MemberID: "m"}, buffers: map[key]*buffer{}, cov: coverage{}, next: 50, committed: 50, commitMD: md}
+	if err := w.loadChain(ctx, md); err != nil {
+		t.Fatal(err)
+	}
+	for o := 50; o < 55; o++ {
+		e := event.Event{ID: fmt.Sprintf("r-%d", o), Time: now.Add(-time.Minute), Kind: event.KindLogin, Class: "security", Tenant: "t"}
+		l := event.AppendJSON(nil, &e)
+		if err := w.handle(ctx, kafka.Message{Offset: int64(o), Value: l[:len(l)-1]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for k := range w.buffers {
+		if err := w.flush(ctx, k); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, ok := ms.Objects[chain.Name(a.kafka.Topic, 0, 5)]
+	if !ok {
+		t.Fatalf("no checkpoint 5; objects: %v", slices.Collect(maps.Keys(ms.Objects)))
+	}
+	c, _, err := chain.Decode(b, kr.Public)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Prev != gone || c.From != 50 || c.Offset != 55 {
+		t.Errorf("checkpoint 5: prev %s, [%d, %d); want prev %s, [50, 55)", c.Prev, c.From, c.Offset, gone)
+	}
+	if _, ok := ms.Objects[chain.Name(a.kafka.Topic, 0, 0)]; ok {
+		t.Error("the worker started a new chain at seq 0")
 	}
 }

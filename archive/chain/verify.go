@@ -302,7 +302,7 @@ func (v *verifier) roots(ctx context.Context) error {
 			v.find(Finding{Kind: BrokenLink, Object: name, Detail: fmt.Sprintf("the roots of %s to %s are missing", prevDate.AddDate(0, 0, 1).Format("2006-01-02"), day.AddDate(0, 0, -1).Format("2006-01-02"))})
 		case prevHash != "" && r.Prev != prevHash:
 			v.find(Finding{Kind: BrokenLink, Object: name, Detail: "its prev hash is not the SHA-256 of the root before it"})
-		case prevHash == "" && r.Prev != "" && len(names) > 0 && name == names[0]:
+		case prevHash == "" && r.Prev != "" && name == names[0]:
 			v.find(Finding{Kind: BrokenLink, Object: name, Detail: "the first root in the bucket names a previous one: earlier roots are missing"})
 		}
 		for _, l := range r.Leaves {
@@ -377,11 +377,10 @@ func (v *verifier) segments(ctx context.Context) error {
 					v.find(Finding{Kind: Extra, Object: o.Name, Detail: "not a segment name: " + err.Error()})
 					continue
 				}
+				present[o.Name] = true
 				if !v.inRange(m.Hour) {
-					present[o.Name] = true
 					continue
 				}
-				present[o.Name] = true
 				v.rep.Segments++
 				l, ok := v.listed[o.Name]
 				if !ok {

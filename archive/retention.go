@@ -114,3 +114,9 @@ func (r Retention) MaxDays() int {
 	}
 	return n
 }
+
+// CheckpointDays is how long the chain's checkpoints (docs/CHAIN.md) are
+// kept after they are written, by lifecycle: two days more than the
+// longest class, so that every segment a checkpoint lists, stored before
+// it, is gone before it.
+func (r Retention) CheckpointDays() int { return r.MaxDays() + 2 }

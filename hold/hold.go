@@ -196,7 +196,12 @@ type announcer interface {
 // maxSmall bounds what is read of records, escrow objects and receipts.
 const maxSmall = 64 << 10
 
-func readSmall(ctx context.Context, st objects, name string) ([]byte, error) {
+// getter is what reading one small object needs.
+type getter interface {
+	Get(ctx context.Context, name string) (io.ReadCloser, error)
+}
+
+func readSmall(ctx context.Context, st getter, name string) ([]byte, error) {
 	rc, err := st.Get(ctx, name)
 	if err != nil {
 		return nil, err
@@ -214,7 +219,7 @@ func readSmall(ctx context.Context, st objects, name string) ([]byte, error) {
 
 // ReadRecord reads and verifies a case's record; a case never placed is
 // (nil, nil).
-func ReadRecord(ctx context.Context, st objects, trusted *keyring.PublicKeyring, caseRef string) (*Record, error) {
+func ReadRecord(ctx context.Context, st getter, trusted *keyring.PublicKeyring, caseRef string) (*Record, error) {
 	b, err := readSmall(ctx, st, RecordName(caseRef))
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, nil
@@ -230,6 +235,35 @@ func ReadRecord(ctx context.Context, st objects, trusted *keyring.PublicKeyring,
 		return nil, fmt.Errorf("hold record %s names case %q", RecordName(caseRef), r.Case)
 	}
 	return &r, nil
+}
+
+// Records reads and verifies every record in the register, in case order.
+// A record that does not verify is an error naming it: what it covers is
+// then unknown.
+func Records(ctx context.Context, st interface {
+	getter
+	List(ctx context.Context, prefix string) iter.Seq2[store.Object, error]
+}, trusted *keyring.PublicKeyring) ([]Record, error) {
+	var out []Record
+	for o, err := range st.List(ctx, RecordPrefix) {
+		if err != nil {
+			return nil, err
+		}
+		r, err := ReadRecord(ctx, st, trusted, strings.TrimSuffix(strings.TrimPrefix(o.Name, RecordPrefix), ".json"))
+		if err != nil {
+			return nil, err
+		}
+		if r != nil {
+			out = append(out, *r)
+		}
+	}
+	return out, nil
+}
+
+// Keeps reports whether the hold, unless released, covers part of
+// [start, end).
+func (r *Record) Keeps(start, end time.Time) bool {
+	return r.Status != Released && r.From.Before(end) && start.Before(r.To)
 }
 
 // readEscrow reads and checks an escrow object; absent is (nil, nil).

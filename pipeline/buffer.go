@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/custodylog/custody/archive/chain"
 	"github.com/custodylog/custody/archive/segment"
 )
 
@@ -218,8 +219,8 @@ func decodeCoverage(s string) (coverage, error) {
 		return nil, fmt.Errorf("commit metadata %q is not v1", s)
 	}
 	for _, e := range f[1:] {
-		if strings.HasPrefix(e, chainHint) {
-			continue // the chain's head, parseChainHint
+		if strings.HasPrefix(e, chain.HintPrefix) {
+			continue // the chain's head, chain.ParseHint
 		}
 		ks, os, ok := strings.Cut(e, "=")
 		if !ok {

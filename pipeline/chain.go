@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"strconv"
-	"strings"
 	"time"
 
 	"go.uber.org/zap"
@@ -39,26 +37,6 @@ type chainState struct {
 	absent  []chain.Range
 }
 
-// chainHint is the chain head a commit names in its metadata:
-// "chain=<seq>:<sha256 hex>".
-const chainHint = "chain="
-
-func parseChainHint(md string) (seq uint64, hash string, ok bool) {
-	for _, f := range strings.Fields(md) {
-		v, found := strings.CutPrefix(f, chainHint)
-		if !found {
-			continue
-		}
-		s, h, found := strings.Cut(v, ":")
-		n, err := strconv.ParseUint(s, 10, 64)
-		if !found || err != nil || len(h) != 64 {
-			return 0, "", false
-		}
-		return n, h, true
-	}
-	return 0, "", false
-}
-
 // errChainMoved: the partition's chain has a checkpoint this worker did not
 // write where it meant to write its own (a stale member, or an owner that
 // overlapped). The worker restarts the partition from the committed
@@ -75,7 +53,7 @@ func (w *worker) loadChain(ctx context.Context, md string) error {
 	a := w.a
 	topic, part := a.kafka.Topic, int32(w.partition)
 	w.ch = chainState{from: -1, known: map[string]bool{}, cum: map[key]int64{}}
-	seq, hash, ok := parseChainHint(md)
+	seq, hash, ok := chain.ParseHint(md)
 	if ok {
 		w.ch.have, w.ch.seq, w.ch.hash, w.ch.from = true, seq, hash, w.committed
 		b, err := w.getObject(ctx, chain.Name(topic, part, seq))
@@ -325,5 +303,5 @@ func (w *worker) hint() string {
 	if !w.ch.have {
 		return ""
 	}
-	return " " + chainHint + strconv.FormatUint(w.ch.seq, 10) + ":" + w.ch.hash
+	return " " + chain.Hint(w.ch.seq, w.ch.hash)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/chain"
 	"github.com/custodylog/custody/archive/segment"
+	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/internal/kafkaconn"
@@ -369,5 +370,81 @@ func TestChainGoesOnPastAMissingHead(t *testing.T) {
 	}
 	if _, ok := ms.Objects[chain.Name(a.kafka.Topic, 0, 0)]; ok {
 		t.Error("the worker started a new chain at seq 0")
+	}
+}
+
+// lostAnswer stores the first checkpoint it is given and answers with an
+// error, as a PUT whose response the network lost.
+type lostAnswer struct {
+	*memstore.Store
+	lost int
+}
+
+func (l *lostAnswer) Put(ctx context.Context, name string, r io.Reader, size int64, lock store.Lock) error {
+	if err := l.Store.Put(ctx, name, r, size, lock); err != nil || !strings.HasPrefix(name, chain.Prefix) || l.lost > 0 {
+		return err
+	}
+	l.lost++
+	return errors.New("connection reset by peer")
+}
+
+// TestCheckpointRetryAndRefusal: a checkpoint stored whose answer was lost
+// is found on the retry with the same bytes, and the worker goes on (not
+// taking it for another writer's); and a checkpoint whose accounting does
+// not add up is never written, nor the commit after it made.
+func TestCheckpointRetryAndRefusal(t *testing.T) {
+	now := time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
+	kr := archivetest.KeysAt(t, now)
+	ls := &lostAnswer{Store: memstore.New()}
+	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
+	a, err := New(Defaults(), kafkaconn.Defaults(), ret, ls, kr.Write(), zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cm := &okCommitter{}
+	a.committer = cm
+	a.now = func() time.Time { return now }
+	ctx := context.Background()
+	w := &worker{a: a, gen: &kafka.Generation{MemberID: "m"}, buffers: map[key]*buffer{}, cov: coverage{}}
+	if err := w.loadChain(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	feed := func(from, to int) error {
+		for o := from; o < to; o++ {
+			e := event.Event{ID: fmt.Sprintf("r-%d", o), Time: now.Add(-time.Minute), Kind: event.KindLogin, Class: "security", Tenant: "t"}
+			l := event.AppendJSON(nil, &e)
+			if err := w.handle(ctx, kafka.Message{Offset: int64(o), Value: l[:len(l)-1]}); err != nil {
+				return err
+			}
+		}
+		for k := range w.buffers {
+			if err := w.flush(ctx, k); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := feed(0, 5); err != nil {
+		t.Fatalf("after a lost answer: %v", err)
+	}
+	if ls.lost != 1 || !w.ch.have || w.ch.seq != 0 || len(cm.offsets) == 0 || cm.offsets[len(cm.offsets)-1] != 5 {
+		t.Fatalf("lost answers %d, chain head %d (have %t), commits %v; want checkpoint 0 written once and offset 5 committed", ls.lost, w.ch.seq, w.ch.have, cm.offsets)
+	}
+	if seq, sha, ok := chain.ParseHint(cm.md); !ok || seq != 0 || sha != chain.Hash(ls.Objects[chain.Name(a.kafka.Topic, 0, 0)]) {
+		t.Errorf("commit metadata %q does not name checkpoint 0", cm.md)
+	}
+
+	// A dead-letter range over records also counted as stored: the
+	// accounting would exceed the interval.
+	w.ch.dlq = append(w.ch.dlq, chain.Range{First: 6, Last: 7})
+	commits := len(cm.offsets)
+	if err := feed(5, 10); err == nil || !strings.Contains(err.Error(), "refusing to write a checkpoint that does not add up") {
+		t.Fatalf("flush with an accounting that does not add up = %v", err)
+	}
+	if _, ok := ls.Objects[chain.Name(a.kafka.Topic, 0, 1)]; ok {
+		t.Error("checkpoint 1 was written")
+	}
+	if len(cm.offsets) != commits {
+		t.Errorf("commits after the refusal: %v", cm.offsets[commits:])
 	}
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/signed"
 )
@@ -24,8 +25,9 @@ import (
 // Label is the signature domain of a checkpoint (internal/signed).
 const Label = "custody checkpoint v1"
 
-// Prefix is where checkpoints live in the bucket.
-const Prefix = "_chain/"
+// Prefix is where checkpoints live in the bucket (store.Init gives it its
+// lifecycle rule).
+const Prefix = store.ChainPrefix
 
 // Checkpoint is one link of a partition's chain.
 type Checkpoint struct {
@@ -229,4 +231,32 @@ func isHexSHA256(s string) bool {
 	}
 	_, err := hex.DecodeString(s)
 	return err == nil && strings.ToLower(s) == s
+}
+
+// HintPrefix starts the word of an offset commit's metadata that names the
+// partition's chain head: "chain=<seq>:<sha256 hex>" (docs/CHAIN.md §3).
+const HintPrefix = "chain="
+
+// Hint is the metadata word naming checkpoint seq, whose object hashes to
+// sha (hex).
+func Hint(seq uint64, sha string) string {
+	return HintPrefix + strconv.FormatUint(seq, 10) + ":" + sha
+}
+
+// ParseHint finds the chain head named in commit metadata (space-separated
+// words); ok is false if there is none or it is malformed.
+func ParseHint(md string) (seq uint64, sha string, ok bool) {
+	for _, f := range strings.Fields(md) {
+		v, found := strings.CutPrefix(f, HintPrefix)
+		if !found {
+			continue
+		}
+		s, h, found := strings.Cut(v, ":")
+		n, err := strconv.ParseUint(s, 10, 64)
+		if !found || err != nil || len(h) != 64 {
+			return 0, "", false
+		}
+		return n, h, true
+	}
+	return 0, "", false
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -89,18 +90,44 @@ type Options struct {
 	// the system (custody verify roots): each must be in the bucket, and
 	// the roots after it linked to it.
 	Anchors []string
+	// Shredded, when set, says whether retention's deletion of every
+	// class's data through the end of day is on record (a verified shred
+	// receipt, or a legal hold that keeps the period), nil if so. A chain
+	// whose first checkpoints are gone is accepted only if a root shows
+	// they were past retention and Shredded confirms it (docs/CHAIN.md §6);
+	// without it such a chain is a finding.
+	Shredded func(ctx context.Context, day time.Time) error
+	// Commits, when set, are the archivers' consumer group's committed
+	// positions, read from Kafka before the chains: each names (in its
+	// metadata, Hint) the checkpoint written just before it, which must be
+	// in the bucket with that hash and end at that offset. This finds the
+	// newest checkpoints deleted before a daily root sealed them
+	// (docs/CHAIN.md §4).
+	Commits []Commit
+}
+
+// Commit is a consumer group's committed offset on a partition, with its
+// metadata.
+type Commit struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Metadata  string
 }
 
 // Report is the outcome of a verification.
 type Report struct {
-	Partitions  int       `json:"partitions"`
-	Checkpoints int       `json:"checkpoints"`
-	Roots       int       `json:"roots"`
-	Segments    int       `json:"segments"` // checked against the bucket
-	Expired     int       `json:"expired"`  // listed, gone, and past retention
-	Events      int64     `json:"events"`   // decrypted and checked (Deep)
-	Records     int64     `json:"records"`  // offsets the chains account for
-	Findings    []Finding `json:"findings"`
+	Partitions  int `json:"partitions"`
+	Checkpoints int `json:"checkpoints"`
+	Roots       int `json:"roots"`
+	Segments    int `json:"segments"` // checked against the bucket
+	Expired     int `json:"expired"`  // listed, gone, and past retention
+	// ExpiredCheckpoints are the checkpoints before the first retained one
+	// of each chain, gone after their retention (docs/CHAIN.md §6).
+	ExpiredCheckpoints uint64    `json:"expired_checkpoints"`
+	Events             int64     `json:"events"`  // decrypted and checked (Deep)
+	Records            int64     `json:"records"` // offsets the chains account for
+	Findings           []Finding `json:"findings"`
 }
 
 type partKey struct {
@@ -111,6 +138,20 @@ type partKey struct {
 type partition struct {
 	cps    []*Checkpoint
 	newest time.Time // LastModified of the newest checkpoint object
+	// start is the sequence number of the first checkpoint in the bucket,
+	// and startPrev its prev hash ("" if it did not decode).
+	start     uint64
+	startPrev string
+	// sealed are the heads the roots name for this partition, oldest
+	// root first.
+	sealed []sealedHead
+}
+
+// sealedHead is a root's leaf for one partition.
+type sealedHead struct {
+	day    time.Time
+	seq    uint64
+	sha256 string
 }
 
 type listed struct {
@@ -128,6 +169,8 @@ func Verify(ctx context.Context, src objects, opts Options) (*Report, error) {
 	if err := v.roots(ctx); err != nil {
 		return nil, err
 	}
+	v.starts(ctx)
+	v.commits()
 	if err := v.segments(ctx); err != nil {
 		return nil, err
 	}
@@ -186,7 +229,8 @@ func (v *verifier) chains(ctx context.Context) error {
 	for k, ns := range names {
 		slices.Sort(ns) // 20-digit sequence numbers: lexical is numeric
 		v.rep.Partitions++
-		pt := &partition{}
+		_, _, first, _ := ParseName(ns[0])
+		pt := &partition{start: first}
 		v.parts[k] = pt
 		var prev *Checkpoint
 		var prevHash string
@@ -225,8 +269,7 @@ func (v *verifier) chains(ctx context.Context) error {
 			}
 			switch {
 			case prev == nil && prevHash == "" && seq != 0:
-				v.find(Finding{Kind: BrokenLink, Object: name, Topic: k.topic, Partition: k.partition,
-					Detail: fmt.Sprintf("the chain starts at seq %d: checkpoints 0 to %d are missing", seq, seq-1)})
+				pt.startPrev = c.Prev // a missing start: starts decides, once the roots are read
 			case prev != nil && seq != prev.Seq+1:
 				v.find(Finding{Kind: BrokenLink, Object: name, Topic: k.topic, Partition: k.partition,
 					Detail: fmt.Sprintf("checkpoints %d to %d are missing", prev.Seq+1, seq-1)})
@@ -307,8 +350,17 @@ func (v *verifier) roots(ctx context.Context) error {
 		}
 		for _, l := range r.Leaves {
 			k := partKey{l.Topic, l.Partition}
+			pt := v.parts[k]
+			if pt == nil {
+				pt = &partition{start: math.MaxUint64} // every checkpoint gone
+				v.parts[k] = pt
+			}
+			pt.sealed = append(pt.sealed, sealedHead{day, l.Seq, l.SHA256})
 			got, ok := v.objHash[k][l.Seq]
 			switch {
+			case !ok && l.Seq < pt.start && v.expired(day):
+				// Before the chain's retained start, and past the time
+				// lifecycle may remove it: starts checks the rest.
 			case !ok:
 				v.find(Finding{Kind: BrokenLink, Object: Name(l.Topic, l.Partition, l.Seq), Topic: l.Topic, Partition: l.Partition,
 					Detail: fmt.Sprintf("the root of %s seals this checkpoint as its chain's head that day, and it is missing", r.Date)})
@@ -546,4 +598,106 @@ func (v *verifier) accounting() {
 			}
 		}
 	}
+}
+
+// expired reports whether the lifecycle of checkpoints may have removed a
+// checkpoint that the root of day first sealed: such a checkpoint was
+// written that day or later, and lives at least Retention.CheckpointDays
+// days after it was written.
+func (v *verifier) expired(day time.Time) bool {
+	return !v.opts.Now.Before(day.AddDate(0, 0, v.opts.Retention.CheckpointDays()))
+}
+
+// starts decides each chain whose first checkpoints are gone. The start
+// is accepted only if a root shows that the last missing checkpoint
+// existed on a day whose checkpoints lifecycle may have removed by now
+// (so every segment they listed is past every class's retention), and
+// retention's shredding of that day is on record (docs/CHAIN.md §6).
+func (v *verifier) starts(ctx context.Context) {
+	for k, pt := range v.parts {
+		if pt.start == 0 || pt.start == math.MaxUint64 {
+			continue
+		}
+		lost := fmt.Sprintf("the chain starts at seq %d: checkpoints 0 to %d are missing", pt.start, pt.start-1)
+		bad := func(format string, args ...any) {
+			v.find(Finding{Kind: BrokenLink, Object: Name(k.topic, k.partition, pt.start), Topic: k.topic, Partition: k.partition,
+				Detail: lost + ", and " + fmt.Sprintf(format, args...)})
+		}
+		i := slices.IndexFunc(pt.sealed, func(h sealedHead) bool { return h.seq >= pt.start-1 })
+		if i < 0 {
+			bad("no daily root names any of them (their lifecycle removes checkpoints only long after a root sealed them)")
+			continue
+		}
+		h := pt.sealed[i]
+		date := h.day.Format("2006-01-02")
+		switch {
+		case h.seq == pt.start-1 && pt.startPrev != "" && h.sha256 != pt.startPrev:
+			bad("its prev hash is not the SHA-256 the root of %s seals for checkpoint %d", date, h.seq)
+		case !v.expired(h.day):
+			bad("the root of %s shows the last of them existed that day: lifecycle keeps them until at least %s", date,
+				h.day.AddDate(0, 0, v.opts.Retention.CheckpointDays()).Format("2006-01-02"))
+		case v.opts.Shredded == nil:
+			bad("they are past retention (root of %s), but no shred receipts were consulted", date)
+		default:
+			if err := v.opts.Shredded(ctx, h.day); err != nil {
+				bad("they are past retention (root of %s), but their deletion is not on record: %v", date, err)
+				continue
+			}
+			v.rep.ExpiredCheckpoints += pt.start
+		}
+	}
+}
+
+// commits checks each committed position against the chain: the checkpoint
+// its metadata names is there, byte for byte, and ends at the committed
+// offset; without a name (a commit from before the chain), the newest
+// checkpoint reaches the offset. A checkpoint before the chain's retained
+// start may be gone (starts judged that).
+func (v *verifier) commits() {
+	for _, cm := range v.opts.Commits {
+		k := partKey{cm.Topic, cm.Partition}
+		pt := v.parts[k]
+		if pt == nil {
+			pt = &partition{start: math.MaxUint64}
+		}
+		bad := func(object, format string, args ...any) {
+			v.find(Finding{Kind: BrokenLink, Object: object, Topic: k.topic, Partition: k.partition,
+				Detail: fmt.Sprintf("Kafka's committed offset %d ", cm.Offset) + fmt.Sprintf(format, args...)})
+		}
+		seq, sha, ok := ParseHint(cm.Metadata)
+		if !ok {
+			switch {
+			case len(pt.cps) == 0 && cm.Offset > 0:
+				bad(Prefix+k.topic+"/", "has no checkpoint in the bucket")
+			case len(pt.cps) > 0 && pt.cps[len(pt.cps)-1].Offset < cm.Offset:
+				last := pt.cps[len(pt.cps)-1]
+				bad(Name(k.topic, k.partition, last.Seq), "is past the newest checkpoint, %d, which ends at %d: later ones are gone", last.Seq, last.Offset)
+			}
+			continue
+		}
+		name := Name(k.topic, k.partition, seq)
+		got, present := v.objHash[k][seq]
+		switch {
+		case !present && seq < pt.start && pt.start != math.MaxUint64:
+			// Before the retained start.
+		case !present && pt.start == math.MaxUint64 && v.sealedExpired(pt, seq):
+			// The whole chain expired, this head with it.
+		case !present:
+			bad(name, "names this checkpoint, and it is not in the bucket: the chain's newest checkpoints were deleted")
+		case got != sha:
+			bad(name, "names this checkpoint with SHA-256 %s; the object's is %s", sha, got)
+		default:
+			i := slices.IndexFunc(pt.cps, func(c *Checkpoint) bool { return c.Seq == seq })
+			if i >= 0 && pt.cps[i].Offset != cm.Offset {
+				bad(name, "names this checkpoint, which ends at %d", pt.cps[i].Offset)
+			}
+		}
+	}
+}
+
+// sealedExpired reports whether a root sealed checkpoint seq (or a later
+// one) on a day whose checkpoints lifecycle may have removed.
+func (v *verifier) sealedExpired(pt *partition, seq uint64) bool {
+	i := slices.IndexFunc(pt.sealed, func(h sealedHead) bool { return h.seq >= seq })
+	return i >= 0 && v.expired(pt.sealed[i].day)
 }

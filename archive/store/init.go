@@ -12,6 +12,9 @@ import (
 	"github.com/custodylog/custody/archive"
 )
 
+// ChainPrefix is where the chain's checkpoints live (archive/chain).
+const ChainPrefix = "_chain/"
+
 // rulePrefix marks the lifecycle rules Custody owns; rules with other IDs
 // are left alone.
 const rulePrefix = "custody-"
@@ -21,27 +24,38 @@ const rulePrefix = "custody-"
 // its retain-until date; this only bounds the delay after that.
 const NoncurrentDays = 1
 
-// wantRules returns Custody's lifecycle rules for the classes. Each class
-// prefix gets two rules because S3 forbids ExpiredObjectDeleteMarker in
-// the same Expiration element as Days:
+// wantRules returns Custody's lifecycle rules for the retention. Each
+// class prefix gets two rules because S3 forbids ExpiredObjectDeleteMarker
+// in the same Expiration element as Days:
 //
 //	custody-<class>          Expiration Days = class days, NoncurrentVersionExpiration 1 day
 //	custody-<class>-markers  ExpiredObjectDeleteMarker, removing the delete markers left behind
-func wantRules(classes []archive.Class) []lifecycle.Rule {
+//
+// The chain's checkpoints (prefix _chain/, docs/CHAIN.md §6) get the same
+// pair as custody-_chain, with Retention.CheckpointDays: they outlive every
+// segment they list. The underscore keeps the ID apart from any class's.
+// Shred receipts, hold records and daily roots have no rule: they are
+// kept.
+func wantRules(r archive.Retention) []lifecycle.Rule {
 	var rules []lifecycle.Rule
-	for _, c := range classes {
-		prefix := c.Name + "/"
+	pair := func(id, prefix string, days int) {
 		rules = append(rules,
 			lifecycle.Rule{
-				ID: rulePrefix + c.Name, Status: "Enabled", RuleFilter: lifecycle.Filter{Prefix: prefix},
-				Expiration:                  lifecycle.Expiration{Days: lifecycle.ExpirationDays(c.Days)},
+				ID: rulePrefix + id, Status: "Enabled", RuleFilter: lifecycle.Filter{Prefix: prefix},
+				Expiration:                  lifecycle.Expiration{Days: lifecycle.ExpirationDays(days)},
 				NoncurrentVersionExpiration: lifecycle.NoncurrentVersionExpiration{NoncurrentDays: NoncurrentDays},
 			},
 			lifecycle.Rule{
-				ID: rulePrefix + c.Name + "-markers", Status: "Enabled", RuleFilter: lifecycle.Filter{Prefix: prefix},
+				ID: rulePrefix + id + "-markers", Status: "Enabled", RuleFilter: lifecycle.Filter{Prefix: prefix},
 				Expiration: lifecycle.Expiration{DeleteMarker: true},
 			},
 		)
+	}
+	for _, c := range r.Classes {
+		pair(c.Name, c.Name+"/", c.Days)
+	}
+	if len(r.Classes) > 0 {
+		pair("_chain", ChainPrefix, r.CheckpointDays())
 	}
 	return rules
 }
@@ -103,7 +117,7 @@ func (s *Store) Init(ctx context.Context, r archive.Retention, region string, fi
 	if err != nil {
 		return rep, err
 	}
-	want := wantRules(r.Classes)
+	want := wantRules(r)
 	rep.Drift = drift(current, want)
 	if len(rep.Drift) > 0 && fix {
 		next := lifecycle.NewConfiguration()

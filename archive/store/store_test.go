@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -55,6 +56,8 @@ func TestInitRulesAndDrift(t *testing.T) {
 		t.Fatalf("second Init = %+v; want no creation and no drift", rep)
 	}
 	want := []string{
+		`custody-_chain-markers: status=Enabled prefix="_chain/" expiration_days=0 expired_delete_marker=true noncurrent_days=0`,
+		`custody-_chain: status=Enabled prefix="_chain/" expiration_days=367 expired_delete_marker=false noncurrent_days=1`,
 		`custody-analytics-markers: status=Enabled prefix="analytics/" expiration_days=0 expired_delete_marker=true noncurrent_days=0`,
 		`custody-analytics: status=Enabled prefix="analytics/" expiration_days=180 expired_delete_marker=false noncurrent_days=1`,
 		`custody-security-markers: status=Enabled prefix="security/" expiration_days=0 expired_delete_marker=true noncurrent_days=0`,
@@ -66,7 +69,8 @@ func TestInitRulesAndDrift(t *testing.T) {
 
 	// Someone shortens the security rule and adds a rule of their own.
 	lc := lifecycle.NewConfiguration()
-	lc.Rules = append(wantRules(r.Classes[1:]),
+	lc.Rules = slices.DeleteFunc(wantRules(r), func(r lifecycle.Rule) bool { return strings.HasPrefix(r.ID, "custody-security") })
+	lc.Rules = append(lc.Rules,
 		lifecycle.Rule{ID: "custody-security", Status: "Enabled", RuleFilter: lifecycle.Filter{Prefix: "security/"}, Expiration: lifecycle.Expiration{Days: 30}},
 		lifecycle.Rule{ID: "ops-tmp", Status: "Enabled", RuleFilter: lifecycle.Filter{Prefix: "tmp/"}, Expiration: lifecycle.Expiration{Days: 2}},
 	)

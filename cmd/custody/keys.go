@@ -196,17 +196,13 @@ func readBucketState(ctx context.Context, cfg *config.Config, pub *keyring.Publi
 			bk.receipts[id] = fmt.Sprintf("shredded %s, receipt %s", r.DestroyedAt.Format("2006-01-02"), o.Name)
 		}
 	}
-	for o, err := range st.List(ctx, hold.RecordPrefix) {
-		if err != nil {
-			return bk, err
-		}
-		c := strings.TrimSuffix(strings.TrimPrefix(o.Name, hold.RecordPrefix), ".json")
-		r, err := hold.ReadRecord(ctx, st, pub, c)
-		if err != nil {
-			return bk, err
-		}
-		if r != nil && r.Status != hold.Released {
-			bk.holds = append(bk.holds, *r)
+	records, err := hold.Records(ctx, st, pub)
+	if err != nil {
+		return bk, err
+	}
+	for _, r := range records {
+		if r.Status != hold.Released {
+			bk.holds = append(bk.holds, r)
 		}
 	}
 	return bk, nil

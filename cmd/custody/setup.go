@@ -30,6 +30,7 @@ var sections = map[string][]config.Section{
 	"serve":              {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention, config.Serve},
 	"hold":               {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
 	"verify":             {config.S3, config.Crypto, config.Retention},
+	"verify --kafka":     {config.S3, config.Crypto, config.Retention, config.Kafka, config.Archive},
 }
 
 // loadValid loads the configuration and refuses to go on if any section

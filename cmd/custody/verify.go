@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,7 +12,10 @@ import (
 	"github.com/custodylog/custody/archive/chain"
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
+	"github.com/custodylog/custody/hold"
+	"github.com/custodylog/custody/internal/config"
 	"github.com/custodylog/custody/query"
+	"github.com/custodylog/custody/retention"
 )
 
 func newVerifyCmd(g *globals) *cobra.Command {
@@ -19,9 +23,9 @@ func newVerifyCmd(g *globals) *cobra.Command {
 	var grace time.Duration
 	var concurrency int
 	var anchors []string
-	var deep bool
+	var deep, withKafka bool
 	c := &cobra.Command{
-		Use:   "verify [--from T] [--to T] [--deep] [--anchor SHA256] [--format text|json]",
+		Use:   "verify [--from T] [--to T] [--deep] [--kafka] [--anchor SHA256] [--format text|json]",
 		Short: "Prove the archive complete and unaltered: check every partition's signed chain against the bucket",
 		Long: `Reads every checkpoint of every partition's chain (_chain/), checking
 signatures against the archivers' signing keys in the public keyring, the
@@ -32,12 +36,19 @@ each checkpoint as it counts. --from/--to restrict the segments checked to
 those event hours; the chains are always read whole.
 
 Needs only read access to the bucket and the public keyring: no private
-key. Each finding names its kind (missing, extra, modified, broken-link,
+key. With --kafka it also reads the archivers' committed offsets (the
+kafka and archive sections: brokers and group), which name each
+partition's newest checkpoint: deleting the newest checkpoints before a
+daily root sealed them is then found too. Each finding names its kind (missing, extra, modified, broken-link,
 offset-gap, bad-signature, unsigned, invalid), the object, the partition
 and offsets. The exit status is 1 on any finding. See docs/CHAIN.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadValid(cmd, g, sections["verify"])
+			use := sections["verify"]
+			if withKafka {
+				use = sections["verify --kafka"]
+			}
+			cfg, err := loadValid(cmd, g, use)
 			if err != nil {
 				return err
 			}
@@ -68,9 +79,38 @@ and offsets. The exit status is 1 on any finding. See docs/CHAIN.md.`,
 				}
 				opts.Deep = keys
 			}
+			if withKafka {
+				// Before the chains are read: a commit names a checkpoint
+				// written before it, so it is in any later listing.
+				if opts.Commits, err = commits(cmd.Context(), cfg); err != nil {
+					return err
+				}
+			}
 			st, err := store.New(cfg.S3)
 			if err != nil {
 				return err
+			}
+			// A chain whose first checkpoints expired is accepted on the
+			// shred receipts of the day they were sealed (or a hold that
+			// kept it): docs/CHAIN.md §6.
+			var records []hold.Record // read once, at the first chain that needs them
+			read := false
+			opts.Shredded = func(ctx context.Context, day time.Time) error {
+				if !read {
+					if records, err = hold.Records(ctx, st, opts.Trusted); err != nil {
+						return err
+					}
+					read = true
+				}
+				return retention.Shredded(ctx, st, opts.Trusted, cfg.Retention, cfg.Crypto.Period, day,
+					func(_ context.Context, class, period string, start, end time.Time) (string, error) {
+						for _, r := range records {
+							if r.Keeps(start, end) {
+								return "kept by the hold of case " + r.Case, nil
+							}
+						}
+						return "", nil
+					})
 			}
 			rep, err := chain.Verify(cmd.Context(), st, opts)
 			if err != nil {
@@ -91,8 +131,8 @@ and offsets. The exit status is 1 on any finding. See docs/CHAIN.md.`,
 				if deep {
 					deepNote = fmt.Sprintf(", %d events decrypted and checked", rep.Events)
 				}
-				fmt.Fprintf(out, "%d partitions, %d checkpoints accounting for %d offsets, %d daily roots, %d segments checked%s (%d listed ones gone past retention): %d findings\n",
-					rep.Partitions, rep.Checkpoints, rep.Records, rep.Roots, rep.Segments, deepNote, rep.Expired, len(rep.Findings))
+				fmt.Fprintf(out, "%d partitions, %d checkpoints accounting for %d offsets (%d older ones gone past retention), %d daily roots, %d segments checked%s (%d listed ones gone past retention): %d findings\n",
+					rep.Partitions, rep.Checkpoints, rep.Records, rep.ExpiredCheckpoints, rep.Roots, rep.Segments, deepNote, rep.Expired, len(rep.Findings))
 			}
 			if n := len(rep.Findings); n > 0 {
 				cmd.SilenceUsage = true
@@ -107,6 +147,7 @@ and offsets. The exit status is 1 on any finding. See docs/CHAIN.md.`,
 	f.StringVar(&format, "format", "text", "text or json")
 	f.DurationVar(&grace, "grace", 10*time.Minute, "an unlisted segment newer than its partition's newest checkpoint and younger than this is in flight, not extra")
 	f.IntVar(&concurrency, "concurrency", 8, "segments read at once")
+	f.BoolVar(&withKafka, "kafka", false, "also check each partition's newest checkpoint against the archivers' committed offsets in Kafka")
 	f.BoolVar(&deep, "deep", false, "also decrypt every segment checked (private keyring) and check its events: count, IDs, class, kind and hour")
 	f.StringSliceVar(&anchors, "anchor", nil, "SHA-256 of a daily root published outside the system (custody verify roots); it must be in the bucket (repeatable)")
 	c.AddCommand(newVerifyRootsCmd(g))
@@ -168,4 +209,22 @@ sealed. See docs/CHAIN.md §5.`,
 			return nil
 		},
 	}
+}
+
+// commits reads the archivers' committed offsets.
+func commits(ctx context.Context, cfg *config.Config) ([]chain.Commit, error) {
+	kc, err := cfg.Kafka.NewClient()
+	if err != nil {
+		return nil, err
+	}
+	defer kc.Close()
+	cs, err := kc.Commits(ctx, cfg.Archive.GroupID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]chain.Commit, len(cs))
+	for i, c := range cs {
+		out[i] = chain.Commit{Topic: c.Topic, Partition: int32(c.Partition), Offset: c.Offset, Metadata: c.Metadata}
+	}
+	return out, nil
 }

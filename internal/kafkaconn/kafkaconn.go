@@ -4,11 +4,13 @@
 package kafkaconn
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -383,4 +385,39 @@ func (c *Client) ReadSince(ctx context.Context, topic string, since time.Time, f
 		}
 	}
 	return nil
+}
+
+// Commit is a consumer group's committed position on one partition.
+type Commit struct {
+	Topic     string
+	Partition int
+	Offset    int64
+	Metadata  string
+}
+
+// Commits returns every position group has committed, on every topic, in
+// (topic, partition) order.
+func (c *Client) Commits(ctx context.Context, group string) ([]Commit, error) {
+	resp, err := c.cl.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group}) // no topics: all of them
+	if err == nil {
+		err = resp.Error
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the committed offsets of group %s: %w", group, err)
+	}
+	var out []Commit
+	for topic, ps := range resp.Topics {
+		for _, p := range ps {
+			if p.Error != nil {
+				return nil, fmt.Errorf("cannot read the committed offset of group %s on %s/%d: %w", group, topic, p.Partition, p.Error)
+			}
+			if p.CommittedOffset >= 0 {
+				out = append(out, Commit{Topic: topic, Partition: p.Partition, Offset: p.CommittedOffset, Metadata: p.Metadata})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Commit) int {
+		return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
+	return out, nil
 }

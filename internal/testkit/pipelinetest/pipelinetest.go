@@ -23,8 +23,8 @@ import (
 // every partition, then stops it (which flushes and commits), so the
 // archive holds everything produced before the call. Segments are cut every
 // flushEvents events or second, late hours included, so a small test
-// produces many.
-func Archive(t testing.TB, st stacktest.Stack, topic string, s *store.Store, ret archive.Retention, keys keyring.WriteKeys, flushEvents int) {
+// produces many. It returns the archiver's consumer group.
+func Archive(t testing.TB, st stacktest.Stack, topic string, s *store.Store, ret archive.Retention, keys keyring.WriteKeys, flushEvents int) string {
 	t.Helper()
 	kc := kafkaconn.Defaults()
 	kc.Brokers, kc.Topic, kc.DLQTopic = st.KafkaBrokers, topic, stacktest.Topic(t, st, 1)
@@ -50,4 +50,5 @@ func Archive(t testing.TB, st stacktest.Stack, topic string, s *store.Store, ret
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	return pc.GroupID
 }

@@ -74,6 +74,10 @@ type Options struct {
 	// SpillDir holds sorted runs when an hour's matches exceed the memory
 	// budget; "" means the system temporary directory.
 	SpillDir string
+	// Contributed, if set, is called once for each segment that held
+	// matching events, with how many (before de-duplication): an export's
+	// provenance. It is called from the engine's workers, concurrently.
+	Contributed func(segment string, events int)
 }
 
 // hit is one matched event. key is its identity: tenant, a zero byte, ID.
@@ -301,6 +305,9 @@ func (q *Engine) scanHour(ctx context.Context, f Filter, opts Options, objs []st
 						return
 					}
 					continue
+				}
+				if len(hits) > 0 && opts.Contributed != nil {
+					opts.Contributed(name, len(hits))
 				}
 				if err := hh.add(hits); err != nil {
 					fail(err)

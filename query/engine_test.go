@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -404,5 +405,49 @@ func TestQueryStopCancelsReadAhead(t *testing.T) {
 				t.Errorf("%d events emitted; want 1", n)
 			}
 		})
+	}
+}
+
+// Contributed names every segment that held matches, with how many: each
+// segment of the bucket is opened and counted independently.
+func TestQueryContributed(t *testing.T) {
+	fx := archiveCorpus(t)
+	ctx := context.Background()
+	tenant := fx.evs[0].Tenant
+	f := Filter{From: fx.base.Add(-48 * time.Hour), To: fx.base.Add(72 * time.Hour), Tenant: tenant}
+	var mu sync.Mutex
+	got := map[string]int{}
+	eng := NewEngine(Defaults(), fx.store, fx.keys, []string{"security"})
+	ids, st, err := run(t, eng, f, Options{Contributed: func(seg string, n int) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, dup := got[seg]; dup {
+			t.Errorf("segment %s reported twice", seg)
+		}
+		got[seg] = n
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{}
+	for o, err := range fx.store.List(ctx, "security/") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range archivetest.Lines(t, fx.store, fx.keys, o.Name) {
+			if e, err := event.Parse(l); err == nil && e.Tenant == tenant && !e.Time.Before(f.From) && e.Time.Before(f.To) {
+				want[o.Name]++
+			}
+		}
+	}
+	if len(want) == 0 || !maps.Equal(got, want) {
+		t.Fatalf("contributed %v; the segments hold %v", got, want)
+	}
+	sum := 0
+	for _, n := range got {
+		sum += n
+	}
+	if int64(sum) != int64(len(ids))+st.Dupes {
+		t.Errorf("contributed %d events; %d returned and %d duplicates dropped", sum, len(ids), st.Dupes)
 	}
 }

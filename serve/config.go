@@ -54,6 +54,20 @@ type Config struct {
 	// events the archiver has not stored yet; it must exceed the
 	// archiver's flush ages.
 	AccessLogRecent time.Duration `yaml:"access_log_recent"`
+	// Exports shapes disclosure exports (docs/EXPORTS.md).
+	Exports ExportsConfig `yaml:"exports"`
+}
+
+// ExportsConfig is serve.exports.
+type ExportsConfig struct {
+	// Approvals is how many distinct legal identities an export needs,
+	// its requester's included: 2 is the four-eyes rule.
+	Approvals int `yaml:"approvals"`
+	// MaxEvents bounds one export; past it the export fails and says so.
+	MaxEvents int `yaml:"max_events"`
+	// TempDir holds the sealed temporary files of running exports ("":
+	// the system's).
+	TempDir string `yaml:"temp_dir"`
 }
 
 // Token is one API token: for automation, or for the local stack's demo.
@@ -117,6 +131,7 @@ func Defaults() Config {
 		Listen: "127.0.0.1:8480", MetricsListen: "127.0.0.1:9482",
 		MaxRange: 31 * 24 * time.Hour, MaxConcurrent: 8, MaxConcurrentPerIdentity: 2,
 		MaxRequestBytes: 64 << 10, QueryTimeout: 10 * time.Minute, AccessLogRecent: 3 * time.Hour,
+		Exports: ExportsConfig{Approvals: 1, MaxEvents: 10_000_000},
 	}
 }
 
@@ -212,6 +227,12 @@ func (c *Config) Validate() error {
 	}
 	if c.QueryTimeout < time.Second {
 		errs = append(errs, fmt.Errorf("query_timeout: %s is below 1s", c.QueryTimeout))
+	}
+	if c.Exports.Approvals < 1 || c.Exports.Approvals > 5 {
+		errs = append(errs, fmt.Errorf("exports.approvals: %d is outside 1-5 (2 is the four-eyes rule)", c.Exports.Approvals))
+	}
+	if c.Exports.MaxEvents < 1 {
+		errs = append(errs, fmt.Errorf("exports.max_events: %d must be at least 1", c.Exports.MaxEvents))
 	}
 	return errors.Join(errs...)
 }

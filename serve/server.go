@@ -45,14 +45,15 @@ type engine interface {
 
 // Server is the reader's HTTP API. Safe for concurrent use.
 type Server struct {
-	cfg    Config
-	eng    engine
-	cases  *Cases
-	audit  announcer
-	log    *zap.Logger
-	tokens map[string]Identity // by token hash
-	certs  map[string]Identity // by client certificate subject CN
-	jwt    *jwtVerifier        // nil: JWTs are not accepted
+	cfg     Config
+	eng     engine
+	cases   *Cases
+	exports *Exports // nil: exports are not served
+	audit   announcer
+	log     *zap.Logger
+	tokens  map[string]Identity // by token hash
+	certs   map[string]Identity // by client certificate subject CN
+	jwt     *jwtVerifier        // nil: JWTs are not accepted
 
 	recent       recentReader // nil: the access log reads the archive only
 	topic        string
@@ -71,6 +72,8 @@ type Deps struct {
 	Engine engine
 	// Objects, Signer and Trusted hold the case register.
 	Cases *Cases
+	// Exports runs and records disclosure exports; nil leaves them out.
+	Exports *Exports
 	// Audit writes access_audit and case events; it must return only once
 	// Kafka has acknowledged with acks=all.
 	Audit      announcer
@@ -85,7 +88,7 @@ type Deps struct {
 // New returns the API server. ctx bounds the background fetches of a
 // remote JWKS: the server's lifetime.
 func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
-	s := &Server{cfg: cfg, eng: d.Engine, cases: d.Cases, audit: d.Audit, log: d.Log, tokens: map[string]Identity{}, certs: map[string]Identity{}, active: map[string]int{},
+	s := &Server{cfg: cfg, eng: d.Engine, cases: d.Cases, exports: d.Exports, audit: d.Audit, log: d.Log, tokens: map[string]Identity{}, certs: map[string]Identity{}, active: map[string]int{},
 		recent: d.Recent, topic: d.Topic, recentWindow: cfg.AccessLogRecent,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_serve_requests_total", Help: "API requests by endpoint and status code."}, []string{"endpoint", "code"}),
 		denied:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_serve_denied_total", Help: "Requests refused before any read, by reason."}, []string{"reason"}),
@@ -122,14 +125,16 @@ const (
 	actCasesEdit action = "cases.edit" // open and close cases
 	actWhoami    action = "whoami"
 	actAccessLog action = "access-log" // read the access_audit events
+	actExport    action = "export"     // create, approve and download disclosure exports
+	actExports   action = "exports"    // read the disclosure register
 )
 
 // allowed is the role × action matrix (docs/SERVE.md §3). Anything not
 // listed is denied.
 var allowed = map[Role]map[action]bool{
 	Investigator: {actQuery: true, actCasesRead: true, actWhoami: true},
-	Legal:        {actQuery: true, actCasesRead: true, actCasesEdit: true, actWhoami: true},
-	Auditor:      {actCasesRead: true, actWhoami: true, actAccessLog: true},
+	Legal:        {actQuery: true, actCasesRead: true, actCasesEdit: true, actWhoami: true, actExport: true, actExports: true},
+	Auditor:      {actCasesRead: true, actWhoami: true, actAccessLog: true, actExports: true},
 	Admin:        {actWhoami: true},
 }
 
@@ -149,6 +154,19 @@ func (s *Server) routes() []route {
 		{"POST /v1/cases", "cases", actCasesEdit, s.createCase},
 		{"POST /v1/cases/{id}/close", "cases.close", actCasesEdit, s.closeCase},
 		{"GET /v1/access-log", "access-log", actAccessLog, s.accessLog},
+		{"POST /v1/exports", "exports", actExport, s.createExport},
+		{"GET /v1/exports", "exports", actExports, s.listExports},
+		{"GET /v1/exports/{id}", "export", actExports, s.getExport},
+		{"POST /v1/exports/{id}/approve", "export.approve", actExport, s.approveExport},
+		{"GET /v1/exports/{id}/package", "export.package", actExport, s.downloadExport},
+	}
+}
+
+// RunExports runs the exports queued until ctx ends (Exports.Run); the
+// caller waits for it to return.
+func (s *Server) RunExports(ctx context.Context) {
+	if s.exports != nil {
+		s.exports.Run(ctx, s.eng, s.audit, s.log)
 	}
 }
 

@@ -69,6 +69,7 @@ var roleTokens = []Token{
 	{Name: "inv-acme", Role: Investigator, Tenants: []string{"acme"}},
 	{Name: "inv-all", Role: Investigator},
 	{Name: "legal", Role: Legal},
+	{Name: "legal-2", Role: Legal},
 	{Name: "auditor", Role: Auditor},
 	{Name: "admin", Role: Admin},
 }
@@ -157,11 +158,17 @@ func (r *rig) serve(t *testing.T, kafkaAddr string, mods ...func(*Config)) strin
 		t.Fatal(err)
 	}
 	eng := query.NewEngine(query.Defaults(), r.seg, r.keys.Read(), []string{"security"})
-	srv, err := New(context.Background(), cfg, Deps{Engine: eng, Cases: NewCases(r.s, r.keys.Signer, r.keys.Public, audit, time.Now), Audit: audit, Log: zap.NewNop(),
+	exports := NewExports(cfg.Exports, ExportDeps{Store: r.s, Signer: r.keys.Signer, Trusted: r.keys.Public, Keys: r.keys.Read(), Class: "security", Mode: "GOVERNANCE",
+		Instance: "test", Software: "custody test", TempDir: t.TempDir()})
+	srv, err := New(context.Background(), cfg, Deps{Engine: eng, Cases: NewCases(r.s, r.keys.Signer, r.keys.Public, audit, time.Now), Exports: exports, Audit: audit, Log: zap.NewNop(),
 		Recent: kc, Topic: r.topic})
 	if err != nil {
 		t.Fatal(err)
 	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); srv.RunExports(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 	hs := httptest.NewServer(srv.Handler())
 	t.Cleanup(hs.Close)
 	return hs.URL
@@ -251,12 +258,15 @@ func TestRoleEndpointMatrix(t *testing.T) {
 		"cases.open":  {"POST", "/v1/cases", CaseRequest{ID: "M-new", Title: "t", LegalBasis: "b"}},
 		"cases.close": {"POST", "/v1/cases/M-close/close", nil},
 		"access-log":  {"GET", "/v1/access-log?from=" + r.hour.Format("2006-01-02") + "&to=" + r.hour.Format("2006-01-02"), nil},
+		"exports.new": {"POST", "/v1/exports", r.exportReq("M-1")},
+		"exports":     {"GET", "/v1/exports", nil},
+		"export":      {"GET", "/v1/exports/" + r.createExport(t, "legal", r.exportReq("M-1")).ID, nil},
 	}
 	allowedCells := map[string][]string{
 		"inv-acme": {"whoami", "query", "cases.list"},
 		"inv-all":  {"whoami", "query", "cases.list"},
-		"legal":    {"whoami", "query", "cases.list", "cases.open", "cases.close"},
-		"auditor":  {"whoami", "cases.list", "access-log"},
+		"legal":    {"whoami", "query", "cases.list", "cases.open", "cases.close", "exports.new", "exports", "export"},
+		"auditor":  {"whoami", "cases.list", "access-log", "exports", "export"},
 		"admin":    {"whoami"},
 	}
 	for who, ok := range allowedCells {

@@ -35,16 +35,24 @@ func loadSpec(t *testing.T) spec {
 	return s
 }
 
-// jsonFields are the JSON member names of a struct type.
+// jsonFields are the JSON member names of a struct type, those of
+// embedded structs included.
 func jsonFields(v any) []string {
 	var out []string
-	rt := reflect.TypeOf(v)
-	for i := 0; i < rt.NumField(); i++ {
-		name, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
-		if name != "" && name != "-" {
-			out = append(out, name)
+	var walk func(rt reflect.Type)
+	walk = func(rt reflect.Type) {
+		for i := 0; i < rt.NumField(); i++ {
+			f := rt.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			switch {
+			case f.Anonymous && name == "":
+				walk(f.Type)
+			case name != "" && name != "-" && f.IsExported():
+				out = append(out, name)
+			}
 		}
 	}
+	walk(reflect.TypeOf(v))
 	sort.Strings(out)
 	return out
 }
@@ -81,7 +89,8 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	if !slices.Equal(inSpec, served) {
 		t.Errorf("api/openapi.yaml has %v;\nthe server routes %v", inSpec, served)
 	}
-	for name, v := range map[string]any{"QueryRequest": QueryRequest{}, "CaseRequest": CaseRequest{}, "Trailer": Trailer{}, "Case": Case{}, "Identity": Identity{}} {
+	for name, v := range map[string]any{"QueryRequest": QueryRequest{}, "CaseRequest": CaseRequest{}, "Trailer": Trailer{}, "Case": Case{}, "Identity": Identity{},
+		"ExportRequest": ExportRequest{}, "Export": Export{}, "ExportResult": ExportResult{}} {
 		sc, ok := sp.Components.Schemas[name]
 		if !ok {
 			t.Errorf("schema %s missing from the spec", name)

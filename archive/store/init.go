@@ -15,6 +15,14 @@ import (
 // ChainPrefix is where the chain's checkpoints live (archive/chain).
 const ChainPrefix = "_chain/"
 
+// PackagePrefix is where custody serve keeps sealed export packages
+// (docs/EXPORTS.md), PackageDays days: a package is a copy of events, for
+// its recipients to download, not an archive.
+const (
+	PackagePrefix = "_packages/"
+	PackageDays   = 30
+)
+
 // rulePrefix marks the lifecycle rules Custody owns; rules with other IDs
 // are left alone.
 const rulePrefix = "custody-"
@@ -33,7 +41,8 @@ const NoncurrentDays = 1
 //
 // The chain's checkpoints (prefix _chain/, docs/CHAIN.md §6) get the same
 // pair as custody-_chain, with Retention.CheckpointDays: they outlive every
-// segment they list. The underscore keeps the ID apart from any class's.
+// segment they list; export packages (_packages/) as custody-_packages,
+// PackageDays. The underscore keeps the IDs apart from any class's.
 // Shred receipts, hold records and daily roots have no rule: they are
 // kept.
 func wantRules(r archive.Retention) []lifecycle.Rule {
@@ -56,6 +65,7 @@ func wantRules(r archive.Retention) []lifecycle.Rule {
 	}
 	if len(r.Classes) > 0 {
 		pair("_chain", ChainPrefix, r.CheckpointDays())
+		pair("_packages", PackagePrefix, PackageDays)
 	}
 	return rules
 }

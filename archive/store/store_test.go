@@ -58,6 +58,8 @@ func TestInitRulesAndDrift(t *testing.T) {
 	want := []string{
 		`custody-_chain-markers: status=Enabled prefix="_chain/" expiration_days=0 expired_delete_marker=true noncurrent_days=0`,
 		`custody-_chain: status=Enabled prefix="_chain/" expiration_days=367 expired_delete_marker=false noncurrent_days=1`,
+		`custody-_packages-markers: status=Enabled prefix="_packages/" expiration_days=0 expired_delete_marker=true noncurrent_days=0`,
+		`custody-_packages: status=Enabled prefix="_packages/" expiration_days=30 expired_delete_marker=false noncurrent_days=1`,
 		`custody-analytics-markers: status=Enabled prefix="analytics/" expiration_days=0 expired_delete_marker=true noncurrent_days=0`,
 		`custody-analytics: status=Enabled prefix="analytics/" expiration_days=180 expired_delete_marker=false noncurrent_days=1`,
 		`custody-security-markers: status=Enabled prefix="security/" expiration_days=0 expired_delete_marker=true noncurrent_days=0`,

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dustin/go-humanize"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/event"
@@ -55,15 +56,7 @@ skipped; the command then exits 1. --strict (--local) stops at the first.`,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runQuery(cmd, g, q) },
 	}
 	f := c.Flags()
-	f.StringVar(&q.from, "from", "", "start, inclusive: RFC 3339 or YYYY-MM-DD")
-	f.StringVar(&q.to, "to", "", "end, exclusive: RFC 3339, or YYYY-MM-DD meaning the end of that day")
-	f.StringVar(&q.ip, "ip", "", "an address or a CIDR prefix (IPv4 or IPv6)")
-	f.StringVar(&q.login, "login", "", "login name or pseudonym")
-	f.StringVar(&q.kind, "kind", "", "connection, login, source_change, activity or access_audit")
-	f.StringVar(&q.tenant, "tenant", "", "tenant")
-	f.StringVar(&q.app, "app", "", "application")
-	f.StringVar(&q.repo, "repo", "", "repository")
-	f.StringVar(&q.session, "session", "", "session identifier")
+	q.addFilters(f)
 	f.IntVar(&q.limit, "limit", 0, "stop after this many events (0: all)")
 	f.StringVar(&q.format, "format", "jsonl", "jsonl (events as stored), csv or table")
 	f.StringVar(&q.purpose, "purpose", "", "case reference or legal basis (required; recorded)")
@@ -75,6 +68,19 @@ skipped; the command then exits 1. --strict (--local) stops at the first.`,
 	f.StringVar(&q.caFile, "ca-file", "", "PEM authorities that sign custody serve's certificate (default: the system's)")
 	f.BoolVar(&q.local, "local", false, "break-glass: read the archive directly with the private keyring")
 	return c
+}
+
+// addFilters adds the range and filter flags queries and exports share.
+func (q *queryFlags) addFilters(f *pflag.FlagSet) {
+	f.StringVar(&q.from, "from", "", "start, inclusive: RFC 3339 or YYYY-MM-DD")
+	f.StringVar(&q.to, "to", "", "end, exclusive: RFC 3339, or YYYY-MM-DD meaning the end of that day")
+	f.StringVar(&q.ip, "ip", "", "an address or a CIDR prefix (IPv4 or IPv6)")
+	f.StringVar(&q.login, "login", "", "login name or pseudonym")
+	f.StringVar(&q.kind, "kind", "", "connection, login, source_change, activity or access_audit")
+	f.StringVar(&q.tenant, "tenant", "", "tenant")
+	f.StringVar(&q.app, "app", "", "application")
+	f.StringVar(&q.repo, "repo", "", "repository")
+	f.StringVar(&q.session, "session", "", "session identifier")
 }
 
 func runQuery(cmd *cobra.Command, g *globals, q queryFlags) error {

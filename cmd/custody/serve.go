@@ -63,7 +63,10 @@ the only process that holds the private keyring. See docs/SERVE.md.`,
 				defer audit.Close()
 				eng := query.NewEngine(cfg.Query, st, keys, cfg.Retention.Names())
 				eng.UseEscrow(hold.NewVault(st, keys.Holds, keys.Public))
-				srv, err := serve.New(ctx, cfg.Serve, serve.Deps{Engine: eng, Cases: serve.NewCases(st, sk, keys.Public, audit, time.Now), Audit: audit, Log: log, Registerer: tel.Registry, Recent: kc, Topic: cfg.Kafka.Topic})
+				v, _ := buildVersion()
+				exports := serve.NewExports(cfg.Serve.Exports, serve.ExportDeps{Store: st, Signer: sk, Trusted: keys.Public, Keys: keys,
+					Class: cfg.Retention.DefaultClass, Mode: cfg.Retention.Mode, Instance: "serve@" + host, Software: "custody " + v, TempDir: cfg.Serve.Exports.TempDir})
+				srv, err := serve.New(ctx, cfg.Serve, serve.Deps{Engine: eng, Cases: serve.NewCases(st, sk, keys.Public, audit, time.Now), Exports: exports, Audit: audit, Log: log, Registerer: tel.Registry, Recent: kc, Topic: cfg.Kafka.Topic})
 				if err != nil {
 					return err
 				}
@@ -89,6 +92,16 @@ the only process that holds the private keyring. See docs/SERVE.md.`,
 						errc <- fmt.Errorf("http server: %w", err)
 					}
 				}()
+				// Exports run in the background until shutdown; one
+				// interrupted is taken over after a restart (its attempt
+				// goes silent).
+				xctx, stopExports := context.WithCancel(ctx)
+				defer stopExports()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					srv.RunExports(xctx)
+				}()
 				tel.Serving()
 				var runErr error
 				select {
@@ -102,6 +115,7 @@ the only process that holds the private keyring. See docs/SERVE.md.`,
 					log.Warn("http shutdown", zap.Error(err))
 				}
 				stopHUP()
+				stopExports()
 				wg.Wait()
 				return runErr
 			})

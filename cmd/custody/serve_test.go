@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 	"github.com/custodylog/custody/serve"
 )
@@ -31,6 +33,21 @@ func TestServeAndRemoteQuery(t *testing.T) {
 	fmt.Fprintf(f, "serve:\n  listen: %s\n  metrics_listen: %s\n  tokens:\n    - {name: inv, sha256: %s, role: investigator, tenants: [acme]}\n    - {name: counsel, sha256: %s, role: legal}\n    - {name: aud, sha256: %s, role: auditor}\n",
 		listen, metrics, serve.HashToken(invTok), serve.HashToken(legalTok), serve.HashToken(audTok))
 	f.Close()
+	// Today's key pairs: an export seals its package to the current key.
+	priv, err := keyring.LoadPrivate(filepath.Join(r.dir, "private.json"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	if _, err := keyring.GeneratePairs(r.pub, priv, now, []string{"security", "short"}, keyring.PeriodDay, now, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := priv.Save(filepath.Join(r.dir, "private.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.pub.Save(filepath.Join(r.dir, "public.json")); err != nil {
+		t.Fatal(err)
+	}
 	tokFile := filepath.Join(r.dir, "token")
 	os.WriteFile(tokFile, []byte(invTok+"\n"), 0o600)
 
@@ -100,7 +117,31 @@ func TestServeAndRemoteQuery(t *testing.T) {
 	if strings.Count(alog, `"purpose":"order 7"`) != 2 || !strings.Contains(alog, `"action":"query.result"`) || !strings.Contains(alog, `"login":"inv"`) {
 		t.Errorf("access log of case LE-7:\n%s", alog)
 	}
-	c := exec.Command(bin, "query", "--from", day(0), "--to", day(0), "--purpose", "x")
+	// A disclosure of acme's events for the case, by the legal token: the
+	// package arrives, verifies with the key export pubkey prints, and the
+	// register lists its download.
+	legalFile := filepath.Join(r.dir, "legal-token")
+	os.WriteFile(legalFile, []byte(legalTok), 0o600)
+	pkg := filepath.Join(r.dir, "disclosure.zip")
+	c := exec.Command(bin, "export", "create", "--server", "http://"+listen, "--token-file", legalFile, "--case", "LE-7", "--purpose", "order 7 disclosure",
+		"--from", day(0), "--to", day(2), "--tenant", "acme", "--authority", "court", "--output", pkg)
+	if o, err := c.CombinedOutput(); err != nil || !strings.Contains(string(o), "3 events") || !strings.Contains(string(o), pkg) {
+		t.Fatalf("export create: %v\n%s\n%s", err, o, logs.String())
+	}
+	pem, err := exec.Command(bin, "export", "pubkey", "--config", r.cfg).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemFile := filepath.Join(r.dir, "export.pem")
+	os.WriteFile(pemFile, pem, 0o600)
+	if o, err := exec.Command(bin, "export", "verify", pkg, "--pubkey", pemFile).CombinedOutput(); err != nil || !strings.Contains(string(o), "case LE-7, 3 events") {
+		t.Errorf("export verify: %v\n%s", err, o)
+	}
+	if o, err := exec.Command(bin, "export", "list", "--server", "http://"+listen, "--token-file", audFile, "--case", "LE-7").CombinedOutput(); err != nil ||
+		!regexp.MustCompile(`exp-\S+\s+LE-7\s+ready\s+\S+\s+counsel\s+—\s+3\s+1\n`).Match(o) {
+		t.Errorf("export list:\n%s%v", o, err)
+	}
+	c = exec.Command(bin, "query", "--from", day(0), "--to", day(0), "--purpose", "x")
 	c.Env = append(os.Environ(), "CUSTODY_SERVER=")
 	if o, err := c.CombinedOutput(); err == nil || !strings.Contains(string(o), "give --server URL") {
 		t.Errorf("query without --server or --local: %v %s", err, o)

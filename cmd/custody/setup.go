@@ -16,21 +16,23 @@ import (
 // running the hook holds no archive credentials, an archiver no ingest
 // tokens). `custody config check --for COMMAND` checks the same set.
 var sections = map[string][]config.Section{
-	"ingest":             {config.Kafka, config.Events, config.Ingest, config.Retention},
-	"agent":              {config.Kafka, config.Events, config.Agent, config.Retention},
-	"send":               {config.Kafka, config.Events, config.Agent, config.Retention},
-	"hook":               {config.Kafka, config.Events, config.Agent, config.Retention},
-	"archive init":       {config.S3, config.Retention},
-	"archive run":        {config.Kafka, config.S3, config.Crypto, config.Archive, config.Retention},
-	"query":              {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
-	"keys":               {config.Crypto, config.Retention},
-	"keys list --bucket": {config.Crypto, config.Retention, config.S3},
-	"config check":       config.All,
-	"retention run":      {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
-	"serve":              {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention, config.Serve},
-	"hold":               {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
-	"verify":             {config.S3, config.Crypto, config.Retention},
-	"verify --kafka":     {config.S3, config.Crypto, config.Retention, config.Kafka, config.Archive},
+	"ingest":                          {config.Kafka, config.Events, config.Ingest, config.Retention},
+	"agent":                           {config.Kafka, config.Events, config.Agent, config.Retention},
+	"send":                            {config.Kafka, config.Events, config.Agent, config.Retention},
+	"hook":                            {config.Kafka, config.Events, config.Agent, config.Retention},
+	"archive init":                    {config.S3, config.Retention},
+	"archive run":                     {config.Kafka, config.S3, config.Crypto, config.Archive, config.Retention},
+	"query":                           {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
+	"keys":                            {config.Crypto, config.Retention},
+	"keys list --bucket":              {config.Crypto, config.Retention, config.S3},
+	"config check":                    config.All,
+	"retention run":                   {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
+	"serve":                           {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention, config.Serve},
+	"hold":                            {config.Kafka, config.S3, config.Crypto, config.Query, config.Retention},
+	"verify":                          {config.S3, config.Crypto, config.Retention},
+	"verify --kafka":                  {config.S3, config.Crypto, config.Retention, config.Kafka, config.Archive},
+	"export pubkey":                   {config.Crypto, config.Retention},
+	"export verify --against-archive": {config.S3, config.Crypto, config.Retention},
 }
 
 // loadValid loads the configuration and refuses to go on if any section

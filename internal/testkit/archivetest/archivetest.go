@@ -200,3 +200,37 @@ func Compare(want map[string]int, got Contents) (lost, doubled []string) {
 	}
 	return lost, doubled
 }
+
+// Lines decrypts one segment of s with keys (a keyring.Set or another
+// segment.Open key source) and returns its events, one canonical JSON line
+// each, without the newline.
+func Lines(t testing.TB, s *store.Store, keys any, name string) [][]byte {
+	t.Helper()
+	rc, err := s.Get(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := segment.Open(bytes.NewReader(raw), name, keys, segment.ReaderOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	body, err := r.Body()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := io.ReadAll(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]byte
+	for l := range bytes.Lines(data) {
+		out = append(out, bytes.TrimSuffix(l, []byte("\n")))
+	}
+	return out
+}

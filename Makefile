@@ -8,7 +8,7 @@ GOTESTSUM := $(GO) run gotest.tools/gotestsum@v1.13.0
 # The stack's addresses and generated credentials, exported for the command.
 WITH_STACK := set -a; . .stack/env; set +a;
 
-.PHONY: build test test-unit test-faults run bench bench-archive bench-hold bench-serve lint stack-up stack-down stack-status clean
+.PHONY: build test test-unit test-faults run bench bench-archive bench-hold bench-serve bench-export lint stack-up stack-down stack-status clean
 
 build:
 	$(GO) build -o bin/custody ./cmd/custody
@@ -67,6 +67,12 @@ bench-hold: stack-up
 bench-serve: stack-up
 	mkdir -p docs/bench
 	$(WITH_STACK) $(GO) test -tags benchend -run '^$$' -bench BenchmarkServe -benchtime 1x -timeout 60m -v ./test/bench/ | tee docs/bench/serve-latest.txt
+
+# a disclosure of ~10M events through custody serve: events/s and peak RSS
+# (docs/BENCHMARKS.md); builds a ~13M-event archive first.
+bench-export: stack-up
+	mkdir -p docs/bench
+	$(WITH_STACK) $(GO) test -tags benchend -run '^$$' -bench BenchmarkExport -benchtime 1x -timeout 90m -v ./test/bench/ | tee docs/bench/export-latest.txt
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi

@@ -9,6 +9,7 @@ package export
 import (
 	"archive/zip"
 	"bufio"
+
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/csv"
@@ -23,6 +24,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/klauspost/compress/flate"
 
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/crypto/seal"
@@ -47,15 +50,18 @@ type Manifest struct {
 	Format string `json:"format"` // Format
 	// Kind is "disclosure" (to an authority) or "subject-access" (to the
 	// person the events are about).
-	Kind       string    `json:"kind"`
-	ID         string    `json:"id"`
-	Request    Request   `json:"request"`
-	Query      Query     `json:"query"`
-	Counts     Counts    `json:"counts"`
-	Files      []File    `json:"files"`
-	Provenance []Source  `json:"provenance"`
-	ProducedAt time.Time `json:"produced_at"`
-	Software   string    `json:"software"`
+	Kind       string   `json:"kind"`
+	ID         string   `json:"id"`
+	Request    Request  `json:"request"`
+	Query      Query    `json:"query"`
+	Counts     Counts   `json:"counts"`
+	Files      []File   `json:"files"`
+	Provenance []Source `json:"provenance"`
+	// RetentionDays is how long each retention class keeps an event after
+	// its day (for the reader: what is kept until when).
+	RetentionDays map[string]int `json:"retention_days,omitempty"`
+	ProducedAt    time.Time      `json:"produced_at"`
+	Software      string         `json:"software"`
 }
 
 // Request is who asked, on what basis, and who approved.
@@ -120,6 +126,9 @@ func Fingerprint(pub []byte) string {
 	return "SHA256:" + hex.EncodeToString(sum[:])
 }
 
+// deflateLevel trades size for speed; see BenchmarkWriter.
+const deflateLevel = 3
+
 // csvColumns are events.csv's columns: every member of the canonical
 // event (docs/EVENTS.md), attrs as one JSON object.
 var csvColumns = []string{"id", "time", "kind", "class", "tenant", "app", "source", "received", "late", "redacted", "ip", "port",
@@ -161,7 +170,12 @@ type Writer struct {
 // manifest's and every zip entry's); tmpDir ("" for the system's) holds
 // the sealed CSV spill.
 func NewWriter(dst io.Writer, tmpDir string, produced time.Time) (*Writer, error) {
-	w := &Writer{zw: zip.NewWriter(dst), produced: produced.UTC().Truncate(time.Second), jhash: sha256.New(), chash: sha256.New(), csvKey: make([]byte, seal.KeySize),
+	zw := zip.NewWriter(dst)
+	// klauspost's deflate, at a fast level: plain deflate that every unzip
+	// reads, at several times the standard library's speed (the zip is
+	// most of a package's CPU; docs/BENCHMARKS.md).
+	zw.RegisterCompressor(zip.Deflate, func(out io.Writer) (io.WriteCloser, error) { return flate.NewWriter(out, deflateLevel) })
+	w := &Writer{zw: zw, produced: produced.UTC().Truncate(time.Second), jhash: sha256.New(), chash: sha256.New(), csvKey: make([]byte, seal.KeySize),
 		counts: Counts{Kinds: map[string]int64{}, Tenants: map[string]int64{}}, row: make([]string, len(csvColumns))}
 	f, err := os.CreateTemp(tmpDir, "custody-export-*.csv.sealed")
 	if err != nil {

@@ -22,6 +22,7 @@ var summaryTmpl = template.Must(template.New("summary").Funcs(template.FuncMap{
 	},
 	"sorted":    sortedKeys,
 	"sortedStr": func(m map[string]string) []string { return slices.Sorted(maps.Keys(m)) },
+	"sortedInt": func(m map[string]int) []string { return slices.Sorted(maps.Keys(m)) },
 }).Parse(summaryText))
 
 // renderSummary is summary.html: the cover page a person reads first.

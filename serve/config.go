@@ -68,6 +68,9 @@ type ExportsConfig struct {
 	// TempDir holds the sealed temporary files of running exports ("":
 	// the system's).
 	TempDir string `yaml:"temp_dir"`
+	// TakeoverAfter is how long a running export's heartbeat may be silent
+	// before another instance takes it over (its own died).
+	TakeoverAfter time.Duration `yaml:"takeover_after"`
 }
 
 // Token is one API token: for automation, or for the local stack's demo.
@@ -131,7 +134,7 @@ func Defaults() Config {
 		Listen: "127.0.0.1:8480", MetricsListen: "127.0.0.1:9482",
 		MaxRange: 31 * 24 * time.Hour, MaxConcurrent: 8, MaxConcurrentPerIdentity: 2,
 		MaxRequestBytes: 64 << 10, QueryTimeout: 10 * time.Minute, AccessLogRecent: 3 * time.Hour,
-		Exports: ExportsConfig{Approvals: 1, MaxEvents: 10_000_000},
+		Exports: ExportsConfig{Approvals: 1, MaxEvents: 10_000_000, TakeoverAfter: 2 * time.Minute},
 	}
 }
 
@@ -139,6 +142,9 @@ func Defaults() Config {
 // in files.
 func (c *Config) Resolve(baseDir string) error {
 	c.TLS.ResolvePaths(baseDir)
+	if c.Exports.TempDir != "" {
+		c.Exports.TempDir = secret.Path(baseDir, c.Exports.TempDir)
+	}
 	c.OIDC.resolvePaths(baseDir)
 	for i := range c.Tokens {
 		t := &c.Tokens[i]
@@ -230,6 +236,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Exports.Approvals < 1 || c.Exports.Approvals > 5 {
 		errs = append(errs, fmt.Errorf("exports.approvals: %d is outside 1-5 (2 is the four-eyes rule)", c.Exports.Approvals))
+	}
+	if c.Exports.TakeoverAfter < time.Second || c.Exports.TakeoverAfter > time.Hour {
+		errs = append(errs, fmt.Errorf("exports.takeover_after: %s is outside 1s-1h", c.Exports.TakeoverAfter))
 	}
 	if c.Exports.MaxEvents < 1 {
 		errs = append(errs, fmt.Errorf("exports.max_events: %d must be at least 1", c.Exports.MaxEvents))

@@ -70,7 +70,11 @@ type ExportRequest struct {
 // exportRequest is the request object: what was asked, by whom, under
 // which scope, with the approvals it needs.
 type exportRequest struct {
-	ID          string         `json:"id"`
+	ID string `json:"id"`
+	// Kind is "disclosure" (bound to Case) or "subject-access" (bound to
+	// the rights request Rights, over the whole retention window).
+	Kind        string         `json:"kind"`
+	Rights      string         `json:"rights_request,omitempty"`
 	Case        string         `json:"case"`
 	Request     ExportRequest  `json:"request"`
 	By          string         `json:"by"`
@@ -117,6 +121,8 @@ type ExportResult struct {
 // Export is the state of an export, as GET /v1/exports/{id} answers.
 type Export struct {
 	ID              string           `json:"id"`
+	Kind            string           `json:"kind"`
+	RightsRequest   string           `json:"rights_request,omitempty"`
 	Case            string           `json:"case"`
 	Status          string           `json:"status"`
 	RequestedBy     string           `json:"requested_by"`
@@ -157,7 +163,14 @@ type ExportDeps struct {
 	Instance string
 	Software string
 	TempDir  string
-	Now      func() time.Time
+	// RetentionDays are the classes' retention, for the packages' cover
+	// page (what is kept, until when).
+	RetentionDays map[string]int
+	Now           func() time.Time
+	// Crash, if set, is called after each step of a run with its name
+	// (export.claimed, export.stored, export.recorded): the kill -9 tests
+	// stop the process there.
+	Crash func(step string)
 }
 
 // Exports runs and records exports. Safe for concurrent use.
@@ -290,6 +303,7 @@ func (x *Exports) Get(ctx context.Context, id string) (*Export, error) {
 		return nil, fmt.Errorf("export record %srequest.json names export %q", exportDir(id), e.req.ID)
 	}
 	r := e.req
+	e.Kind, e.RightsRequest = r.Kind, r.Rights
 	e.Case, e.RequestedBy, e.RequestedAt, e.Purpose, e.Filters, e.TenantScope, e.ApprovalsNeeded = r.Case, r.By, r.At, r.Request.Purpose, r.Attrs, r.TenantScope, r.Approvals
 	slices.SortFunc(e.Approvals, func(a, b exportApproval) int { return a.At.Compare(b.At) })
 	slices.SortFunc(e.Downloads, func(a, b exportApproval) int { return a.At.Compare(b.At) })
@@ -353,15 +367,38 @@ func cmpOr(a, b int) int {
 	return b
 }
 
-// Create records a new export, once its audit event is acknowledged, and
-// starts it if it needs no other approval.
+// Create records a new disclosure export, once its audit event is
+// acknowledged, and starts it if it needs no other approval.
 func (x *Exports) Create(ctx context.Context, au announcer, id Identity, req ExportRequest, clientAddr string) (*Export, error) {
 	now := x.d.Now().UTC().Truncate(time.Second)
-	r := exportRequest{ID: newExportID(now), Case: req.Case, Request: req, By: id.Name, Role: id.Role, TenantScope: id.Tenants, Approvals: x.cfg.Approvals, At: now, Attrs: req.attrs()}
+	return x.create(ctx, au, id, exportRequest{ID: newExportID(now), Kind: KindDisclosure, Case: req.Case, Request: req, By: id.Name, Role: id.Role,
+		TenantScope: id.Tenants, Approvals: x.cfg.Approvals, At: now, Attrs: req.attrs()}, clientAddr)
+}
+
+// Export kinds.
+const (
+	KindDisclosure    = "disclosure"
+	KindSubjectAccess = "subject-access"
+)
+
+// CreateSubject records a subject-access export for a rights request:
+// every event about its subject (login or tenant), of every class and
+// kind but the access log, over the whole retention window (maxDays).
+func (x *Exports) CreateSubject(ctx context.Context, au announcer, id Identity, rr *RightsRequest, maxDays int, clientAddr string) (*Export, error) {
+	now := x.d.Now().UTC().Truncate(time.Second)
+	req := ExportRequest{QueryRequest: QueryRequest{Purpose: fmt.Sprintf("rights request %s (%s)", rr.ID, rr.Right),
+		From: now.Truncate(24*time.Hour).AddDate(0, 0, -maxDays-1).Format(time.RFC3339), To: now.Add(time.Hour).Format(time.RFC3339),
+		Login: rr.SubjectLogin, Tenant: rr.SubjectTenant}, Reference: rr.ID}
+	return x.create(ctx, au, id, exportRequest{ID: newExportID(now), Kind: KindSubjectAccess, Rights: rr.ID, Request: req, By: id.Name, Role: id.Role,
+		TenantScope: id.Tenants, Approvals: x.cfg.Approvals, At: now, Attrs: req.attrs()}, clientAddr)
+}
+
+func (x *Exports) create(ctx context.Context, au announcer, id Identity, r exportRequest, clientAddr string) (*Export, error) {
+	req := r.Request
 	actx, cancel := context.WithTimeout(ctx, auditTimeout)
 	defer cancel()
-	if err := au.Announce(actx, announce.Event{Kind: event.KindAccessAudit, Action: "export.create", Time: now, IDParts: []string{"export", r.ID, "create"},
-		Login: id.Name, Purpose: req.Purpose, Attrs: map[string]any{"export": r.ID, "case": r.Case, "role": string(id.Role), "filters": r.Attrs,
+	if err := au.Announce(actx, announce.Event{Kind: event.KindAccessAudit, Action: "export.create", Time: r.At, IDParts: []string{"export", r.ID, "create"},
+		Login: id.Name, Purpose: req.Purpose, Attrs: map[string]any{"export": r.ID, "export_kind": r.Kind, "case": r.Case, "rights_request": r.Rights, "role": string(id.Role), "filters": r.Attrs,
 			"tenant_scope": scopeAttr(id), "client": clientAddr, "approvals_needed": r.Approvals, "authority": req.Authority, "legal_basis": req.LegalBasis}}); err != nil {
 		return nil, fmt.Errorf("%w: %v", errUnrecorded, err)
 	}
@@ -419,20 +456,26 @@ func (x *Exports) wake() {
 	}
 }
 
-// heartbeatEvery is how often a running attempt says it is alive; an
-// attempt silent for staleAfter is taken over by another instance.
-const (
-	heartbeatEvery = 20 * time.Second
-	staleAfter     = 2 * time.Minute
-	scanEvery      = 30 * time.Second
-)
+func (x *Exports) crash(step string) {
+	if x.d.Crash != nil {
+		x.d.Crash(step)
+	}
+}
+
+// An attempt silent for ExportsConfig.TakeoverAfter (its instance died) is
+// taken over by another; a running attempt writes its heartbeat six times
+// as often. Unfinished exports are looked for every scanEvery, and at once
+// when one is created or approved here (scanEvery).
+func (x *Exports) scanEvery() time.Duration { return min(30*time.Second, x.cfg.TakeoverAfter/2) }
+
+func (x *Exports) heartbeatEvery() time.Duration { return x.cfg.TakeoverAfter / 6 }
 
 // Run runs queued exports until ctx ends: at once when one is created or
 // approved here, and every scanEvery for those queued elsewhere or whose
 // attempt went silent (its instance died). One export at a time per
 // instance. It returns when ctx ends and the export running has stopped.
 func (x *Exports) Run(ctx context.Context, eng engine, au announcer, log *zap.Logger) {
-	t := time.NewTicker(scanEvery)
+	t := time.NewTicker(x.scanEvery())
 	defer t.Stop()
 	for {
 		x.runQueued(ctx, eng, au, log)
@@ -445,8 +488,38 @@ func (x *Exports) Run(ctx context.Context, eng engine, au announcer, log *zap.Lo
 	}
 }
 
+// unfinished lists the exports without a result, oldest first: one LIST
+// of the register, and reads of those exports' records only.
+func (x *Exports) unfinished(ctx context.Context) ([]Export, error) {
+	ids, done := map[string]bool{}, map[string]bool{}
+	for o, err := range x.d.Store.List(ctx, ExportPrefix) {
+		if err != nil {
+			return nil, err
+		}
+		id, base, ok := strings.Cut(strings.TrimPrefix(o.Name, ExportPrefix), "/")
+		if !ok {
+			continue
+		}
+		ids[id] = true
+		done[id] = done[id] || base == "result.json"
+	}
+	var out []Export
+	for id := range ids {
+		if done[id] {
+			continue
+		}
+		e, err := x.Get(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, *e)
+	}
+	slices.SortFunc(out, func(a, b Export) int { return cmpOr(a.RequestedAt.Compare(b.RequestedAt), strings.Compare(a.ID, b.ID)) })
+	return out, nil
+}
+
 func (x *Exports) runQueued(ctx context.Context, eng engine, au announcer, log *zap.Logger) {
-	list, err := x.List(ctx, "")
+	list, err := x.unfinished(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
 			log.Error("cannot list exports", zap.Error(err))
@@ -457,8 +530,8 @@ func (x *Exports) runQueued(ctx context.Context, eng engine, au announcer, log *
 		if ctx.Err() != nil {
 			return
 		}
-		stale := e.Status == ExportRunning && (e.Progress == nil && x.d.Now().Sub(e.attempts[len(e.attempts)-1].At) > staleAfter ||
-			e.Progress != nil && x.d.Now().Sub(e.Progress.At) > staleAfter)
+		stale := e.Status == ExportRunning && (e.Progress == nil && x.d.Now().Sub(e.attempts[len(e.attempts)-1].At) > x.cfg.TakeoverAfter ||
+			e.Progress != nil && x.d.Now().Sub(e.Progress.At) > x.cfg.TakeoverAfter)
 		if e.Status != ExportQueued && !stale {
 			continue
 		}
@@ -471,6 +544,7 @@ func (x *Exports) runQueued(ctx context.Context, eng engine, au announcer, log *
 			log.Error("cannot claim export", zap.String("export", e.ID), zap.Error(err))
 			continue
 		}
+		x.crash("export.claimed")
 		x.runOne(ctx, eng, au, log, &e, n)
 	}
 }
@@ -493,7 +567,7 @@ func (x *Exports) runOne(ctx context.Context, eng engine, au announcer, log *zap
 	wg.Add(1)
 	go func() { // the heartbeat, owned by this attempt
 		defer wg.Done()
-		t := time.NewTicker(heartbeatEvery)
+		t := time.NewTicker(x.heartbeatEvery())
 		defer t.Stop()
 		for {
 			select {
@@ -536,6 +610,20 @@ func (x *Exports) runOne(ctx context.Context, eng engine, au announcer, log *zap
 	if err := x.write(ctx, exportDir(e.ID)+"result.json", res, false); err != nil && !errors.Is(err, store.ErrExists) {
 		log.Error("cannot record the export's result", zap.Error(err))
 	}
+	x.crash("export.recorded")
+}
+
+// filter is the query an export runs: a disclosure's as checked when it
+// was created (the role's range then); a subject export's over the whole
+// retention window, bound to its rights request instead of a case.
+func (r *exportRequest) filter() (query.Filter, error) {
+	id := Identity{Name: r.By, Role: r.Role, Tenants: r.TenantScope}
+	if r.Kind != KindSubjectAccess {
+		return r.Request.filter(id, 100*365*24*time.Hour)
+	}
+	q := r.Request.QueryRequest
+	q.Case = r.Rights // the binding, for the checks filter makes
+	return q.filter(id, 100*365*24*time.Hour)
 }
 
 // produce runs the query into a package, sealed into a temporary file,
@@ -543,7 +631,7 @@ func (x *Exports) runOne(ctx context.Context, eng engine, au announcer, log *zap
 func (x *Exports) produce(ctx context.Context, eng engine, e *Export, n int, hb *exportHeartbeat) (ExportResult, error) {
 	var res ExportResult
 	r := e.req
-	f, err := r.Request.filter(Identity{Name: r.By, Role: r.Role, Tenants: r.TenantScope}, 100*365*24*time.Hour)
+	f, err := r.filter()
 	if err != nil {
 		return res, err
 	}
@@ -618,7 +706,7 @@ func (x *Exports) produce(ctx context.Context, eng engine, e *Export, n int, hb 
 			filters[k] = fmt.Sprint(v)
 		}
 	}
-	m, err := pw.Close(export.Manifest{Kind: "disclosure", ID: e.ID,
+	m, err := pw.Close(export.Manifest{Kind: r.Kind, ID: e.ID, RetentionDays: x.d.RetentionDays,
 		Request: export.Request{Case: r.Case, Authority: r.Request.Authority, LegalBasis: r.Request.LegalBasis, Reference: r.Request.Reference,
 			Purpose: r.Request.Purpose, Requester: r.By, Approvers: approvers},
 		Query:      export.Query{From: f.From, To: f.To, Filters: filters, TenantScope: r.TenantScope},
@@ -643,6 +731,7 @@ func (x *Exports) produce(ctx context.Context, eng engine, e *Export, n int, hb 
 	if err := x.d.Store.Put(ctx, name, tmp, size, lock); err != nil {
 		return res, fmt.Errorf("cannot store the package: %w", err)
 	}
+	x.crash("export.stored")
 	res.Package, res.Size, res.SHA256 = name, int64(zipSize), hex.EncodeToString(zipHash.Sum(nil))
 	res.Events, res.Segments = m.Counts.Events, len(sources)
 	return res, nil

@@ -49,6 +49,7 @@ type Server struct {
 	eng     engine
 	cases   *Cases
 	exports *Exports // nil: exports are not served
+	rights  *Rights  // nil: the rights-request register is not served
 	audit   announcer
 	log     *zap.Logger
 	tokens  map[string]Identity // by token hash
@@ -74,6 +75,8 @@ type Deps struct {
 	Cases *Cases
 	// Exports runs and records disclosure exports; nil leaves them out.
 	Exports *Exports
+	// Rights is the rights-request register; nil leaves it out.
+	Rights *Rights
 	// Audit writes access_audit and case events; it must return only once
 	// Kafka has acknowledged with acks=all.
 	Audit      announcer
@@ -88,7 +91,7 @@ type Deps struct {
 // New returns the API server. ctx bounds the background fetches of a
 // remote JWKS: the server's lifetime.
 func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
-	s := &Server{cfg: cfg, eng: d.Engine, cases: d.Cases, exports: d.Exports, audit: d.Audit, log: d.Log, tokens: map[string]Identity{}, certs: map[string]Identity{}, active: map[string]int{},
+	s := &Server{cfg: cfg, eng: d.Engine, cases: d.Cases, exports: d.Exports, rights: d.Rights, audit: d.Audit, log: d.Log, tokens: map[string]Identity{}, certs: map[string]Identity{}, active: map[string]int{},
 		recent: d.Recent, topic: d.Topic, recentWindow: cfg.AccessLogRecent,
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_serve_requests_total", Help: "API requests by endpoint and status code."}, []string{"endpoint", "code"}),
 		denied:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_serve_denied_total", Help: "Requests refused before any read, by reason."}, []string{"reason"}),
@@ -124,17 +127,19 @@ const (
 	actCasesRead action = "cases.read" // list cases
 	actCasesEdit action = "cases.edit" // open and close cases
 	actWhoami    action = "whoami"
-	actAccessLog action = "access-log" // read the access_audit events
-	actExport    action = "export"     // create, approve and download disclosure exports
-	actExports   action = "exports"    // read the disclosure register
+	actAccessLog action = "access-log"  // read the access_audit events
+	actExport    action = "export"      // create, approve and download disclosure exports
+	actExports   action = "exports"     // read the disclosure register
+	actRights    action = "rights"      // open, reply to and close rights requests; subject exports
+	actRightsReg action = "rights.read" // read the rights-request register
 )
 
 // allowed is the role × action matrix (docs/SERVE.md §3). Anything not
 // listed is denied.
 var allowed = map[Role]map[action]bool{
 	Investigator: {actQuery: true, actCasesRead: true, actWhoami: true},
-	Legal:        {actQuery: true, actCasesRead: true, actCasesEdit: true, actWhoami: true, actExport: true, actExports: true},
-	Auditor:      {actCasesRead: true, actWhoami: true, actAccessLog: true, actExports: true},
+	Legal:        {actQuery: true, actCasesRead: true, actCasesEdit: true, actWhoami: true, actExport: true, actExports: true, actRights: true, actRightsReg: true},
+	Auditor:      {actCasesRead: true, actWhoami: true, actAccessLog: true, actExports: true, actRightsReg: true},
 	Admin:        {actWhoami: true},
 }
 
@@ -159,6 +164,12 @@ func (s *Server) routes() []route {
 		{"GET /v1/exports/{id}", "export", actExports, s.getExport},
 		{"POST /v1/exports/{id}/approve", "export.approve", actExport, s.approveExport},
 		{"GET /v1/exports/{id}/package", "export.package", actExport, s.downloadExport},
+		{"POST /v1/subject-exports", "subject-exports", actRights, s.createSubjectExport},
+		{"POST /v1/requests", "requests", actRights, s.openRights},
+		{"GET /v1/requests", "requests", actRightsReg, s.listRights},
+		{"GET /v1/requests/{id}", "request", actRightsReg, s.getRights},
+		{"POST /v1/requests/{id}/reply", "request.reply", actRights, s.replyRights},
+		{"POST /v1/requests/{id}/close", "request.close", actRights, s.closeRights},
 	}
 }
 

@@ -63,6 +63,16 @@ type rig struct {
 	keys   archivetest.Keys
 	hour   time.Time
 	tokens map[string]string // name -> token
+	// now is the rights register's clock: tests move it to age requests.
+	now    atomic.Pointer[time.Time]
+	rights *Rights // the register of the server served last
+}
+
+func (r *rig) clock() time.Time {
+	if t := r.now.Load(); t != nil {
+		return *t
+	}
+	return time.Now()
 }
 
 var roleTokens = []Token{
@@ -159,8 +169,11 @@ func (r *rig) serve(t *testing.T, kafkaAddr string, mods ...func(*Config)) strin
 	}
 	eng := query.NewEngine(query.Defaults(), r.seg, r.keys.Read(), []string{"security"})
 	exports := NewExports(cfg.Exports, ExportDeps{Store: r.s, Signer: r.keys.Signer, Trusted: r.keys.Public, Keys: r.keys.Read(), Class: "security", Mode: "GOVERNANCE",
-		Instance: "test", Software: "custody test", TempDir: t.TempDir()})
-	srv, err := New(context.Background(), cfg, Deps{Engine: eng, Cases: NewCases(r.s, r.keys.Signer, r.keys.Public, audit, time.Now), Exports: exports, Audit: audit, Log: zap.NewNop(),
+		Instance: "test", Software: "custody test", TempDir: t.TempDir(), RetentionDays: map[string]int{"security": 30}})
+	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}, Grace: 6 * time.Hour}
+	rights := NewRights(r.s, r.keys.Signer, r.keys.Public, audit, ret, r.clock)
+	r.rights = rights
+	srv, err := New(context.Background(), cfg, Deps{Engine: eng, Cases: NewCases(r.s, r.keys.Signer, r.keys.Public, audit, time.Now), Exports: exports, Rights: rights, Audit: audit, Log: zap.NewNop(),
 		Recent: kc, Topic: r.topic})
 	if err != nil {
 		t.Fatal(err)

@@ -90,7 +90,8 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 		t.Errorf("api/openapi.yaml has %v;\nthe server routes %v", inSpec, served)
 	}
 	for name, v := range map[string]any{"QueryRequest": QueryRequest{}, "CaseRequest": CaseRequest{}, "Trailer": Trailer{}, "Case": Case{}, "Identity": Identity{},
-		"ExportRequest": ExportRequest{}, "Export": Export{}, "ExportResult": ExportResult{}} {
+		"ExportRequest": ExportRequest{}, "Export": Export{}, "ExportResult": ExportResult{},
+		"SubjectExportRequest": SubjectExportRequest{}, "RightsRequestBody": RightsRequestBody{}, "ReplyBody": ReplyBody{}, "RightsRequest": RightsRequest{}} {
 		sc, ok := sp.Components.Schemas[name]
 		if !ok {
 			t.Errorf("schema %s missing from the spec", name)

@@ -16,7 +16,7 @@ import (
 
 func newExportCmd(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "export", Short: "Disclosure packages: create them through custody serve, verify them anywhere (docs/EXPORTS.md)"}
-	c.AddCommand(newExportCreateCmd(), newExportApproveCmd(), newExportDownloadCmd(), newExportListCmd(), newExportVerifyCmd(g), newExportPubkeyCmd(g))
+	c.AddCommand(newExportCreateCmd(), newExportSubjectCmd(), newExportApproveCmd(), newExportDownloadCmd(), newExportListCmd(), newExportVerifyCmd(g), newExportPubkeyCmd(g))
 	return c
 }
 

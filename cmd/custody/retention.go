@@ -12,6 +12,7 @@ import (
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/announce"
 	"github.com/custodylog/custody/retention"
+	"github.com/custodylog/custody/serve"
 )
 
 func newRetentionCmd(g *globals) *cobra.Command {
@@ -106,6 +107,18 @@ completed by the next one. Runs once (for cron or a systemd timer) or, with
 				for _, name := range roots {
 					log.Info("daily root written", zap.String("root", name))
 					fmt.Fprintf(cmd.OutOrStdout(), "sealed the chains: %s\n", name)
+				}
+				// Rights requests a year past their reply go (docs/EXPORTS.md §7).
+				gone, err := serve.NewRights(st, sk, pub, ann, cfg.Retention, now).Sweep(ctx)
+				if err != nil {
+					log.Error("cannot sweep the rights-request register", zap.Error(err))
+					if !loop {
+						return err
+					}
+				}
+				for _, id := range gone {
+					log.Info("rights request deleted", zap.String("request", id))
+					fmt.Fprintf(cmd.OutOrStdout(), "deleted rights request %s: its reply is older than the rights retention\n", id)
 				}
 				if !loop {
 					if len(rep.Refused) > 0 {

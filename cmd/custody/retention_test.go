@@ -76,6 +76,26 @@ func (r *shredRig) addSegment(t *testing.T, i int, id, tenant, ip string) string
 	return w.Name()
 }
 
+// addToday adds today's key pairs to the rig's keyrings: an export seals
+// its package to the current key.
+func (r *shredRig) addToday(t *testing.T) {
+	t.Helper()
+	priv, err := keyring.LoadPrivate(filepath.Join(r.dir, "private.json"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	if _, err := keyring.GeneratePairs(r.pub, priv, now, []string{"security", "short"}, keyring.PeriodDay, now, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := priv.Save(filepath.Join(r.dir, "private.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.pub.Save(filepath.Join(r.dir, "public.json")); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func newShredRig(t *testing.T, st stacktest.Stack) *shredRig {
 	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Grace: 6 * time.Hour,
 		Classes: []archive.Class{{Name: "security", Days: 30}, {Name: "short", Days: 1}}}

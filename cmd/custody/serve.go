@@ -24,6 +24,7 @@ import (
 )
 
 func newServeCmd(g *globals) *cobra.Command {
+	var crashAt string
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the one reader: the authenticated, case-bound, audited query API",
@@ -64,9 +65,15 @@ the only process that holds the private keyring. See docs/SERVE.md.`,
 				eng := query.NewEngine(cfg.Query, st, keys, cfg.Retention.Names())
 				eng.UseEscrow(hold.NewVault(st, keys.Holds, keys.Public))
 				v, _ := buildVersion()
+				days := map[string]int{}
+				for _, c := range cfg.Retention.Classes {
+					days[c.Name] = c.Days
+				}
 				exports := serve.NewExports(cfg.Serve.Exports, serve.ExportDeps{Store: st, Signer: sk, Trusted: keys.Public, Keys: keys,
-					Class: cfg.Retention.DefaultClass, Mode: cfg.Retention.Mode, Instance: "serve@" + host, Software: "custody " + v, TempDir: cfg.Serve.Exports.TempDir})
-				srv, err := serve.New(ctx, cfg.Serve, serve.Deps{Engine: eng, Cases: serve.NewCases(st, sk, keys.Public, audit, time.Now), Exports: exports, Audit: audit, Log: log, Registerer: tel.Registry, Recent: kc, Topic: cfg.Kafka.Topic})
+					Class: cfg.Retention.DefaultClass, Mode: cfg.Retention.Mode, Instance: "serve@" + host, Software: "custody " + v, TempDir: cfg.Serve.Exports.TempDir, RetentionDays: days,
+					Crash: testCrash(crashAt)})
+				srv, err := serve.New(ctx, cfg.Serve, serve.Deps{Engine: eng, Cases: serve.NewCases(st, sk, keys.Public, audit, time.Now), Exports: exports,
+					Rights: serve.NewRights(st, sk, keys.Public, audit, cfg.Retention, time.Now), Audit: audit, Log: log, Registerer: tel.Registry, Recent: kc, Topic: cfg.Kafka.Topic})
 				if err != nil {
 					return err
 				}
@@ -121,6 +128,8 @@ the only process that holds the private keyring. See docs/SERVE.md.`,
 			})
 		},
 	}
+	c.Flags().StringVar(&crashAt, "test-crash-at", "", "tests only: SIGKILL itself at the Nth time it reaches an export step, STEP[:N] (export.claimed, export.stored, export.recorded)")
+	c.Flags().MarkHidden("test-crash-at")
 	c.AddCommand(&cobra.Command{
 		Use:   "token NAME",
 		Short: "Print a new API token and the serve.tokens entry that admits it (only its hash)",

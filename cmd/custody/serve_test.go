@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -13,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 	"github.com/custodylog/custody/serve"
 )
@@ -34,20 +34,7 @@ func TestServeAndRemoteQuery(t *testing.T) {
 		listen, metrics, serve.HashToken(invTok), serve.HashToken(legalTok), serve.HashToken(audTok))
 	f.Close()
 	// Today's key pairs: an export seals its package to the current key.
-	priv, err := keyring.LoadPrivate(filepath.Join(r.dir, "private.json"), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now().UTC()
-	if _, err := keyring.GeneratePairs(r.pub, priv, now, []string{"security", "short"}, keyring.PeriodDay, now, now); err != nil {
-		t.Fatal(err)
-	}
-	if err := priv.Save(filepath.Join(r.dir, "private.json")); err != nil {
-		t.Fatal(err)
-	}
-	if err := r.pub.Save(filepath.Join(r.dir, "public.json")); err != nil {
-		t.Fatal(err)
-	}
+	r.addToday(t)
 	tokFile := filepath.Join(r.dir, "token")
 	os.WriteFile(tokFile, []byte(invTok+"\n"), 0o600)
 
@@ -140,6 +127,24 @@ func TestServeAndRemoteQuery(t *testing.T) {
 	if o, err := exec.Command(bin, "export", "list", "--server", "http://"+listen, "--token-file", audFile, "--case", "LE-7").CombinedOutput(); err != nil ||
 		!regexp.MustCompile(`exp-\S+\s+LE-7\s+ready\s+\S+\s+counsel\s+—\s+3\s+1\n`).Match(o) {
 		t.Errorf("export list:\n%s%v", o, err)
+	}
+	// A person's access request for the tenant acme's account: recorded,
+	// answered with a subject export of acme's events.
+	o, err := exec.Command(bin, "requests", "open", "--server", "http://"+listen, "--token-file", legalFile, "--tenant", "acme", "--right", "access",
+		"--verified", "--verified-by", "signed letter").CombinedOutput()
+	var rr serve.RightsRequest
+	if err != nil || json.Unmarshal(o, &rr) != nil || rr.ID == "" {
+		t.Fatalf("requests open: %v\n%s", err, o)
+	}
+	subj := filepath.Join(r.dir, "subject.zip")
+	if o, err := exec.Command(bin, "export", "subject", "--server", "http://"+listen, "--token-file", legalFile, "--request", rr.ID, "--output", subj).CombinedOutput(); err != nil || !strings.Contains(string(o), "3 events") {
+		t.Errorf("export subject: %v\n%s", err, o)
+	}
+	if o, err := exec.Command(bin, "requests", "reply", rr.ID, "--server", "http://"+listen, "--token-file", legalFile, "--outcome", "granted", "--answer", "package sent").CombinedOutput(); err != nil || !strings.Contains(string(o), `"delete_after"`) {
+		t.Errorf("requests reply: %v\n%s", err, o)
+	}
+	if o, err := exec.Command(bin, "requests", "list", "--server", "http://"+listen, "--token-file", audFile).CombinedOutput(); err != nil || !strings.Contains(string(o), rr.ID+"  tenant acme  access") {
+		t.Errorf("requests list: %v\n%s", err, o)
 	}
 	c = exec.Command(bin, "query", "--from", day(0), "--to", day(0), "--purpose", "x")
 	c.Env = append(os.Environ(), "CUSTODY_SERVER=")

@@ -54,13 +54,8 @@ import (
 // configuration implies (docs/SERVE.md §5).
 func BenchmarkServe(b *testing.B) {
 	st := stacktest.Get(b)
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "custody")
-	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cmd", "custody")).CombinedOutput(); err != nil {
-		b.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := buildCustody(b, dir)
 	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 400}}}
 	s, sc := archivetest.NewStore(b, st, ret)
 	d0 := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -2)
@@ -118,18 +113,7 @@ serve:
 		b.Fatal(err)
 	}
 	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if resp, err := http.Get("http://" + metrics + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("serve not ready:\n%s", logs.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitReady(b, metrics, &logs)
 	caPEM, _ := os.ReadFile(caFile)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
@@ -297,6 +281,33 @@ func median(ds []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2]
+}
+
+// buildCustody builds the binary into dir.
+func buildCustody(b *testing.B, dir string) string {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	bin := filepath.Join(dir, "custody")
+	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cmd", "custody")).CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// waitReady waits for a service's /readyz (a minute at most).
+func waitReady(b *testing.B, metrics string, logs *bytes.Buffer) {
+	for deadline := time.Now().Add(60 * time.Second); ; {
+		if resp, err := http.Get("http://" + metrics + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("not ready:\n%s", logs.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // peakRSS is a process's high-water resident set (VmHWM), in bytes.

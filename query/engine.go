@@ -74,6 +74,9 @@ type Options struct {
 	// SpillDir holds sorted runs when an hour's matches exceed the memory
 	// budget; "" means the system temporary directory.
 	SpillDir string
+	// MemoryBudget, if set, replaces query.memory_budget for this run (a
+	// background export trades speed for a smaller footprint).
+	MemoryBudget int64
 	// Contributed, if set, is called once for each segment that held
 	// matching events, with how many (before de-duplication): an export's
 	// provenance. It is called from the engine's workers, concurrently.
@@ -173,6 +176,9 @@ func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]by
 		return nil
 	}
 	budget := int64(q.cfg.MemoryBudget)
+	if opts.MemoryBudget > 0 {
+		budget = int64(opts.MemoryBudget)
+	}
 	// The next hour is read while this one is emitted, so a slow consumer
 	// (a network client, a file) and the segment reads overlap instead of
 	// taking turns. The prefetch is owned here: every path out of the loop
@@ -276,6 +282,9 @@ func (q *Engine) readHour(ctx context.Context, f Filter, opts Options, kinds []s
 // scanHour reads the hour's segments in parallel and collects matches.
 func (q *Engine) scanHour(ctx context.Context, f Filter, opts Options, objs []store.Object, budget int64, st *counters) (*hourHits, error) {
 	hh := &hourHits{budget: budget, dir: opts.SpillDir}
+	// What each worker may hold of one segment's matches before staging
+	// them on disk (scanSegment).
+	chunk := max(budget/int64(2*q.cfg.Concurrency), 4<<10)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	work := make(chan store.Object)
@@ -291,7 +300,7 @@ func (q *Engine) scanHour(ctx context.Context, f Filter, opts Options, objs []st
 			defer wg.Done()
 			for obj := range work {
 				name := obj.Name
-				hits, err := q.scanSegment(ctx, f, obj, st)
+				n, err := q.scanSegment(ctx, f, obj, st, chunk, hh)
 				if err != nil {
 					if ctx.Err() != nil {
 						return
@@ -306,12 +315,8 @@ func (q *Engine) scanHour(ctx context.Context, f Filter, opts Options, objs []st
 					}
 					continue
 				}
-				if len(hits) > 0 && opts.Contributed != nil {
-					opts.Contributed(name, len(hits))
-				}
-				if err := hh.add(hits); err != nil {
-					fail(err)
-					return
+				if n > 0 && opts.Contributed != nil {
+					opts.Contributed(name, n)
 				}
 			}
 		}()
@@ -342,12 +347,18 @@ feed:
 // whether the body is needed at all.
 const headProbe = 64 << 10
 
-// scanSegment returns the matches of one segment, sorted. It fetches the
+// scanSegment gathers the matches of one segment and, once the whole
+// segment has been read and verified, hands them to hh, returning how
+// many there were; a segment that fails adds nothing. Its matches wait in
+// a staging hourHits of its own whose budget is chunk: past it they are
+// spilled, sealed, so a segment of many matches (the archiver cuts up to
+// flush_events) holds at most chunk bytes in memory beyond the hour's
+// budget. It fetches the
 // head with ranged GETs and the body only if the head does not rule the
 // segment out: a pruned segment costs its head's bytes, not the object's
 // (an unranged GET would have the server stream the rest into the socket
 // whether read or not).
-func (q *Engine) scanSegment(ctx context.Context, f Filter, obj store.Object, st *counters) ([]hit, error) {
+func (q *Engine) scanSegment(ctx context.Context, f Filter, obj store.Object, st *counters, chunk int64, hh *hourHits) (int, error) {
 	name := obj.Name
 	ks := any(q.keys)
 	if q.escrow != nil {
@@ -360,49 +371,76 @@ func (q *Engine) scanSegment(ctx context.Context, f Filter, obj store.Object, st
 	r, fetched, err := OpenStored(ctx, src, obj, ks, segment.ReaderOptions{MaxPlaintext: int64(q.cfg.MaxSegmentBytes)})
 	if err != nil {
 		st.bytes.Add(fetched)
-		return nil, err
+		return 0, err
 	}
 	defer func() { st.bytes.Add(r.Fetched()) }()
 	defer r.Close()
 	if !q.noPrune && f.RulesOut(r.Header(), r.Index()) {
 		st.pruned.Add(1)
-		return nil, nil
+		return 0, nil
 	}
 	st.scanned.Add(1)
 	body, err := r.Body()
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
+	stage := &hourHits{budget: chunk, dir: hh.dir}
+	ok := false
+	defer func() {
+		if !ok {
+			stage.close()
+		}
+	}()
 	br := bufio.NewReaderSize(body, 256<<10)
 	var hits []hit
+	var held int64 // bytes of hits, as hourHits counts them
+	n := 0
+	// flush sorts what is held (events reach Kafka roughly in time order:
+	// a nearly sorted slice sorts cheaply) and stages it as one run.
+	flush := func() error {
+		slices.SortFunc(hits, compareHits)
+		err := stage.add(hits)
+		hits, held = nil, 0
+		return err
+	}
 	var rw row
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 1 {
 			l := line[:len(line)-1]
-			t, ok, merr := f.match(l, &rw)
+			t, match, merr := f.match(l, &rw)
 			if merr != nil {
-				return nil, fmt.Errorf("segment %s: %v", name, merr)
+				return 0, fmt.Errorf("segment %s: %v", name, merr)
 			}
-			if ok {
+			if match {
 				// Copies: l and rw's strings live in the reader's buffer.
-				hits = append(hits, hit{t: t, key: hitKey(rw.Tenant, rw.ID), line: bytes.Clone(l)})
+				x := hit{t: t, key: hitKey(rw.Tenant, rw.ID), line: bytes.Clone(l)}
+				hits = append(hits, x)
+				n++
+				if held += int64(len(x.line) + len(x.key) + hitOverhead); held >= chunk/4 {
+					if err := flush(); err != nil {
+						return 0, err
+					}
+				}
 			}
 		}
 		if err == io.EOF {
 			break
 		}
 		if errors.Is(err, bufio.ErrBufferFull) {
-			return nil, fmt.Errorf("segment %s: event longer than 256 KiB", name)
+			return 0, fmt.Errorf("segment %s: event longer than 256 KiB", name)
 		}
 		if err != nil {
-			return nil, err // names the segment already
+			return 0, err // names the segment already
 		}
 	}
-	// Events reach Kafka roughly in time order; sorting a nearly sorted
-	// slice is cheap.
-	slices.SortFunc(hits, compareHits)
-	return hits, nil
+	if err := flush(); err != nil {
+		return 0, err
+	}
+	// The body read to its end has verified: the segment's matches join
+	// the hour.
+	ok = true
+	return n, hh.adopt(stage)
 }
 
 // ranger is what OpenStored needs from the store.

@@ -61,6 +61,27 @@ func (h *hourHits) add(hits []hit) error {
 	return nil
 }
 
+// adopt moves another hourHits' runs and spill files into h (spilling if
+// that takes h over its budget); other is empty afterwards.
+func (h *hourHits) adopt(other *hourHits) error {
+	other.mu.Lock()
+	runs, files, n := other.runs, other.files, other.bytes
+	other.runs, other.files, other.bytes = nil, nil, 0
+	other.mu.Unlock()
+	if len(runs) == 0 && len(files) == 0 {
+		return nil
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.runs = append(h.runs, runs...)
+	h.files = append(h.files, files...)
+	h.bytes += n
+	if h.budget > 0 && h.bytes > h.budget {
+		return h.spill()
+	}
+	return nil
+}
+
 // spill merges the in-memory runs into one file; called with mu held.
 // Record: int64 unix nanoseconds, uint16 key length, key, uint32 line length, line.
 func (h *hourHits) spill() error {
@@ -115,11 +136,11 @@ func (h *hourHits) each(fn func(hit) error, st *counters) error {
 		if _, err := sf.f.Seek(0, io.SeekStart); err != nil {
 			return err
 		}
-		sr, err := seal.NewReader(bufio.NewReaderSize(sf.f, 1<<20), sf.key, sf.prefix, spillAAD)
+		sr, err := seal.NewReader(bufio.NewReaderSize(sf.f, 128<<10), sf.key, sf.prefix, spillAAD)
 		if err != nil {
 			return err
 		}
-		srcs = append(srcs, &fileSource{r: bufio.NewReaderSize(sr, 256<<10)})
+		srcs = append(srcs, &fileSource{r: bufio.NewReaderSize(sr, 64<<10)})
 	}
 	var last hit
 	first := true

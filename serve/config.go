@@ -68,6 +68,9 @@ type ExportsConfig struct {
 	// TempDir holds the sealed temporary files of running exports ("":
 	// the system's).
 	TempDir string `yaml:"temp_dir"`
+	// MemoryBudget replaces query.memory_budget for exports: an export runs
+	// in the background, where a small footprint matters more than speed.
+	MemoryBudget bytesize.Size `yaml:"memory_budget"`
 	// TakeoverAfter is how long a running export's heartbeat may be silent
 	// before another instance takes it over (its own died).
 	TakeoverAfter time.Duration `yaml:"takeover_after"`
@@ -95,10 +98,22 @@ type Certificate struct {
 	Tenants []string `yaml:"tenants"`
 }
 
-// Limits bound one role's queries; zero keeps the section's value.
+// Limits bound one role's queries and exports; zero keeps the section's
+// value.
 type Limits struct {
 	MaxRange   time.Duration `yaml:"max_range"`
 	MaxResults int           `yaml:"max_results"`
+	// MaxExportEvents bounds one export by this role, below
+	// exports.max_events.
+	MaxExportEvents int `yaml:"max_export_events"`
+}
+
+// exportLimit is the most events one export by role r may hold.
+func (c *Config) exportLimit(r Role) int {
+	if l, ok := c.Roles[r]; ok && l.MaxExportEvents > 0 {
+		return min(l.MaxExportEvents, c.Exports.MaxEvents)
+	}
+	return c.Exports.MaxEvents
 }
 
 // limits are the bounds of a role's queries.
@@ -134,7 +149,7 @@ func Defaults() Config {
 		Listen: "127.0.0.1:8480", MetricsListen: "127.0.0.1:9482",
 		MaxRange: 31 * 24 * time.Hour, MaxConcurrent: 8, MaxConcurrentPerIdentity: 2,
 		MaxRequestBytes: 64 << 10, QueryTimeout: 10 * time.Minute, AccessLogRecent: 3 * time.Hour,
-		Exports: ExportsConfig{Approvals: 1, MaxEvents: 10_000_000, TakeoverAfter: 2 * time.Minute},
+		Exports: ExportsConfig{Approvals: 1, MaxEvents: 10_000_000, TakeoverAfter: 2 * time.Minute, MemoryBudget: 32 << 20},
 	}
 }
 
@@ -209,8 +224,8 @@ func (c *Config) Validate() error {
 		if !roles[r] {
 			errs = append(errs, fmt.Errorf("roles.%s: is not investigator, legal, auditor or admin", r))
 		}
-		if l.MaxRange < 0 || l.MaxRange > 0 && l.MaxRange < time.Hour || l.MaxResults < 0 {
-			errs = append(errs, fmt.Errorf("roles.%s: max_range %s must be 0 or at least 1h, max_results %d not negative", r, l.MaxRange, l.MaxResults))
+		if l.MaxRange < 0 || l.MaxRange > 0 && l.MaxRange < time.Hour || l.MaxResults < 0 || l.MaxExportEvents < 0 {
+			errs = append(errs, fmt.Errorf("roles.%s: max_range %s must be 0 or at least 1h, max_results %d and max_export_events %d not negative", r, l.MaxRange, l.MaxResults, l.MaxExportEvents))
 		}
 	}
 	if err := c.OIDC.validate(); err != nil {
@@ -239,6 +254,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Exports.TakeoverAfter < time.Second || c.Exports.TakeoverAfter > time.Hour {
 		errs = append(errs, fmt.Errorf("exports.takeover_after: %s is outside 1s-1h", c.Exports.TakeoverAfter))
+	}
+	if c.Exports.MemoryBudget < 1<<20 {
+		errs = append(errs, fmt.Errorf("exports.memory_budget: %s is below 1 MiB", c.Exports.MemoryBudget))
 	}
 	if c.Exports.MaxEvents < 1 {
 		errs = append(errs, fmt.Errorf("exports.max_events: %d must be at least 1", c.Exports.MaxEvents))

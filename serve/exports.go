@@ -181,6 +181,9 @@ type Exports struct {
 
 	mu       sync.Mutex // guards progress
 	progress map[string]*exportHeartbeat
+	// limit is the most events an export by a role may hold (the server
+	// sets it from serve.roles and exports.max_events).
+	limit func(Role) int
 }
 
 // NewExports returns the register and runner.
@@ -188,7 +191,7 @@ func NewExports(cfg ExportsConfig, d ExportDeps) *Exports {
 	if d.Now == nil {
 		d.Now = time.Now
 	}
-	return &Exports{d: d, cfg: cfg, kick: make(chan struct{}, 1), progress: map[string]*exportHeartbeat{}}
+	return &Exports{d: d, cfg: cfg, kick: make(chan struct{}, 1), progress: map[string]*exportHeartbeat{}, limit: func(Role) int { return cfg.MaxEvents }}
 }
 
 func exportDir(id string) string { return ExportPrefix + id + "/" }
@@ -278,8 +281,16 @@ func (x *Exports) Get(ctx context.Context, id string) (*Export, error) {
 			}
 			e.attempts = append(e.attempts, a)
 		case strings.HasPrefix(base, "heartbeat-"):
+			// Its run rewrites it while we read: a read that meets a new
+			// version (the store's If-Match fails) is tried again.
 			var h exportHeartbeat
-			if err := x.read(ctx, o.Name, &h); err != nil {
+			var err error
+			for range 5 {
+				if err = x.read(ctx, o.Name, &h); err == nil {
+					break
+				}
+			}
+			if err != nil {
 				return nil, err
 			}
 			beats = append(beats, h)
@@ -671,7 +682,7 @@ func (x *Exports) produce(ctx context.Context, eng engine, e *Export, n int, hb 
 	}
 	var mu sync.Mutex
 	contributed := map[string]int64{}
-	stats, err := eng.Run(ctx, f, query.Options{SpillDir: x.d.TempDir, Strict: true, Contributed: func(seg string, k int) {
+	stats, err := eng.Run(ctx, f, query.Options{SpillDir: x.d.TempDir, Strict: true, MemoryBudget: int64(x.cfg.MemoryBudget), Contributed: func(seg string, k int) {
 		mu.Lock()
 		contributed[seg] += int64(k)
 		mu.Unlock()
@@ -683,8 +694,8 @@ func (x *Exports) produce(ctx context.Context, eng engine, e *Export, n int, hb 
 		hb.Events++
 		events := hb.Events
 		x.mu.Unlock()
-		if x.cfg.MaxEvents > 0 && events > int64(x.cfg.MaxEvents) {
-			return fmt.Errorf("the export holds more than exports.max_events (%d) events: narrow the filters or the range", x.cfg.MaxEvents)
+		if limit := x.limit(r.Role); events > int64(limit) {
+			return fmt.Errorf("the export holds more than the %d events a %s export may (serve.exports.max_events, serve.roles): narrow the filters or the range", limit, r.Role)
 		}
 		return nil
 	})

@@ -208,3 +208,18 @@ func TestExportRefusals(t *testing.T) {
 		t.Errorf("export records after refusals: %d %s", code, b)
 	}
 }
+
+// The size limit per role: an export past it fails, saying so, and leaves
+// no package.
+func TestExportSizeLimit(t *testing.T) {
+	r := newRig(t)
+	r.url = r.serve(t, strings.Join(r.st.KafkaBrokers, ","), func(c *Config) { c.Roles = map[Role]Limits{Legal: {MaxExportEvents: 4}} })
+	r.openCase(t, "E-4")
+	e := r.waitExport(t, r.url, r.createExport(t, "legal", r.exportReq("E-4")).ID)
+	if e.Status != ExportFailed || !strings.Contains(e.Result.Error, "more than the 4 events a legal export may") || e.Result.Package != "" {
+		t.Fatalf("an export over the role's limit: %s %+v", e.Status, e.Result)
+	}
+	if code, b := r.do(t, "legal", "GET", "/v1/exports/"+e.ID+"/package", nil); code != http.StatusConflict {
+		t.Errorf("download of a failed export: %d %s", code, b)
+	}
+}

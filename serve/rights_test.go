@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/export"
 )
 
@@ -101,6 +103,15 @@ func TestRightsRegister(t *testing.T) {
 // portability request.
 func TestSubjectExport(t *testing.T) {
 	r := newRig(t)
+	// Besides the rig's six logins by alice: her connection and source
+	// change, and bob's connection, in another hour and partition.
+	h := r.hour.Add(-3 * time.Hour)
+	r.putSegment(t, 20, []event.Event{
+		{ID: "conn-alice", Time: h, Kind: event.KindConnection, Class: "security", Tenant: "acme", IP: netip.MustParseAddr("198.51.100.1"), Port: 443, Login: "alice"},
+		{ID: "conn-bob", Time: h.Add(time.Minute), Kind: event.KindConnection, Class: "security", Tenant: "acme", IP: netip.MustParseAddr("198.51.100.2"), Port: 443, Login: "bob"},
+	})
+	r.putSegment(t, 21, []event.Event{{ID: "push-alice", Time: h.Add(2 * time.Minute), Kind: event.KindSourceChange, Class: "security", Tenant: "acme", Login: "alice",
+		Action: "modify", Repo: "shop", Ref: "refs/heads/main", OldCommit: strings.Repeat("a", 40), NewCommit: strings.Repeat("b", 40)}})
 	today := time.Now().UTC().Format("2006-01-02")
 	rr := r.openRights(t, RightsRequestBody{SubjectLogin: "alice", Right: "access", ReceivedAt: today, IdentityVerified: true, VerifiedBy: "video call"})
 	code, b := r.do(t, "legal", "POST", "/v1/subject-exports", SubjectExportRequest{Request: rr.ID})
@@ -109,8 +120,8 @@ func TestSubjectExport(t *testing.T) {
 		t.Fatalf("subject export: %d %s", code, b)
 	}
 	e = r.waitExport(t, r.url, e.ID)
-	if e.Status != ExportReady || e.Result.Events != 6 {
-		t.Fatalf("result: %s %+v", e.Status, e.Result)
+	if e.Status != ExportReady || e.Result.Events != 8 {
+		t.Fatalf("result: %s %+v; want alice's 8 events", e.Status, e.Result)
 	}
 	req, _ := http.NewRequest("GET", r.url+"/v1/exports/"+e.ID+"/package", nil)
 	req.Header.Set("Authorization", "Bearer "+r.tokens["legal"])
@@ -127,6 +138,9 @@ func TestSubjectExport(t *testing.T) {
 		t.Fatalf("the package does not verify: %v %v", err, res.Findings)
 	}
 	m := res.Manifest
+	if m.Counts.Kinds["login"] != 6 || m.Counts.Kinds["connection"] != 1 || m.Counts.Kinds["source_change"] != 1 || m.Counts.Kinds["access_audit"] != 0 {
+		t.Errorf("kinds exported: %v; want alice's 6 logins, 1 connection, 1 source change, no access log", m.Counts.Kinds)
+	}
 	if m.Kind != KindSubjectAccess || m.Request.Reference != rr.ID || m.Query.Filters["login"] != "alice" || m.RetentionDays["security"] != 30 || m.Query.To.Sub(m.Query.From) < 30*24*time.Hour {
 		t.Errorf("manifest: %+v", m)
 	}

@@ -96,6 +96,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_serve_requests_total", Help: "API requests by endpoint and status code."}, []string{"endpoint", "code"}),
 		denied:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_serve_denied_total", Help: "Requests refused before any read, by reason."}, []string{"reason"}),
 	}
+	if d.Exports != nil {
+		d.Exports.limit = s.cfg.exportLimit
+	}
 	for _, t := range cfg.Tokens {
 		s.tokens[strings.ToLower(t.SHA256)] = Identity{Name: t.Name, Role: t.Role, Tenants: t.Tenants, Via: "token"}
 	}

@@ -91,55 +91,54 @@ func newRig(t *testing.T) *rig {
 	keys := archivetest.Keyring(t)
 	r := &rig{st: st, topic: stacktest.Topic(t, st, 1), seg: &counting{Store: s}, s: s, keys: keys, hour: time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour), tokens: map[string]string{}}
 	for i, tenant := range []string{"acme", "globex"} {
-		ix := segment.NewIndexBuilder()
-		var body bytes.Buffer
+		var evs []event.Event
 		for j := 0; j < 3; j++ {
-			e := event.Event{ID: fmt.Sprintf("%s-%d", tenant, j), Time: r.hour.Add(time.Duration(j) * time.Minute), Kind: event.KindLogin, Class: "security",
-				Tenant: tenant, IP: netip.MustParseAddr("203.0.113.7"), Login: "alice", Action: "success"}
-			body.Write(event.AppendJSON(nil, &e))
-			ix.AddIP(e.IP.String())
-			ix.Add(segment.FieldTenant, tenant)
-			ix.Add(segment.FieldLogin, e.Login)
+			evs = append(evs, event.Event{ID: fmt.Sprintf("%s-%d", tenant, j), Time: r.hour.Add(time.Duration(j) * time.Minute), Kind: event.KindLogin, Class: "security",
+				Tenant: tenant, IP: netip.MustParseAddr("203.0.113.7"), Login: "alice", Action: "success"})
 		}
-		m := segment.Meta{Class: "security", Kind: "login", Hour: r.hour, Topic: "t", Partition: int32(i), FirstOffset: 0, LastOffset: 2, Count: 3,
-			MinTime: r.hour, MaxTime: r.hour.Add(2 * time.Minute)}
-		pk, _ := keys.Public.Current("security", r.hour)
-		var seg bytes.Buffer
-		w, err := segment.NewWriterV2(&seg, m, ix, pk, keys.Signer)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.Write(body.Bytes())
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Put(context.Background(), w.Name(), &seg, int64(seg.Len()), store.Lock{Mode: "GOVERNANCE", Until: time.Now().Add(time.Hour)}); err != nil {
-			t.Fatal(err)
-		}
+		r.putSegment(t, int32(i), evs)
 	}
 	// An access_audit event already archived, an hour before the others.
-	old := event.Event{ID: "audit-archived-1", Time: r.hour.Add(-30 * time.Minute), Kind: event.KindAccessAudit, Class: "security", Tenant: "platform",
-		Login: "earlier-investigator", Action: "query", Purpose: "older case", Attrs: map[string]any{"case": "OLD-1"}}
+	r.putSegment(t, 9, []event.Event{{ID: "audit-archived-1", Time: r.hour.Add(-30 * time.Minute), Kind: event.KindAccessAudit, Class: "security", Tenant: "platform",
+		Login: "earlier-investigator", Action: "query", Purpose: "older case", Attrs: map[string]any{"case": "OLD-1"}}})
+	r.url = r.serve(t, strings.Join(st.KafkaBrokers, ","))
+	return r
+}
+
+// putSegment stores evs (one kind, one hour, in time order) as a segment
+// of partition p, from offset 0, indexed by IP, tenant and login.
+func (r *rig) putSegment(t *testing.T, p int32, evs []event.Event) {
+	t.Helper()
 	ix := segment.NewIndexBuilder()
-	ix.Add(segment.FieldTenant, "platform")
-	ix.Add(segment.FieldLogin, old.Login)
-	oh := old.Time.Truncate(time.Hour)
-	m := segment.Meta{Class: "security", Kind: "access_audit", Hour: oh, Topic: "t", Partition: 9, FirstOffset: 0, LastOffset: 0, Count: 1, MinTime: old.Time, MaxTime: old.Time}
-	pk, _ := keys.Public.Current("security", oh)
-	var seg bytes.Buffer
-	w, err := segment.NewWriterV2(&seg, m, ix, pk, keys.Signer)
+	var body bytes.Buffer
+	for i := range evs {
+		e := &evs[i]
+		body.Write(event.AppendJSON(nil, e))
+		if e.IP.IsValid() {
+			ix.AddIP(e.IP.String())
+		}
+		ix.Add(segment.FieldTenant, e.Tenant)
+		ix.Add(segment.FieldLogin, e.Login)
+	}
+	hour := evs[0].Time.Truncate(time.Hour)
+	m := segment.Meta{Class: "security", Kind: string(evs[0].Kind), Hour: hour, Topic: "t", Partition: p, FirstOffset: 0, LastOffset: int64(len(evs) - 1), Count: int64(len(evs)),
+		MinTime: evs[0].Time, MaxTime: evs[len(evs)-1].Time}
+	pk, err := r.keys.Public.Current("security", hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Write(event.AppendJSON(nil, &old))
+	var seg bytes.Buffer
+	w, err := segment.NewWriterV2(&seg, m, ix, pk, r.keys.Signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(body.Bytes())
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Put(context.Background(), w.Name(), &seg, int64(seg.Len()), store.Lock{Mode: "GOVERNANCE", Until: time.Now().Add(time.Hour)}); err != nil {
+	if err := r.s.Put(context.Background(), w.Name(), &seg, int64(seg.Len()), store.Lock{Mode: "GOVERNANCE", Until: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	r.url = r.serve(t, strings.Join(st.KafkaBrokers, ","))
-	return r
 }
 
 // serve starts an API server over the rig's archive whose audit events go

@@ -58,7 +58,6 @@ s3:
   bucket: %s
 %squery:
   concurrency: 4
-  memory_budget: 64MiB
 retention:
   mode: GOVERNANCE
   classes: [{name: security, days: 400}]

@@ -15,7 +15,18 @@ import (
 )
 
 func newExportCmd(g *globals) *cobra.Command {
-	c := &cobra.Command{Use: "export", Short: "Disclosure packages: create them through custody serve, verify them anywhere (docs/EXPORTS.md)"}
+	// `custody export --server URL --case ID …` is `custody export create`:
+	// the command people reach for first.
+	c := newExportCreateCmd()
+	create := c.RunE
+	c.Use = "export [--server URL --case ID --purpose P --from T --to T FILTERS] | export SUBCOMMAND"
+	c.Short = "Disclosure packages: create them through custody serve (as export create), verify them anywhere (docs/EXPORTS.md)"
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if cmd.Flags().NFlag() == 0 {
+			return cmd.Help()
+		}
+		return create(cmd, args)
+	}
 	c.AddCommand(newExportCreateCmd(), newExportSubjectCmd(), newExportApproveCmd(), newExportDownloadCmd(), newExportListCmd(), newExportVerifyCmd(g), newExportPubkeyCmd(g))
 	return c
 }

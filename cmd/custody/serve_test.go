@@ -110,7 +110,7 @@ func TestServeAndRemoteQuery(t *testing.T) {
 	legalFile := filepath.Join(r.dir, "legal-token")
 	os.WriteFile(legalFile, []byte(legalTok), 0o600)
 	pkg := filepath.Join(r.dir, "disclosure.zip")
-	c := exec.Command(bin, "export", "create", "--server", "http://"+listen, "--token-file", legalFile, "--case", "LE-7", "--purpose", "order 7 disclosure",
+	c := exec.Command(bin, "export", "--server", "http://"+listen, "--token-file", legalFile, "--case", "LE-7", "--purpose", "order 7 disclosure",
 		"--from", day(0), "--to", day(2), "--tenant", "acme", "--authority", "court", "--output", pkg)
 	if o, err := c.CombinedOutput(); err != nil || !strings.Contains(string(o), "3 events") || !strings.Contains(string(o), pkg) {
 		t.Fatalf("export create: %v\n%s\n%s", err, o, logs.String())

@@ -448,3 +448,29 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestCSVFormulaCells: a text value a spreadsheet would run as a formula
+// gets a leading apostrophe in events.csv, and only there.
+func TestCSVFormulaCells(t *testing.T) {
+	e := event.Event{ID: "f-1", Time: produced.Add(-time.Hour), Kind: event.KindLogin, Class: "security", Tenant: "acme",
+		Login: `=HYPERLINK("http://x")`, UserAgent: "-", Action: "@sum", Path: "+1", Repo: "plain"}
+	line := event.AppendJSON(nil, &e)
+	line = line[:len(line)-1]
+	b, _ := build(t, [][]byte{line}, signer(t))
+	rows, err := csv.NewReader(bytes.NewReader(bytes.TrimPrefix(mustRead(t, b, EventsCSV), []byte("\ufeff")))).ReadAll()
+	if err != nil || len(rows) != 2 {
+		t.Fatalf("events.csv: %v %v", rows, err)
+	}
+	col := map[string]string{}
+	for i, name := range rows[0] {
+		col[name] = rows[1][i]
+	}
+	for name, want := range map[string]string{"login": `'=HYPERLINK("http://x")`, "user_agent": "'-", "action": "'@sum", "path": "'+1", "repo": "plain", "id": "f-1"} {
+		if col[name] != want {
+			t.Errorf("csv %s = %q; want %q", name, col[name], want)
+		}
+	}
+	if got := mustRead(t, b, EventsJSONL); !bytes.Equal(got, append(line, '\n')) {
+		t.Errorf("events.jsonl changed the event: %s", got)
+	}
+}

@@ -2,6 +2,7 @@ package serve
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -367,15 +368,15 @@ func (x *Exports) List(ctx context.Context, caseID string) ([]Export, error) {
 			out = append(out, *e)
 		}
 	}
-	slices.SortFunc(out, func(a, b Export) int { return cmpOr(a.RequestedAt.Compare(b.RequestedAt), strings.Compare(a.ID, b.ID)) })
+	sortExports(out)
 	return out, nil
 }
 
-func cmpOr(a, b int) int {
-	if a != 0 {
-		return a
-	}
-	return b
+// sortExports orders exports oldest first.
+func sortExports(es []Export) {
+	slices.SortFunc(es, func(a, b Export) int {
+		return cmp.Or(a.RequestedAt.Compare(b.RequestedAt), strings.Compare(a.ID, b.ID))
+	})
 }
 
 // Create records a new disclosure export, once its audit event is
@@ -525,7 +526,7 @@ func (x *Exports) unfinished(ctx context.Context) ([]Export, error) {
 		}
 		out = append(out, *e)
 	}
-	slices.SortFunc(out, func(a, b Export) int { return cmpOr(a.RequestedAt.Compare(b.RequestedAt), strings.Compare(a.ID, b.ID)) })
+	sortExports(out)
 	return out, nil
 }
 

@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -204,7 +205,7 @@ func (rr *Rights) List(ctx context.Context) ([]RightsRequest, error) {
 		out = append(out, *r)
 	}
 	slices.SortFunc(out, func(a, b RightsRequest) int {
-		return cmpOr(a.OpenedAt.Compare(b.OpenedAt), strings.Compare(a.ID, b.ID))
+		return cmp.Or(a.OpenedAt.Compare(b.OpenedAt), strings.Compare(a.ID, b.ID))
 	})
 	return out, nil
 }

@@ -16,13 +16,15 @@ build:
 # Lint and the fast unit tests (-short) first, so both stay green; then unit
 # and integration tests together against the real Kafka and MinIO, then the
 # fault-injection suite (which stops and restarts them, so it runs alone).
+# The stack is the secure one: Kafka over SASL_SSL with SCRAM and ACLs,
+# MinIO over HTTPS (docs/DEPLOY.md).
 # The stack is brought down whether the tests pass or not; the exit code is
 # the first failure's.
 test:
 	scripts/test-deps
 	$(MAKE) lint
 	$(MAKE) test-unit
-	$(STACK) up
+	$(STACK) up --secure
 	rc=0; $(WITH_STACK) $(GOTESTSUM) --format pkgname-and-test-fails -- -race -count=1 -timeout 30m ./... || rc=$$?; \
 	$(WITH_STACK) $(GOTESTSUM) --format pkgname-and-test-fails -- -tags faults -p 1 -count=1 -timeout 30m ./test/faults/ || rc=$$?; \
 	$(STACK) down; exit $$rc
@@ -82,7 +84,7 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 stack-up:
-	$(STACK) up
+	$(STACK) up --secure
 
 stack-down:
 	$(STACK) down

@@ -76,9 +76,8 @@ func newFixtureOpts(t *testing.T, cfg Config, opts event.Options, brokers []stri
 	t.Helper()
 	st := stacktest.Get(t)
 	f := &fixture{st: st, topic: stacktest.Topic(t, st, 3)}
-	f.kafka = kafkaconn.Defaults()
+	f.kafka = st.Kafka()
 	f.kafka.Topic = f.topic
-	f.kafka.Brokers = st.KafkaBrokers
 	if brokers != nil {
 		f.kafka.Brokers = brokers
 	}
@@ -104,9 +103,8 @@ func newFixtureOpts(t *testing.T, cfg Config, opts event.Options, brokers []stri
 // newBenchFixture is a Sink on the real Kafka for benchmarks.
 func newBenchFixture(b *testing.B) *Sink {
 	st := stacktest.Get(b)
-	k := kafkaconn.Defaults()
+	k := st.Kafka()
 	k.Topic = stacktest.Topic(b, st, 6)
-	k.Brokers = st.KafkaBrokers
 	sp, err := spool.Open(filepath.Join(b.TempDir(), "spool"), 1<<30)
 	if err != nil {
 		b.Fatal(err)
@@ -295,7 +293,7 @@ func TestPasswordNeverReachesKafka(t *testing.T) {
 		t.Fatalf("post: %d %+v", code, r)
 	}
 	stacktest.ReadAll(t, f.st, f.topic, 20, 30*time.Second) // wait until all are there
-	out, err := exec.Command(kcat, "-b", strings.Join(f.st.KafkaBrokers, ","), "-C", "-t", f.topic, "-o", "beginning", "-e", "-q", "-f", "%k\t%s\n").CombinedOutput()
+	out, err := exec.Command(kcat, append(f.st.KcatArgs(), "-C", "-t", f.topic, "-o", "beginning", "-e", "-q", "-f", "%k\t%s\n")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("kcat: %v\n%s", err, out)
 	}
@@ -387,7 +385,7 @@ func TestAnalyticsMinimisedBeforeKafka(t *testing.T) {
 		t.Fatalf("post: %d %+v", code, r)
 	}
 	stacktest.ReadAll(t, f.st, f.topic, 21, 30*time.Second)
-	out, err := exec.Command(kcat, "-b", strings.Join(f.st.KafkaBrokers, ","), "-C", "-t", f.topic, "-o", "beginning", "-e", "-q").CombinedOutput()
+	out, err := exec.Command(kcat, append(f.st.KcatArgs(), "-C", "-t", f.topic, "-o", "beginning", "-e", "-q")...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("kcat: %v\n%s", err, out)
 	}

@@ -10,7 +10,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/custodylog/custody/ingest/spool"
-	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
 
@@ -21,7 +20,7 @@ import (
 func TestSinkCreatesTopicWhenKafkaComesBack(t *testing.T) {
 	st := stacktest.Get(t)
 	g := stacktest.NewGate(t, st.KafkaBrokers[0])
-	k := kafkaconn.Defaults()
+	k := st.Kafka()
 	k.Brokers = []string{g.Addr()}
 	k.Topic = stacktest.Name(t, "absent")
 	k.DialTimeout = time.Second
@@ -64,8 +63,7 @@ func TestSinkCreatesTopicWhenKafkaComesBack(t *testing.T) {
 // topic creates it rather than leaving its events in the outbox.
 func TestSinkCreatesAbsentTopic(t *testing.T) {
 	st := stacktest.Get(t)
-	k := kafkaconn.Defaults()
-	k.Brokers = st.KafkaBrokers
+	k := st.Kafka()
 	k.Topic = stacktest.Name(t, "fresh")
 	sp, err := spool.Open(filepath.Join(t.TempDir(), "outbox"), 1<<20)
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/kafkaconn"
+	"github.com/custodylog/custody/pipeline/dlq"
 )
 
 // objects is what the archiver needs from the S3 store.
@@ -765,10 +766,10 @@ func (w *worker) commit(ctx context.Context) error {
 // the reason and its origin in headers, retrying until Kafka takes it.
 func (w *worker) deadLetter(ctx context.Context, m kafka.Message, reason string) error {
 	dm := kafka.Message{Key: m.Key, Value: m.Value, Headers: append(m.Headers[:len(m.Headers):len(m.Headers)],
-		kafka.Header{Key: "custody-dlq-reason", Value: []byte(reason)},
-		kafka.Header{Key: "custody-source-topic", Value: []byte(m.Topic)},
-		kafka.Header{Key: "custody-source-partition", Value: []byte(strconv.Itoa(m.Partition))},
-		kafka.Header{Key: "custody-source-offset", Value: []byte(strconv.FormatInt(m.Offset, 10))},
+		kafka.Header{Key: dlq.HeaderReason, Value: []byte(reason)},
+		kafka.Header{Key: dlq.HeaderSourceTopic, Value: []byte(m.Topic)},
+		kafka.Header{Key: dlq.HeaderSourcePartition, Value: []byte(strconv.Itoa(m.Partition))},
+		kafka.Header{Key: dlq.HeaderSourceOffset, Value: []byte(strconv.FormatInt(m.Offset, 10))},
 	)}
 	err := w.retry(ctx, "write dead letter", func() error { return w.a.dlq.WriteMessages(ctx, dm) })
 	if err != nil {

@@ -15,7 +15,6 @@ import (
 	"github.com/custodylog/custody/archive/chain"
 	"github.com/custodylog/custody/archive/segment"
 	"github.com/custodylog/custody/event"
-	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
@@ -59,8 +58,8 @@ func TestArchiveEndToEnd(t *testing.T) {
 
 	s, _ := archivetest.NewStore(t, st, testRetention)
 	kr := archivetest.Keyring(t)
-	kc := kafkaconn.Defaults()
-	kc.Brokers, kc.Topic, kc.DLQTopic = st.KafkaBrokers, topic, dlqTopic
+	kc := st.Kafka()
+	kc.Topic, kc.DLQTopic = topic, dlqTopic
 	cfg := testConfig(t)
 	a, err := New(cfg, kc, testRetention, s, kr.Write(), testLogger(t), nil)
 	if err != nil {
@@ -123,8 +122,8 @@ func TestReplayReproducesCut(t *testing.T) {
 	want := archivetest.Produce(t, st, topic, archivetest.Events(8000, "rp", []string{"security"}, now))
 	s, _ := archivetest.NewStore(t, st, testRetention)
 	kr := archivetest.Keyring(t)
-	kc := kafkaconn.Defaults()
-	kc.Brokers, kc.Topic, kc.DLQTopic = st.KafkaBrokers, topic, stacktest.Topic(t, st, 1)
+	kc := st.Kafka()
+	kc.Topic, kc.DLQTopic = topic, stacktest.Topic(t, st, 1)
 	cfg := testConfig(t)
 	var skipped float64
 	for round := 0; round < 6; round++ {
@@ -187,8 +186,8 @@ func TestMemoryCapManyHours(t *testing.T) {
 	want := archivetest.Produce(t, st, topic, values)
 	s, _ := archivetest.NewStore(t, st, testRetention)
 	kr := archivetest.Keyring(t)
-	kc := kafkaconn.Defaults()
-	kc.Brokers, kc.Topic, kc.DLQTopic = st.KafkaBrokers, topic, stacktest.Topic(t, st, 1)
+	kc := st.Kafka()
+	kc.Topic, kc.DLQTopic = topic, stacktest.Topic(t, st, 1)
 	cfg := testConfig(t)
 	cfg.FlushEvents, cfg.FlushAge, cfg.LateFlushAge = 1<<30, time.Hour, time.Hour // only the cap cuts
 	cfg.MemoryCap = 2 << 20                                                       // far below what 200+ open buffers would hold

@@ -24,7 +24,6 @@ import (
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/internal/announce"
-	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 	"github.com/custodylog/custody/query"
@@ -144,7 +143,7 @@ func (r *rig) putSegment(t *testing.T, p int32, evs []event.Event) {
 // serve starts an API server over the rig's archive whose audit events go
 // to the Kafka at kafkaAddr, and returns its URL.
 func (r *rig) serve(t *testing.T, kafkaAddr string, mods ...func(*Config)) string {
-	kcfg := kafkaconn.Defaults()
+	kcfg := r.st.Kafka()
 	kcfg.Brokers, kcfg.Topic = strings.Split(kafkaAddr, ","), r.topic
 	kc, err := kcfg.NewClient()
 	if err != nil {

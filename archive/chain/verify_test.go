@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/chain"
@@ -41,13 +40,10 @@ func newRig(t *testing.T) *rig {
 	topic := stacktest.Topic(t, st, 2)
 	values := archivetest.Events(3000, "v", []string{"security", "short"}, now)
 	archivetest.Produce(t, st, topic, values)
-	s, sc := archivetest.NewStore(t, st, retention)
+	s, _ := archivetest.NewStore(t, st, retention)
 	kr := archivetest.Keyring(t)
 	pipelinetest.Archive(t, st, topic, s, retention, kr.Write(), 40)
-	mc, err := minio.New(sc.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(st.S3AccessKey, st.S3SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mc := st.MinIO(t)
 	return &rig{s: s, mc: mc, kr: kr, now: now}
 }
 

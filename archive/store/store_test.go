@@ -29,7 +29,7 @@ func newStore(t *testing.T, r archive.Retention) *Store {
 	t.Helper()
 	st := stacktest.Get(t)
 	s, err := New(Config{Endpoint: st.S3Endpoint, Bucket: stacktest.Name(t, "store"), Region: "us-east-1",
-		AccessKey: secret.String(st.S3AccessKey), SecretKey: secret.String(st.S3SecretKey)})
+		AccessKey: secret.String(st.S3AccessKey), SecretKey: secret.String(st.S3SecretKey), TLS: st.S3TLS()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +315,7 @@ func TestCredentialsChain(t *testing.T) {
 		t.Setenv(k, "")
 	}
 	cfg := Defaults()
-	cfg.Endpoint, cfg.Credentials = st.S3Endpoint, "chain"
+	cfg.Endpoint, cfg.Credentials, cfg.TLS = st.S3Endpoint, "chain", st.S3TLS()
 	if err := cfg.Validate(); err != nil {
 		t.Fatalf("Validate with chain and no keys: %v", err)
 	}

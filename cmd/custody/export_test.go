@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/event"
@@ -121,10 +120,7 @@ func TestExportVerifyCommand(t *testing.T) {
 	}
 
 	// A source segment deleted from the bucket.
-	mc, err := minio.New(st.S3Endpoint, &minio.Options{Creds: credentials.NewStaticV4(st.S3AccessKey, st.S3SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mc := st.MinIO(t)
 	if err := mc.RemoveObject(ctx, sc.Bucket, src[0].Segment, minio.RemoveObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/segmentio/kafka-go"
 
 	"github.com/custodylog/custody/archive/store"
@@ -166,10 +165,7 @@ func TestHoldOutlivesShredding(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mc, err := minio.New(r.st.S3Endpoint, &minio.Options{Creds: credentials.NewStaticV4(r.st.S3AccessKey, r.st.S3SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mc := r.st.MinIO(t)
 	if err := mc.RemoveObject(ctx, r.s.Bucket(), r.names[1], minio.RemoveObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/user"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -184,9 +183,7 @@ func runQuery(cmd *cobra.Command, g *globals, q queryFlags) error {
 func recordAccess(ctx context.Context, cfg *config.Config, q queryFlags) error {
 	op := q.operator
 	if op == "" {
-		if u, err := user.Current(); err == nil {
-			op = u.Username
-		}
+		op = osUser()
 	}
 	filters := map[string]any{"from": q.from, "to": q.to}
 	for k, v := range map[string]string{"ip": q.ip, "login": q.login, "kind": q.kind, "tenant": q.tenant, "app": q.app, "repo": q.repo, "session": q.session} {

@@ -32,6 +32,7 @@ var sections = map[string][]config.Section{
 	"verify":                          {config.S3, config.Crypto, config.Retention},
 	"verify --kafka":                  {config.S3, config.Crypto, config.Retention, config.Kafka, config.Archive},
 	"export pubkey":                   {config.Crypto, config.Retention},
+	"dlq":                             {config.Kafka, config.Archive, config.Retention},
 	"export verify --against-archive": {config.S3, config.Crypto, config.Retention},
 }
 

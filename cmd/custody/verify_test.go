@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/chain"
@@ -88,10 +87,7 @@ func TestVerifyCommand(t *testing.T) {
 		victim = o.Name
 		break
 	}
-	mc, err := minio.New(st.S3Endpoint, &minio.Options{Creds: credentials.NewStaticV4(st.S3AccessKey, st.S3SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mc := st.MinIO(t)
 	if err := mc.RemoveObject(context.Background(), sc.Bucket, victim, minio.RemoveObjectOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -161,10 +157,7 @@ func TestVerifyExpiredChainStart(t *testing.T) {
 	if _, err := chain.WriteRoots(ctx, s, keys.Public, keys.Signer, func(time.Time) store.Lock { return lock }, day0.AddDate(0, 0, 6)); err != nil {
 		t.Fatal(err)
 	}
-	mc, err := minio.New(st.S3Endpoint, &minio.Options{Creds: credentials.NewStaticV4(st.S3AccessKey, st.S3SecretKey, "")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mc := st.MinIO(t)
 	for seq := uint64(0); seq < 3; seq++ { // what lifecycle does, 32 days on
 		if err := mc.RemoveObject(ctx, sc.Bucket, chain.Name("x", 0, seq), minio.RemoveObjectOptions{}); err != nil {
 			t.Fatal(err)

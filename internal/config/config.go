@@ -112,10 +112,23 @@ func Parse(b []byte, baseDir string) (*Config, error) {
 }
 
 // applyEnv applies the non-secret overrides used to point a config at
-// another stack; secrets are read by each section's Resolve.
+// another stack (docs/CONFIG.md); secrets are read by each section's
+// Resolve. A CA file override turns TLS on for that connection.
 func applyEnv(c *Config) {
 	if v := os.Getenv("CUSTODY_KAFKA_BROKERS"); v != "" {
 		c.Kafka.Brokers = strings.Split(v, ",")
+	}
+	if v := os.Getenv("CUSTODY_KAFKA_TLS_CA_FILE"); v != "" {
+		c.Kafka.TLS.Enabled, c.Kafka.TLS.CAFile = true, v
+	}
+	if v := os.Getenv("CUSTODY_KAFKA_SASL_MECHANISM"); v != "" {
+		c.Kafka.SASL.Mechanism = v
+	}
+	if v := os.Getenv("CUSTODY_KAFKA_SASL_USERNAME"); v != "" {
+		c.Kafka.SASL.Username = v
+	}
+	if v := os.Getenv("CUSTODY_S3_TLS_CA_FILE"); v != "" {
+		c.S3.TLS.Enabled, c.S3.TLS.CAFile = true, v
 	}
 	if v := os.Getenv("CUSTODY_S3_ENDPOINT"); v != "" {
 		c.S3.Endpoint = v

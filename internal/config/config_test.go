@@ -11,7 +11,8 @@ import (
 func clearEnv(t *testing.T) {
 	for _, k := range []string{"CUSTODY_KAFKA_BROKERS", "CUSTODY_S3_ENDPOINT", "CUSTODY_S3_BUCKET",
 		"CUSTODY_S3_ACCESS_KEY", "CUSTODY_S3_SECRET_KEY", "CUSTODY_KAFKA_SASL_PASSWORD", "CUSTODY_KEYRING",
-		"CUSTODY_INGEST_TOKEN_WEB_FRONTEND", "CUSTODY_INGEST_TOKEN_GIT_SERVER"} {
+		"CUSTODY_INGEST_TOKEN_WEB_FRONTEND", "CUSTODY_INGEST_TOKEN_GIT_SERVER",
+		"CUSTODY_KAFKA_TLS_CA_FILE", "CUSTODY_KAFKA_SASL_MECHANISM", "CUSTODY_KAFKA_SASL_USERNAME", "CUSTODY_S3_TLS_CA_FILE"} {
 		t.Setenv(k, "")
 	}
 }
@@ -60,6 +61,38 @@ func TestEnvOverrides(t *testing.T) {
 	}
 	if got := c.Ingest.Tokens[0].Token.Reveal(); got != "web-token-from-env-0123" {
 		t.Errorf("env must win over inline token: got %q", got)
+	}
+	if c.Kafka.TLS.Enabled || c.S3.TLS.Enabled || c.Kafka.SASL.Mechanism != "" {
+		t.Errorf("TLS or SASL on without their overrides: kafka tls %v sasl %q, s3 tls %v", c.Kafka.TLS.Enabled, c.Kafka.SASL.Mechanism, c.S3.TLS.Enabled)
+	}
+}
+
+// The secure stack's overrides (scripts/stack up --secure) turn on TLS
+// with the named CA for each connection, and SCRAM for Kafka.
+func TestEnvOverridesTLSAndSASL(t *testing.T) {
+	clearEnv(t)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	if err := os.WriteFile(ca, []byte("-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("CUSTODY_KAFKA_TLS_CA_FILE", ca)
+	t.Setenv("CUSTODY_KAFKA_SASL_MECHANISM", "scram-sha-512")
+	t.Setenv("CUSTODY_KAFKA_SASL_USERNAME", "custody-ingest")
+	t.Setenv("CUSTODY_KAFKA_SASL_PASSWORD", "pw-from-env")
+	t.Setenv("CUSTODY_S3_TLS_CA_FILE", ca)
+	c, err := Load(filepath.Join("testdata", "valid.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Check(All...); err != nil {
+		t.Fatal(err)
+	}
+	k, s := c.Kafka, c.S3
+	if !k.TLS.Enabled || k.TLS.CAFile != ca || k.SASL.Mechanism != "scram-sha-512" || k.SASL.Username != "custody-ingest" || k.SASL.Password.Reveal() != "pw-from-env" {
+		t.Errorf("kafka = tls %v %q, sasl %q %q; want the overrides", k.TLS.Enabled, k.TLS.CAFile, k.SASL.Mechanism, k.SASL.Username)
+	}
+	if !s.TLS.Enabled || s.TLS.CAFile != ca {
+		t.Errorf("s3 tls = %v %q; want on with %s", s.TLS.Enabled, s.TLS.CAFile, ca)
 	}
 }
 

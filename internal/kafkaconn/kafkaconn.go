@@ -6,6 +6,7 @@ package kafkaconn
 import (
 	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/segmentio/kafka-go"
@@ -165,7 +167,11 @@ func (c *Config) Dialer() (*kafka.Dialer, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &kafka.Dialer{ClientID: c.ClientID, Timeout: c.DialTimeout, DualStack: true, TLS: tc, SASLMechanism: m}, nil
+	d := &kafka.Dialer{ClientID: c.ClientID, Timeout: c.DialTimeout, DualStack: true, SASLMechanism: m}
+	if tc != nil {
+		d.DialFunc = dialTLS(tc, c.DialTimeout)
+	}
+	return d, nil
 }
 
 // Transport builds a transport for kafka.Writer and kafka.Client.
@@ -178,7 +184,44 @@ func (c *Config) Transport() (*kafka.Transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &kafka.Transport{ClientID: c.ClientID, DialTimeout: c.DialTimeout, TLS: tc, SASL: m}, nil
+	tr := &kafka.Transport{ClientID: c.ClientID, DialTimeout: c.DialTimeout, SASL: m}
+	if tc != nil {
+		tr.Dial = dialTLS(tc, c.DialTimeout)
+	}
+	return tr, nil
+}
+
+// dialTLS connects and completes the TLS handshake itself (kafka-go's own
+// TLS would leave it to the first request), so that a listener that is not
+// TLS or that drops the connection is reported as such rather than as a
+// bare EOF, and a certificate problem names the broker.
+func dialTLS(tc *tls.Config, timeout time.Duration) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	d := &net.Dialer{Timeout: timeout}
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		raw, err := d.DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		cfg := tc
+		if cfg.ServerName == "" {
+			host, _, _ := net.SplitHostPort(addr)
+			cfg = tc.Clone()
+			cfg.ServerName = host
+		}
+		conn := tls.Client(raw, cfg)
+		if err := conn.HandshakeContext(ctx); err != nil {
+			raw.Close()
+			var rh tls.RecordHeaderError
+			switch {
+			case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+				return nil, fmt.Errorf("broker %s closed the connection during the TLS handshake (is its listener TLS?): %w", addr, err)
+			case errors.As(err, &rh):
+				return nil, fmt.Errorf("broker %s does not speak TLS: %w", addr, err)
+			}
+			return nil, fmt.Errorf("TLS handshake with broker %s failed: %w", addr, err)
+		}
+		return conn, nil
+	}
 }
 
 func validateHostPort(s string) error {
@@ -249,13 +292,21 @@ func (c *Client) Close() { c.tr.CloseIdleConnections() }
 // returns only once the topic's metadata shows a leader for every
 // partition, so a produce right after it does not meet "unknown topic".
 func (c *Client) EnsureTopic(ctx context.Context, topic string) error {
+	// A topic that is there is used as it is, without asking to create it:
+	// a principal without the Create right (the ACLs of docs/DEPLOY.md) is
+	// refused CreateTopics even for a topic that exists.
+	if c.topicReady(ctx, topic) == nil {
+		return nil
+	}
 	resp, err := c.cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{
 		Topic: topic, NumPartitions: c.cfg.Partitions, ReplicationFactor: c.cfg.ReplicationFactor,
 	}}})
 	if err != nil {
 		return fmt.Errorf("cannot create topic %s: %w", topic, err)
 	}
-	if err := resp.Errors[topic]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+	if err := resp.Errors[topic]; errors.Is(err, kafka.TopicAuthorizationFailed) || errors.Is(err, kafka.ClusterAuthorizationFailed) {
+		return fmt.Errorf("topic %s is missing or not visible to this principal, which may not create it: create the topic, or grant Describe on it (docs/DEPLOY.md): %w", topic, err)
+	} else if err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
 		return fmt.Errorf("cannot create topic %s: %w", topic, err)
 	}
 	for {
@@ -346,43 +397,117 @@ func (c *Client) ReadSince(ctx context.Context, topic string, since time.Time, f
 		if start < 0 || start >= end {
 			continue // nothing written since
 		}
-		for off := start; off < end; {
-			resp, err := c.cl.Fetch(ctx, &kafka.FetchRequest{Topic: topic, Partition: po.Partition, Offset: off, MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 100 * time.Millisecond})
-			if err != nil {
-				return fmt.Errorf("cannot fetch %s/%d at %d: %w", topic, po.Partition, off, err)
+		err := c.readPartition(ctx, topic, po.Partition, start, end, func(r Record) error {
+			if r.Value == nil {
+				return nil
 			}
-			if resp.Error != nil {
-				return fmt.Errorf("cannot fetch %s/%d at %d: %w", topic, po.Partition, off, resp.Error)
-			}
-			next := off
-			for {
-				r, err := resp.Records.ReadRecord()
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					return fmt.Errorf("cannot read %s/%d: %w", topic, po.Partition, err)
-				}
-				if r.Offset < off || r.Offset >= end {
-					continue
-				}
-				next = r.Offset + 1
-				if r.Value == nil {
-					continue
-				}
-				b, err := io.ReadAll(r.Value)
-				if err != nil {
-					return err
-				}
-				if err := fn(b); err != nil {
-					return err
-				}
-			}
-			if next == off {
-				break // no progress: the rest is not readable now
-			}
-			off = next
+			return fn(r.Value)
+		})
+		if err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// Record is one Kafka record as Scan passes it.
+type Record struct {
+	Partition int
+	Offset    int64
+	Time      time.Time
+	Key       []byte
+	Value     []byte
+	Headers   []kafka.Header
+}
+
+// Header returns the value of the record's first header named key.
+func (r Record) Header(key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
+}
+
+// Partitions returns each partition of topic with its first and end
+// offsets (the end is the offset the next record will get).
+func (c *Client) Partitions(ctx context.Context, topic string) (map[int][2]int64, error) {
+	md, err := c.cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the metadata of %s: %w", topic, err)
+	}
+	var reqs []kafka.OffsetRequest
+	for _, t := range md.Topics {
+		if t.Error != nil {
+			return nil, fmt.Errorf("topic %s: %w", topic, t.Error)
+		}
+		for _, p := range t.Partitions {
+			reqs = append(reqs, kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
+		}
+	}
+	lo, err := c.cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("cannot list the offsets of %s: %w", topic, err)
+	}
+	out := map[int][2]int64{}
+	for _, po := range lo.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("topic %s partition %d: %w", topic, po.Partition, po.Error)
+		}
+		out[po.Partition] = [2]int64{po.FirstOffset, po.LastOffset}
+	}
+	return out, nil
+}
+
+// Scan calls fn with every record of partition from offset start up to
+// end (exclusive), in offset order; offsets the log no longer holds are
+// skipped.
+func (c *Client) Scan(ctx context.Context, topic string, partition int, start, end int64, fn func(Record) error) error {
+	return c.readPartition(ctx, topic, partition, start, end, fn)
+}
+
+func (c *Client) readPartition(ctx context.Context, topic string, partition int, start, end int64, fn func(Record) error) error {
+	for off := start; off < end; {
+		resp, err := c.cl.Fetch(ctx, &kafka.FetchRequest{Topic: topic, Partition: partition, Offset: off, MinBytes: 1, MaxBytes: 4 << 20, MaxWait: 100 * time.Millisecond})
+		if err != nil {
+			return fmt.Errorf("cannot fetch %s/%d at %d: %w", topic, partition, off, err)
+		}
+		if resp.Error != nil {
+			return fmt.Errorf("cannot fetch %s/%d at %d: %w", topic, partition, off, resp.Error)
+		}
+		next := off
+		for {
+			r, err := resp.Records.ReadRecord()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("cannot read %s/%d: %w", topic, partition, err)
+			}
+			if r.Offset < off || r.Offset >= end {
+				continue
+			}
+			next = r.Offset + 1
+			rec := Record{Partition: partition, Offset: r.Offset, Time: r.Time, Headers: r.Headers}
+			if r.Key != nil {
+				if rec.Key, err = io.ReadAll(r.Key); err != nil {
+					return err
+				}
+			}
+			if r.Value != nil {
+				if rec.Value, err = io.ReadAll(r.Value); err != nil {
+					return err
+				}
+			}
+			if err := fn(rec); err != nil {
+				return err
+			}
+		}
+		if next == off {
+			break // no progress: the rest is not readable now
+		}
+		off = next
 	}
 	return nil
 }
@@ -420,4 +545,24 @@ func (c *Client) Commits(ctx context.Context, group string) ([]Commit, error) {
 		return cmp.Or(strings.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
 	})
 	return out, nil
+}
+
+// Commit records offset as group's committed offset of topic/partition,
+// as a standalone consumer does (no group membership, generation -1):
+// for tools that consume alone, such as custody dlq replay. The group must
+// have no active members.
+func (c *Client) Commit(ctx context.Context, group, topic string, partition int, offset int64) error {
+	resp, err := c.cl.OffsetCommit(ctx, &kafka.OffsetCommitRequest{GroupID: group, GenerationID: -1,
+		Topics: map[string][]kafka.OffsetCommit{topic: {{Partition: partition, Offset: offset}}}})
+	if err == nil {
+		for _, p := range resp.Topics[topic] {
+			if p.Error != nil {
+				err = p.Error
+			}
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("cannot commit offset %d of %s/%d for group %s: %w", offset, topic, partition, group, err)
+	}
+	return nil
 }

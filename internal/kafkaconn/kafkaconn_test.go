@@ -19,8 +19,7 @@ import (
 // client per process now serves them all.
 func TestProbesDoNotLeakGoroutines(t *testing.T) {
 	st := stacktest.Get(t)
-	cfg := kafkaconn.Defaults()
-	cfg.Brokers = st.KafkaBrokers
+	cfg := st.Kafka()
 	cfg.Topic = stacktest.Name(t, "probe")
 	kc, err := cfg.NewClient()
 	if err != nil {
@@ -81,8 +80,7 @@ func TestPingUnreachable(t *testing.T) {
 // to the end at the call, and nothing older.
 func TestReadSince(t *testing.T) {
 	st := stacktest.Get(t)
-	cfg := kafkaconn.Defaults()
-	cfg.Brokers = st.KafkaBrokers
+	cfg := st.Kafka()
 	topic := stacktest.Topic(t, st, 3)
 	kc, err := cfg.NewClient()
 	if err != nil {
@@ -91,7 +89,7 @@ func TestReadSince(t *testing.T) {
 	defer kc.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	w := &kafka.Writer{Addr: kafka.TCP(st.KafkaBrokers...), Topic: topic, Balancer: &kafka.RoundRobin{}, RequiredAcks: kafka.RequireAll, Transport: kc.Transport()}
+	w := &kafka.Writer{Addr: kafka.TCP(st.KafkaBrokers...), Topic: topic, Balancer: &kafka.RoundRobin{}, RequiredAcks: kafka.RequireAll, Transport: st.Transport()}
 	defer w.Close()
 	old := time.Now().Add(-time.Hour)
 	var msgs []kafka.Message

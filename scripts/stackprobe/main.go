@@ -2,16 +2,25 @@
 // a Kafka broker answers a metadata request with a known controller, or an S3
 // endpoint answers its readiness check, and 1 otherwise. It probes once; the
 // script owns the retry loop and its deadline.
+//
+// For the secure stack, STACKPROBE_CA_FILE makes both probes use TLS
+// verified against that CA, and STACKPROBE_SASL_USER with
+// STACKPROBE_SASL_PASSWORD_FILE authenticates the Kafka probe with
+// SCRAM-SHA-512.
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl/scram"
 )
 
 func main() {
@@ -36,8 +45,39 @@ func main() {
 	}
 }
 
+// tlsConfig is nil without STACKPROBE_CA_FILE.
+func tlsConfig() (*tls.Config, error) {
+	f := os.Getenv("STACKPROBE_CA_FILE")
+	if f == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(f)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", f)
+	}
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, nil
+}
+
 func probeKafka(ctx context.Context, addr string) error {
-	c := &kafka.Client{Addr: kafka.TCP(addr), Timeout: 3 * time.Second}
+	tc, err := tlsConfig()
+	if err != nil {
+		return err
+	}
+	tr := &kafka.Transport{TLS: tc}
+	if u := os.Getenv("STACKPROBE_SASL_USER"); u != "" {
+		pw, err := os.ReadFile(os.Getenv("STACKPROBE_SASL_PASSWORD_FILE"))
+		if err != nil {
+			return err
+		}
+		if tr.SASL, err = scram.Mechanism(scram.SHA512, u, strings.TrimSpace(string(pw))); err != nil {
+			return err
+		}
+	}
+	c := &kafka.Client{Addr: kafka.TCP(addr), Timeout: 3 * time.Second, Transport: tr}
 	md, err := c.Metadata(ctx, &kafka.MetadataRequest{})
 	if err != nil {
 		return fmt.Errorf("metadata request failed: %w", err)
@@ -49,11 +89,19 @@ func probeKafka(ctx context.Context, addr string) error {
 }
 
 func probeMinIO(ctx context.Context, addr string) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/minio/health/ready", nil)
+	tc, err := tlsConfig()
 	if err != nil {
 		return err
 	}
-	resp, err := http.DefaultClient.Do(req)
+	scheme := "http"
+	if tc != nil {
+		scheme = "https"
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, scheme+"://"+addr+"/minio/health/ready", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: tc}}).Do(req)
 	if err != nil {
 		return err
 	}

@@ -149,7 +149,7 @@ retention:
 // and returns the raw JSON bytes sent.
 func produce(b *testing.B, st stacktest.Stack, topic string, n int) int64 {
 	w := &kafka.Writer{Addr: kafka.TCP(st.KafkaBrokers...), Topic: topic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Murmur2Balancer{},
-		Compression: kafka.Zstd, BatchSize: 10000, BatchBytes: 1 << 20, BatchTimeout: 10 * time.Millisecond, Transport: &kafka.Transport{}}
+		Compression: kafka.Zstd, BatchSize: 10000, BatchBytes: 1 << 20, BatchTimeout: 10 * time.Millisecond, Transport: st.Transport()}
 	defer w.Close()
 	// The shared realistic dataset (internal/testkit/dataset): 60 tenants,
 	// 200k IPs, real user agents, 6 hours with 1% late.

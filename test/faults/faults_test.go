@@ -31,6 +31,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// The faults are those of a production transport: SASL_SSL to Kafka
+	// and HTTPS to MinIO (scripts/stack up --secure, as make test runs it).
+	// The processes under test reach them through .stack/env's overrides.
+	if os.Getenv("CUSTODY_KAFKA_SASL_MECHANISM") == "" || os.Getenv("CUSTODY_S3_TLS_CA_FILE") == "" {
+		fmt.Fprintln(os.Stderr, "the fault suite runs on the secure stack: scripts/stack up --secure, then . .stack/env (make test does both)")
+		os.Exit(1)
+	}
 	_, file, _, _ := runtime.Caller(0)
 	repoRoot = filepath.Join(filepath.Dir(file), "..", "..")
 	dir, err := os.MkdirTemp("", "custody-faults-")

@@ -28,7 +28,7 @@ import (
 func NewStore(t testing.TB, st stacktest.Stack, r archive.Retention) (*store.Store, store.Config) {
 	t.Helper()
 	cfg := store.Config{Endpoint: st.S3Endpoint, Bucket: stacktest.Name(t, "arch"), Region: "us-east-1",
-		AccessKey: secret.String(st.S3AccessKey), SecretKey: secret.String(st.S3SecretKey)}
+		AccessKey: secret.String(st.S3AccessKey), SecretKey: secret.String(st.S3SecretKey), TLS: st.S3TLS()}
 	s, err := store.New(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -50,7 +50,7 @@ func Events(n int, prefix string, classes []string, now time.Time) [][]byte {
 func Produce(t testing.TB, st stacktest.Stack, topic string, values [][]byte) map[string]int {
 	t.Helper()
 	w := &kafka.Writer{Addr: kafka.TCP(st.KafkaBrokers...), Topic: topic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Murmur2Balancer{},
-		Compression: kafka.Zstd, BatchSize: 5000, BatchBytes: 1 << 20, BatchTimeout: 5 * time.Millisecond, Transport: &kafka.Transport{}}
+		Compression: kafka.Zstd, BatchSize: 5000, BatchBytes: 1 << 20, BatchTimeout: 5 * time.Millisecond, Transport: st.Transport()}
 	defer w.Close()
 	want := map[string]int{}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)

@@ -14,7 +14,6 @@ import (
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
-	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 	"github.com/custodylog/custody/pipeline"
 )
@@ -26,10 +25,20 @@ import (
 // produces many. It returns the archiver's consumer group.
 func Archive(t testing.TB, st stacktest.Stack, topic string, s *store.Store, ret archive.Retention, keys keyring.WriteKeys, flushEvents int) string {
 	t.Helper()
-	kc := kafkaconn.Defaults()
-	kc.Brokers, kc.Topic, kc.DLQTopic = st.KafkaBrokers, topic, stacktest.Topic(t, st, 1)
+	group := stacktest.Name(t, "g")
+	Run(t, st, topic, stacktest.Topic(t, st, 1), group, s, ret, keys, flushEvents)
+	return group
+}
+
+// Run is Archive with the dead-letter topic and the group named, so that a
+// test can run the archiver again where it stopped (with another
+// retention, say).
+func Run(t testing.TB, st stacktest.Stack, topic, dlqTopic, group string, s *store.Store, ret archive.Retention, keys keyring.WriteKeys, flushEvents int) {
+	t.Helper()
+	kc := st.Kafka()
+	kc.Topic, kc.DLQTopic = topic, dlqTopic
 	pc := pipeline.Defaults()
-	pc.GroupID, pc.MetricsListen, pc.FlushEvents, pc.FlushAge, pc.LateFlushAge = stacktest.Name(t, "g"), "127.0.0.1:0", flushEvents, time.Second, time.Second
+	pc.GroupID, pc.MetricsListen, pc.FlushEvents, pc.FlushAge, pc.LateFlushAge = group, "127.0.0.1:0", flushEvents, time.Second, time.Second
 	a, err := pipeline.New(pc, kc, ret, s, keys, zap.NewNop(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -50,5 +59,4 @@ func Archive(t testing.TB, st stacktest.Stack, topic string, s *store.Store, ret
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	return pc.GroupID
 }

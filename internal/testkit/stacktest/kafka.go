@@ -16,7 +16,7 @@ func Topic(t testing.TB, st Stack, partitions int) string {
 	name := Name(t, "t")
 	// A Transport of its own: kafka-go's shared default one pools
 	// connections, which are dead after a fault test restarted the broker.
-	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 30 * time.Second, Transport: &kafka.Transport{}}
+	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 30 * time.Second, Transport: st.Transport()}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: name, NumPartitions: partitions, ReplicationFactor: 1}}})
@@ -45,7 +45,7 @@ func ReadUntil(t testing.TB, st Stack, topic string, done func([]kafka.Message) 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 10 * time.Second, Transport: &kafka.Transport{}}
+	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 10 * time.Second, Transport: st.Transport()}
 	var md *kafka.MetadataResponse
 	for {
 		var err error
@@ -71,7 +71,7 @@ func ReadUntil(t testing.TB, st Stack, topic string, done func([]kafka.Message) 
 			if next[p.ID] >= end {
 				continue
 			}
-			r := kafka.NewReader(kafka.ReaderConfig{Brokers: st.KafkaBrokers, Topic: topic, Partition: p.ID, MaxWait: 50 * time.Millisecond, MaxBytes: 16 << 20})
+			r := kafka.NewReader(kafka.ReaderConfig{Brokers: st.KafkaBrokers, Dialer: st.Dialer(), Topic: topic, Partition: p.ID, MaxWait: 50 * time.Millisecond, MaxBytes: 16 << 20})
 			r.SetOffset(next[p.ID])
 			for next[p.ID] < end {
 				m, err := r.ReadMessage(ctx)
@@ -95,7 +95,7 @@ func ReadUntil(t testing.TB, st Stack, topic string, done func([]kafka.Message) 
 }
 
 func lastOffset(ctx context.Context, st Stack, topic string, partition int) (int64, error) {
-	conn, err := kafka.DialLeader(ctx, "tcp", st.KafkaBrokers[0], topic, partition)
+	conn, err := st.Dialer().DialLeader(ctx, "tcp", st.KafkaBrokers[0], topic, partition)
 	if err != nil {
 		return 0, err
 	}
@@ -115,7 +115,7 @@ func CaughtUp(st Stack, group, topic string) bool {
 func Progress(st Stack, group, topic string) (bool, string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Transport: &kafka.Transport{}, Timeout: 10 * time.Second}
+	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Transport: st.Transport(), Timeout: 10 * time.Second}
 	md, err := cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
 	if err != nil || len(md.Topics) != 1 {
 		return false, fmt.Sprintf("metadata of %s: %v", topic, err)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 	"github.com/minio/minio-go/v7/pkg/lifecycle"
 	"github.com/segmentio/kafka-go"
 	"github.com/segmentio/kafka-go/compress"
@@ -25,7 +24,7 @@ func TestKafkaGroupResume(t *testing.T) {
 	topic := Name(t, "smoke")
 	group := Name(t, "smoke-group")
 
-	client := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 30 * time.Second}
+	client := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 30 * time.Second, Transport: st.Transport()}
 	resp, err := client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}}})
 	if err != nil {
 		t.Fatalf("CreateTopics: %v", err)
@@ -34,7 +33,7 @@ func TestKafkaGroupResume(t *testing.T) {
 		t.Fatalf("CreateTopics %s: %v", topic, err)
 	}
 
-	w := &kafka.Writer{Addr: kafka.TCP(st.KafkaBrokers...), Topic: topic, RequiredAcks: kafka.RequireAll, Compression: compress.Zstd, BatchTimeout: 10 * time.Millisecond}
+	w := &kafka.Writer{Addr: kafka.TCP(st.KafkaBrokers...), Topic: topic, RequiredAcks: kafka.RequireAll, Compression: compress.Zstd, BatchTimeout: 10 * time.Millisecond, Transport: st.Transport()}
 	var msgs []kafka.Message
 	for i := 0; i < 10; i++ {
 		msgs = append(msgs, kafka.Message{Key: []byte("tenant-a"), Value: []byte(fmt.Sprintf("msg-%d", i))})
@@ -47,7 +46,7 @@ func TestKafkaGroupResume(t *testing.T) {
 	}
 
 	newReader := func() *kafka.Reader {
-		return kafka.NewReader(kafka.ReaderConfig{Brokers: st.KafkaBrokers, GroupID: group, Topic: topic, StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
+		return kafka.NewReader(kafka.ReaderConfig{Brokers: st.KafkaBrokers, Dialer: st.Dialer(), GroupID: group, Topic: topic, StartOffset: kafka.FirstOffset, MaxWait: 100 * time.Millisecond})
 	}
 	r := newReader()
 	var last kafka.Message
@@ -94,10 +93,7 @@ func TestMinIOObjectLock(t *testing.T) {
 	st := Get(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	mc, err := minio.New(st.S3Endpoint, &minio.Options{Creds: credentials.NewStaticV4(st.S3AccessKey, st.S3SecretKey, ""), Secure: false})
-	if err != nil {
-		t.Fatal(err)
-	}
+	mc := st.MinIO(t)
 	bucket := Name(t, "smoke")
 	if err := mc.MakeBucket(ctx, bucket, minio.MakeBucketOptions{ObjectLocking: true}); err != nil {
 		t.Fatalf("MakeBucket with object locking: %v", err)

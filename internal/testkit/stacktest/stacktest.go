@@ -6,21 +6,45 @@ package stacktest
 
 import (
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl"
+	"github.com/segmentio/kafka-go/sasl/scram"
+
+	"github.com/custodylog/custody/internal/kafkaconn"
+	"github.com/custodylog/custody/internal/secret"
+	"github.com/custodylog/custody/internal/tlsconfig"
 )
 
-// Stack is what scripts/stack exports in .stack/env.
+// Stack is what scripts/stack exports in .stack/env. On the secure stack
+// (scripts/stack up --secure, what make test runs) Kafka speaks SASL_SSL
+// with SCRAM-SHA-512 and MinIO HTTPS, both under the stack's own CA; every
+// client a test builds must come from the methods below, which carry that.
 type Stack struct {
 	KafkaBrokers []string
 	S3Endpoint   string
 	S3AccessKey  string
 	S3SecretKey  string
+	// KafkaCAFile and S3CAFile are the stack's CA on the secure stack,
+	// empty on the plain one.
+	KafkaCAFile string
+	S3CAFile    string
+	// KafkaUser and KafkaPassword are the SCRAM-SHA-512 identity, empty on
+	// the plain stack. Get returns custody-admin's; As another principal's.
+	KafkaUser     string
+	KafkaPassword string
 	// MinIOData is MinIO's data directory, for tests that inspect the bytes
 	// MinIO actually stored.
 	MinIOData string
@@ -40,6 +64,11 @@ func Get(t testing.TB) Stack {
 		S3SecretKey: os.Getenv("CUSTODY_S3_SECRET_KEY"),
 		MinIOData:   os.Getenv("CUSTODY_MINIO_DATA"),
 		Dir:         os.Getenv("CUSTODY_STACK_DIR"),
+		KafkaCAFile: os.Getenv("CUSTODY_KAFKA_TLS_CA_FILE"),
+		S3CAFile:    os.Getenv("CUSTODY_S3_TLS_CA_FILE"),
+	}
+	if os.Getenv("CUSTODY_KAFKA_SASL_MECHANISM") != "" {
+		s.KafkaUser, s.KafkaPassword = os.Getenv("CUSTODY_KAFKA_SASL_USERNAME"), os.Getenv("CUSTODY_KAFKA_SASL_PASSWORD")
 	}
 	if b := os.Getenv("CUSTODY_KAFKA_BROKERS"); b != "" {
 		s.KafkaBrokers = strings.Split(b, ",")
@@ -55,6 +84,137 @@ func Get(t testing.TB) Stack {
 		c.Close()
 	}
 	return s
+}
+
+// Secure reports whether this is the secure stack.
+func (s Stack) Secure() bool { return s.KafkaUser != "" }
+
+// As returns the stack seen as another SCRAM principal of the secure stack
+// (custody-ingest, custody-archiver, custody-serve, custody-foreign), its
+// password read from the stack's secrets; it ends the test on the plain
+// stack, which has no principals.
+func (s Stack) As(t testing.TB, user string) Stack {
+	t.Helper()
+	if !s.Secure() {
+		t.Fatal("Stack.As needs the secure stack (scripts/stack up --secure, as make test runs it)")
+	}
+	pw, err := os.ReadFile(filepath.Join(s.Dir, "secrets", "kafka-"+user))
+	if err != nil {
+		t.Fatalf("no SCRAM password for %s: %v", user, err)
+	}
+	s.KafkaUser, s.KafkaPassword = user, strings.TrimSpace(string(pw))
+	return s
+}
+
+// Kafka is the kafka section that reaches this stack as its principal.
+func (s Stack) Kafka() kafkaconn.Config {
+	c := kafkaconn.Defaults()
+	c.Brokers = s.KafkaBrokers
+	if s.KafkaCAFile != "" {
+		c.TLS = tlsconfig.Config{Enabled: true, CAFile: s.KafkaCAFile}
+	}
+	if s.KafkaUser != "" {
+		c.SASL = kafkaconn.SASL{Mechanism: "scram-sha-512", Username: s.KafkaUser, Password: secret.String(s.KafkaPassword)}
+	}
+	return c
+}
+
+// KafkaYAML is the same as the lines of a kafka section (after brokers,
+// indented two spaces), for tests that write a configuration file.
+func (s Stack) KafkaYAML() string {
+	var b strings.Builder
+	if s.KafkaCAFile != "" {
+		b.WriteString("  tls: {enabled: true, ca_file: " + s.KafkaCAFile + "}\n")
+	}
+	if s.KafkaUser != "" {
+		b.WriteString("  sasl: {mechanism: scram-sha-512, username: " + s.KafkaUser + ", password: " + s.KafkaPassword + "}\n")
+	}
+	return b.String()
+}
+
+// S3TLS is the s3.tls section that reaches this stack's MinIO.
+func (s Stack) S3TLS() tlsconfig.Config {
+	if s.S3CAFile == "" {
+		return tlsconfig.Config{}
+	}
+	return tlsconfig.Config{Enabled: true, CAFile: s.S3CAFile}
+}
+
+// KafkaTLS is the client TLS configuration for Kafka, nil on the plain
+// stack.
+func (s Stack) KafkaTLS() *tls.Config { return caConfig(s.KafkaCAFile) }
+
+func caConfig(file string) *tls.Config {
+	if file == "" {
+		return nil
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		panic("stacktest: cannot read the stack's CA: " + err.Error())
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	return &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+}
+
+// KafkaSASL is the SCRAM mechanism of the stack's principal, nil on the
+// plain stack.
+func (s Stack) KafkaSASL() sasl.Mechanism {
+	if s.KafkaUser == "" {
+		return nil
+	}
+	m, err := scram.Mechanism(scram.SHA512, s.KafkaUser, s.KafkaPassword)
+	if err != nil {
+		panic(err)
+	}
+	return m
+}
+
+// Transport is a fresh kafka-go transport to this stack (never the shared
+// default one, whose pooled connections are dead after a fault test
+// restarted the broker).
+func (s Stack) Transport() *kafka.Transport {
+	return &kafka.Transport{TLS: s.KafkaTLS(), SASL: s.KafkaSASL()}
+}
+
+// Dialer is the kafka-go dialer for readers and leader connections.
+func (s Stack) Dialer() *kafka.Dialer {
+	return &kafka.Dialer{Timeout: 10 * time.Second, DualStack: true, TLS: s.KafkaTLS(), SASLMechanism: s.KafkaSASL()}
+}
+
+// MinIO is a minio-go client of the stack's MinIO, as its root user.
+func (s Stack) MinIO(t testing.TB) *minio.Client {
+	t.Helper()
+	opts := &minio.Options{Creds: credentials.NewStaticV4(s.S3AccessKey, s.S3SecretKey, ""), Secure: s.S3CAFile != ""}
+	if tc := caConfig(s.S3CAFile); tc != nil {
+		tr, err := minio.DefaultTransport(true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.TLSClientConfig = tc
+		opts.Transport = tr
+	}
+	mc, err := minio.New(s.S3Endpoint, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return mc
+}
+
+// KcatArgs are kcat's arguments to reach the stack as its principal. On
+// the secure stack kcat authenticates with PLAIN over TLS, as
+// custody-admin: Debian's kcat links librdkafka 2.0.2, whose SCRAM Kafka
+// 4.x refuses (librdkafka#4895, fixed in 2.6.1), so scripts/stack lets
+// that one principal use PLAIN as well.
+func (s Stack) KcatArgs() []string {
+	args := []string{"-b", strings.Join(s.KafkaBrokers, ",")}
+	if s.KafkaCAFile != "" {
+		args = append(args, "-X", "security.protocol=SASL_SSL", "-X", "ssl.ca.location="+s.KafkaCAFile)
+	}
+	if s.KafkaUser != "" {
+		args = append(args, "-X", "sasl.mechanisms=PLAIN", "-X", "sasl.username="+s.KafkaUser, "-X", "sasl.password="+s.KafkaPassword)
+	}
+	return args
 }
 
 // Kcat returns the path of kcat, the independent Kafka client that tests

@@ -8,7 +8,7 @@ GOTESTSUM := $(GO) run gotest.tools/gotestsum@v1.13.0
 # The stack's addresses and generated credentials, exported for the command.
 WITH_STACK := set -a; . .stack/env; set +a;
 
-.PHONY: build test test-unit test-faults run bench bench-archive bench-hold bench-serve bench-export lint stack-up stack-down stack-status clean
+.PHONY: build test test-unit test-faults test-cluster run bench bench-archive bench-hold bench-serve bench-export lint stack-up stack-down stack-status clean
 
 build:
 	$(GO) build -o bin/custody ./cmd/custody
@@ -27,6 +27,17 @@ test:
 	$(STACK) up --secure
 	rc=0; $(WITH_STACK) $(GOTESTSUM) --format pkgname-and-test-fails -- -race -count=1 -timeout 30m ./... || rc=$$?; \
 	$(WITH_STACK) $(GOTESTSUM) --format pkgname-and-test-fails -- -tags faults -p 1 -count=1 -timeout 30m ./test/faults/ || rc=$$?; \
+	$(STACK) down; exit $$rc
+
+# The cluster fault suite: three Kafka nodes (RF 3, min ISR 2) and MinIO on
+# four drives, over TLS (scripts/stack up --secure --cluster); a broker
+# killed mid-ingest and mid-archive, a drive taken away, the controller
+# restarted, the archiver group scaled 1 -> 3 -> 1 over 1M events. It
+# restarts the stack in that topology and stops it at the end.
+test-cluster:
+	$(STACK) down
+	$(STACK) up --secure --cluster
+	rc=0; $(WITH_STACK) $(GOTESTSUM) --format standard-verbose -- -tags 'faults cluster' -run '^TestCluster' -p 1 -count=1 -timeout 40m ./test/faults/ || rc=$$?; \
 	$(STACK) down; exit $$rc
 
 # The fault-injection suite alone, on a running stack (make stack-up).
@@ -80,6 +91,7 @@ lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags faults ./test/faults/
+	$(GO) vet -tags 'faults cluster' ./test/faults/
 	$(GO) vet -tags benchend ./test/bench/
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 

@@ -61,6 +61,7 @@ func (r *archiveRig) config(t *testing.T, metricsPort int) string {
   brokers: [%s]
   topic: %s
   dlq_topic: %s.dlq
+  replication_factor: %d
 %sarchive:
   group_id: %s
   metrics_listen: 127.0.0.1:%d
@@ -74,7 +75,7 @@ retention:
   classes:
     - name: security
       days: 120
-`, strings.Join(r.st.KafkaBrokers, ", "), r.topic, r.topic, r.crypto, r.group, metricsPort)
+`, strings.Join(r.st.KafkaBrokers, ", "), r.topic, r.topic, r.st.ReplicationFactor, r.crypto, r.group, metricsPort)
 	p := filepath.Join(r.dir, fmt.Sprintf("archiver-%d.yaml", metricsPort))
 	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)

@@ -126,7 +126,7 @@ func writeConfig(t *testing.T, st stacktest.Stack, topic, extra string) string {
 	doc := fmt.Sprintf(`kafka:
   brokers: [%s]
   topic: %s
-s3:
+%[5]ss3:
   access_key: a
   secret_key: b
 ingest:
@@ -144,7 +144,7 @@ agent:
   outbox_dir: %[3]s/outbox
   positions_file: %[3]s/positions.json
   poll_interval: 20ms
-%[4]s`, strings.Join(st.KafkaBrokers, ", "), topic, dir, extra)
+%[4]s`, strings.Join(st.KafkaBrokers, ", "), topic, dir, extra, st.KafkaYAML())
 	p := filepath.Join(dir, "custody.yaml")
 	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)

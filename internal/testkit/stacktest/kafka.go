@@ -19,7 +19,7 @@ func Topic(t testing.TB, st Stack, partitions int) string {
 	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Timeout: 30 * time.Second, Transport: st.Transport()}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: name, NumPartitions: partitions, ReplicationFactor: 1}}})
+	resp, err := cl.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: name, NumPartitions: partitions, ReplicationFactor: st.ReplicationFactor}}})
 	if err != nil {
 		t.Fatalf("CreateTopics %s: %v", name, err)
 	}

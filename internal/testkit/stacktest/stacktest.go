@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/hex"
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -50,6 +51,10 @@ type Stack struct {
 	MinIOData string
 	// Dir is the stack state directory (scripts, pid files, logs).
 	Dir string
+	// Cluster is the three-node topology (scripts/stack up --cluster), whose
+	// topics have ReplicationFactor 3; the single node's have 1.
+	Cluster           bool
+	ReplicationFactor int
 }
 
 // Get returns the stack or ends the test.
@@ -66,6 +71,11 @@ func Get(t testing.TB) Stack {
 		Dir:         os.Getenv("CUSTODY_STACK_DIR"),
 		KafkaCAFile: os.Getenv("CUSTODY_KAFKA_TLS_CA_FILE"),
 		S3CAFile:    os.Getenv("CUSTODY_S3_TLS_CA_FILE"),
+		Cluster:     os.Getenv("CUSTODY_STACK_TOPOLOGY") == "cluster",
+	}
+	s.ReplicationFactor = 1
+	if s.Cluster {
+		s.ReplicationFactor = 3
 	}
 	if os.Getenv("CUSTODY_KAFKA_SASL_MECHANISM") != "" {
 		s.KafkaUser, s.KafkaPassword = os.Getenv("CUSTODY_KAFKA_SASL_USERNAME"), os.Getenv("CUSTODY_KAFKA_SASL_PASSWORD")
@@ -109,7 +119,7 @@ func (s Stack) As(t testing.TB, user string) Stack {
 // Kafka is the kafka section that reaches this stack as its principal.
 func (s Stack) Kafka() kafkaconn.Config {
 	c := kafkaconn.Defaults()
-	c.Brokers = s.KafkaBrokers
+	c.Brokers, c.ReplicationFactor = s.KafkaBrokers, s.ReplicationFactor
 	if s.KafkaCAFile != "" {
 		c.TLS = tlsconfig.Config{Enabled: true, CAFile: s.KafkaCAFile}
 	}
@@ -123,6 +133,7 @@ func (s Stack) Kafka() kafkaconn.Config {
 // indented two spaces), for tests that write a configuration file.
 func (s Stack) KafkaYAML() string {
 	var b strings.Builder
+	fmt.Fprintf(&b, "  replication_factor: %d\n", s.ReplicationFactor)
 	if s.KafkaCAFile != "" {
 		b.WriteString("  tls: {enabled: true, ca_file: " + s.KafkaCAFile + "}\n")
 	}

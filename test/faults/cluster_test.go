@@ -1,0 +1,299 @@
+//go:build faults && cluster
+
+package faults
+
+// The cluster fault suite (make test-cluster): three Kafka nodes in KRaft
+// with replication factor 3 and min.insync.replicas 2, MinIO with four
+// drives in one erasure set, all over TLS (scripts/stack up --secure
+// --cluster). Each test breaks one component mid-stream and then reads the
+// whole archive back by event ID.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/custodylog/custody/internal/testkit/archivetest"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
+)
+
+func newClusterRig(t *testing.T, partitions int) *archiveRig {
+	t.Helper()
+	st := stacktest.Get(t)
+	if !st.Cluster {
+		t.Fatal("the cluster suite runs on scripts/stack up --secure --cluster (make test-cluster starts it)")
+	}
+	return newArchiveRig(t, partitions)
+}
+
+// leaderNode returns the stack name (kafka-N) of the broker leading
+// partition of topic.
+func leaderNode(t *testing.T, st stacktest.Stack, topic string, partition int) string {
+	t.Helper()
+	cl := &kafka.Client{Addr: kafka.TCP(st.KafkaBrokers...), Transport: st.Transport(), Timeout: 10 * time.Second}
+	md, err := cl.Metadata(context.Background(), &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range md.Topics[0].Partitions {
+		if p.ID == partition {
+			return fmt.Sprintf("kafka-%d", p.Leader.ID)
+		}
+	}
+	t.Fatalf("%s has no partition %d", topic, partition)
+	return ""
+}
+
+// kill9Node kills a stack process with SIGKILL and waits until it is gone.
+func kill9Node(t *testing.T, st stacktest.Stack, name string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(st.Dir, name, name+".pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill -9 %s (pid %d): %v", name, pid, err)
+	}
+	for deadline := time.Now().Add(30 * time.Second); syscall.Kill(pid, 0) == nil; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (pid %d) still alive 30 s after SIGKILL", name, pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("kill -9 %s (pid %d)", name, pid)
+}
+
+// waitArchived waits until the archiver behind metrics port has archived
+// more than n events.
+func waitArchived(t *testing.T, p *proc, port int, n float64) {
+	t.Helper()
+	for deadline := time.Now().Add(2 * time.Minute); !metricAbove(fmt.Sprintf("http://127.0.0.1:%d/metrics", port), "custody_archiver_events_archived_total", n); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the archiver did not archive %g events within 2 minutes:\n%s", n, tail(p.stderr.String()))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestClusterLeaderKillMidArchive kills, with SIGKILL, the broker leading
+// partition 0 while the archiver reads and events keep arriving, then
+// brings it back.
+func TestClusterLeaderKillMidArchive(t *testing.T) {
+	r := newClusterRig(t, 6)
+	r.produce(t, 30000, "a")
+	p := r.start(t, r.config(t, 19401))
+	waitArchived(t, p, 19401, 3000)
+	node := leaderNode(t, r.st, r.topic, 0)
+	kill9Node(t, r.st, node)
+	r.produce(t, 20000, "b") // two replicas of three: still min.insync.replicas
+	stack(t, "up", node)
+	r.produce(t, 5000, "c")
+	got := r.finish(t, p)
+	t.Logf("leader %s killed mid-archive: %d events in %d segments, exactly as sent", node, got.Events, got.Segments)
+}
+
+// TestClusterLeaderKillMidIngest kills the leader of partition 0 while a
+// client posts to custody ingest; every acknowledged event must reach the
+// archive. A producer that loses a leader mid-request may write a batch
+// twice (Kafka's non-idempotent produce): those copies share the event ID,
+// which readers deduplicate (docs/PIPELINE.md §5), so the test requires
+// none lost and reports the copies.
+func TestClusterLeaderKillMidIngest(t *testing.T) {
+	r := newClusterRig(t, 3)
+	cfg := writeConfig(t, r.st, r.topic, "")
+	ing := start(t, "ingest", "--config", cfg, "--log-level", "error")
+	waitHTTP(t, "http://127.0.0.1:19181/healthz", 30*time.Second)
+	arch := r.start(t, r.config(t, 19411))
+
+	acked := map[string]int{}
+	var mu sync.Mutex
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		client := &http.Client{Timeout: 30 * time.Second}
+		for batch := 0; ; batch++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			var body bytes.Buffer
+			var ids []string
+			for i := 0; i < 200; i++ {
+				id := fmt.Sprintf("i-%d-%d", batch, i)
+				ids = append(ids, id)
+				fmt.Fprintf(&body, `{"id":"%s","kind":"connection","tenant":"acme","ip":"198.51.100.%d"}`+"\n", id, i)
+			}
+			req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:18181/v1/events", &body)
+			req.Header.Set("Authorization", "Bearer faults-token-0123456789")
+			resp, err := client.Do(req)
+			if err != nil {
+				continue
+			}
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusAccepted {
+				mu.Lock()
+				for _, id := range ids {
+					acked[id] = 1
+				}
+				mu.Unlock()
+			}
+		}
+	}()
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
+	for deadline := time.Now().Add(time.Minute); count() < 5000; {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d events acknowledged in a minute", count())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	node := leaderNode(t, r.st, r.topic, 0)
+	kill9Node(t, r.st, node)
+	before := count()
+	for deadline := time.Now().Add(time.Minute); count() < before+5000; {
+		if time.Now().After(deadline) {
+			t.Fatalf("ingest acknowledged %d events in the minute after %s died; want 5000 (two replicas remain)", count()-before, node)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stack(t, "up", node)
+	// A little more traffic with the node back, until a batch is
+	// acknowledged.
+	for after := count(); count() == after; {
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+
+	// Every acknowledged event reaches Kafka (from ingest's spool, if it
+	// had to), then the archive.
+	want := map[string]bool{}
+	for id := range acked {
+		want[id] = true
+	}
+	stacktest.ReadUntil(t, r.st, r.topic, allIDs(t, want), 3*time.Minute)
+	ing.stop(t)
+	r.want = acked
+	for deadline := time.Now().Add(2 * time.Minute); !stacktest.CaughtUp(r.st, r.group, r.topic); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the archiver did not catch up:\n%s", tail(arch.stderr.String()))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	arch.stop(t)
+	lost, doubled := archivetest.Compare(r.want, archivetest.Read(t, r.store, r.kr))
+	if len(lost) > 0 {
+		t.Fatalf("%d of %d acknowledged events not archived (%.5v)", len(lost), len(acked), lost)
+	}
+	t.Logf("leader %s killed mid-ingest: %d acknowledged events all archived; %d stored twice by producer retries (one per (tenant, ID) to readers)", node, len(acked), len(doubled))
+}
+
+// TestClusterDriveLoss takes one of MinIO's four drives away while the
+// archiver writes, and gives it back at the end (MinIO heals it).
+func TestClusterDriveLoss(t *testing.T) {
+	r := newClusterRig(t, 6)
+	drive := filepath.Join(r.st.Dir, "minio", "d2")
+	r.produce(t, 20000, "a")
+	p := r.start(t, r.config(t, 19421))
+	waitArchived(t, p, 19421, 3000)
+	if err := os.Rename(drive, drive+".away"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Rename(drive+".away", drive) })
+	r.produce(t, 20000, "b")
+	got := r.finish(t, p)
+	if err := os.Rename(drive+".away", drive); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("one drive of four away mid-archive: %d events in %d segments, exactly as sent", got.Events, got.Segments)
+}
+
+// quorumLeader asks Kafka's own kafka-metadata-quorum tool which node
+// leads the KRaft quorum: the active controller.
+func quorumLeader(t *testing.T, st stacktest.Stack) string {
+	t.Helper()
+	props := filepath.Join(t.TempDir(), "admin.properties")
+	os.WriteFile(props, []byte(fmt.Sprintf("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"+
+		"sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"%s\" password=\"%s\";\n"+
+		"ssl.truststore.type=PEM\nssl.truststore.location=%s\n", st.KafkaUser, st.KafkaPassword, st.KafkaCAFile)), 0o600)
+	out, err := exec.Command("java", "-Xmx256m", "-cp", filepath.Join(os.Getenv("CUSTODY_KAFKA_LIBS"), "*"), "org.apache.kafka.tools.MetadataQuorumCommand",
+		"--bootstrap-server", strings.Join(st.KafkaBrokers, ","), "--command-config", props, "describe", "--status").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kafka-metadata-quorum: %v\n%s", err, out)
+	}
+	m := regexp.MustCompile(`LeaderId:\s+(\d+)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("kafka-metadata-quorum names no leader:\n%s", out)
+	}
+	return "kafka-" + string(m[1])
+}
+
+// TestClusterControllerRestart restarts the active controller while the
+// archiver reads and events arrive.
+func TestClusterControllerRestart(t *testing.T) {
+	r := newClusterRig(t, 6)
+	r.produce(t, 20000, "a")
+	p := r.start(t, r.config(t, 19431))
+	waitArchived(t, p, 19431, 3000)
+	node := quorumLeader(t, r.st)
+	stack(t, "down", node)
+	r.produce(t, 15000, "b")
+	stack(t, "up", node)
+	if now := quorumLeader(t, r.st); now == "" {
+		t.Fatal("no quorum leader after the restart")
+	}
+	r.produce(t, 5000, "c")
+	got := r.finish(t, p)
+	t.Logf("controller %s restarted mid-archive: %d events in %d segments, exactly as sent", node, got.Events, got.Segments)
+}
+
+// TestClusterScaleArchivers archives a 1,000,000-event run while the group
+// grows from one archiver to three and shrinks back to one.
+func TestClusterScaleArchivers(t *testing.T) {
+	r := newClusterRig(t, 6)
+	a := r.start(t, r.config(t, 19441))
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 10; i++ {
+			r.produce(t, 100000, fmt.Sprintf("s%d", i))
+		}
+	}()
+	waitArchived(t, a, 19441, 50000)
+	b := r.start(t, r.config(t, 19442))
+	c := r.start(t, r.config(t, 19443))
+	for _, m := range []struct {
+		p    *proc
+		port int
+	}{{a, 19441}, {b, 19442}, {c, 19443}} {
+		waitArchived(t, m.p, m.port, 1000) // each took partitions and archived
+	}
+	b.stop(t)
+	c.stop(t)
+	wg.Wait()
+	got := r.finish(t, a)
+	if got.Events != 1000000 {
+		t.Fatalf("%d events archived; want 1,000,000", got.Events)
+	}
+	t.Logf("1,000,000 events while the group went 1 → 3 → 1 archivers: %d segments, exactly as sent", got.Segments)
+}

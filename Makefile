@@ -15,9 +15,11 @@ build:
 
 # Lint and the fast unit tests (-short) first, so both stay green; then unit
 # and integration tests together against the real Kafka and MinIO, then the
-# fault-injection suite (which stops and restarts them, so it runs alone).
-# The stack is the secure one: Kafka over SASL_SSL with SCRAM and ACLs,
-# MinIO over HTTPS (docs/DEPLOY.md).
+# fault-injection suite (which stops and restarts them, so it runs alone),
+# then the cluster fault suite on three Kafka nodes and four MinIO drives
+# (make test-cluster). The stacks are the secure ones: Kafka over SASL_SSL
+# with SCRAM and ACLs, MinIO over HTTPS (docs/DEPLOY.md). About 25 minutes
+# on two cores.
 # The stack is brought down whether the tests pass or not; the exit code is
 # the first failure's.
 test:
@@ -27,7 +29,8 @@ test:
 	$(STACK) up --secure
 	rc=0; $(WITH_STACK) $(GOTESTSUM) --format pkgname-and-test-fails -- -race -count=1 -timeout 30m ./... || rc=$$?; \
 	$(WITH_STACK) $(GOTESTSUM) --format pkgname-and-test-fails -- -tags faults -p 1 -count=1 -timeout 30m ./test/faults/ || rc=$$?; \
-	$(STACK) down; exit $$rc
+	$(STACK) down; \
+	$(MAKE) test-cluster || rc=$$?; exit $$rc
 
 # The cluster fault suite: three Kafka nodes (RF 3, min ISR 2) and MinIO on
 # four drives, over TLS (scripts/stack up --secure --cluster); a broker

@@ -57,9 +57,11 @@ func leaderNode(t *testing.T, st stacktest.Stack, topic string, partition int) s
 	return ""
 }
 
-// kill9Node kills a stack process with SIGKILL and waits until it is gone.
+// kill9Node kills a stack process with SIGKILL and waits until it is
+// gone; the test's cleanup starts it again if the test did not.
 func kill9Node(t *testing.T, st stacktest.Stack, name string) {
 	t.Helper()
+	t.Cleanup(func() { stack(t, "up", name) })
 	b, err := os.ReadFile(filepath.Join(st.Dir, name, name+".pid"))
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +80,39 @@ func kill9Node(t *testing.T, st stacktest.Stack, name string) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("kill -9 %s (pid %d)", name, pid)
+}
+
+// waitFailover waits until every partition of topic has a leader other
+// than the dead node: the controller fenced it (broker.session.timeout.ms)
+// and moved its leaderships. Producers that give up sooner than that lose
+// writes; ingest spools them, the test's producer waits here.
+func waitFailover(t *testing.T, st stacktest.Stack, topic, dead string) {
+	t.Helper()
+	var alive []string
+	for i, b := range st.KafkaBrokers {
+		if fmt.Sprintf("kafka-%d", i+1) != dead {
+			alive = append(alive, b)
+		}
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		cl := &kafka.Client{Addr: kafka.TCP(alive...), Transport: st.Transport(), Timeout: 5 * time.Second}
+		md, err := cl.Metadata(context.Background(), &kafka.MetadataRequest{Topics: []string{topic}})
+		moved := err == nil && len(md.Topics) == 1 && len(md.Topics[0].Partitions) > 0
+		if moved {
+			for _, p := range md.Topics[0].Partitions {
+				if fmt.Sprintf("kafka-%d", p.Leader.ID) == dead || p.Leader.Host == "" {
+					moved = false
+				}
+			}
+		}
+		if moved {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("partitions of %s still led by %s a minute after it died: %v", topic, dead, err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 }
 
 // waitArchived waits until the archiver behind metrics port has archived
@@ -102,6 +137,7 @@ func TestClusterLeaderKillMidArchive(t *testing.T) {
 	waitArchived(t, p, 19401, 3000)
 	node := leaderNode(t, r.st, r.topic, 0)
 	kill9Node(t, r.st, node)
+	waitFailover(t, r.st, r.topic, node)
 	r.produce(t, 20000, "b") // two replicas of three: still min.insync.replicas
 	stack(t, "up", node)
 	r.produce(t, 5000, "c")
@@ -207,24 +243,24 @@ func TestClusterLeaderKillMidIngest(t *testing.T) {
 	t.Logf("leader %s killed mid-ingest: %d acknowledged events all archived; %d stored twice by producer retries (one per (tenant, ID) to readers)", node, len(acked), len(doubled))
 }
 
-// TestClusterDriveLoss takes one of MinIO's four drives away while the
-// archiver writes, and gives it back at the end (MinIO heals it).
+// TestClusterDriveLoss takes one of MinIO's four drives away (its
+// directory moved aside) while the archiver writes. MinIO serves on from
+// the other three, finds the empty drive, formats it as a replacement and
+// heals it.
 func TestClusterDriveLoss(t *testing.T) {
 	r := newClusterRig(t, 6)
 	drive := filepath.Join(r.st.Dir, "minio", "d2")
 	r.produce(t, 20000, "a")
 	p := r.start(t, r.config(t, 19421))
 	waitArchived(t, p, 19421, 3000)
-	if err := os.Rename(drive, drive+".away"); err != nil {
+	gone := fmt.Sprintf("%s.away-%d", drive, time.Now().UnixNano())
+	if err := os.Rename(drive, gone); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.Rename(drive+".away", drive) })
+	t.Cleanup(func() { os.RemoveAll(gone) })
 	r.produce(t, 20000, "b")
 	got := r.finish(t, p)
-	if err := os.Rename(drive+".away", drive); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("one drive of four away mid-archive: %d events in %d segments, exactly as sent", got.Events, got.Segments)
+	t.Logf("one drive of four taken away mid-archive: %d events in %d segments, exactly as sent", got.Events, got.Segments)
 }
 
 // quorumLeader asks Kafka's own kafka-metadata-quorum tool which node
@@ -256,6 +292,7 @@ func TestClusterControllerRestart(t *testing.T) {
 	waitArchived(t, p, 19431, 3000)
 	node := quorumLeader(t, r.st)
 	stack(t, "down", node)
+	waitFailover(t, r.st, r.topic, node)
 	r.produce(t, 15000, "b")
 	stack(t, "up", node)
 	if now := quorumLeader(t, r.st); now == "" {

@@ -262,6 +262,22 @@ func (s *Sink) Run(ctx context.Context) error {
 			if err == nil || ctx.Err() != nil {
 				return err
 			}
+			// Retry only what Kafka did not take: sending again the part
+			// of a batch that was acknowledged (the partitions whose leader
+			// answered) would store it twice.
+			var we kafka.WriteErrors
+			if errors.As(err, &we) && len(we) == len(msgs) {
+				left := msgs[:0:0]
+				for i, e := range we {
+					if e != nil {
+						left = append(left, msgs[i])
+					}
+				}
+				if len(left) == 0 {
+					return nil
+				}
+				msgs = left
+			}
 			s.kafkaErrors.Inc()
 			s.log.Warn("cannot drain spool to kafka; retrying", zap.Int("events", len(msgs)), zap.Duration("backoff", backoff), zap.Error(err))
 			select {

@@ -21,6 +21,7 @@ import (
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/secret"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
+	"github.com/custodylog/custody/internal/testkit/testca"
 )
 
 // newStore returns a Store on a fresh bucket of the real stack, initialised
@@ -348,5 +349,39 @@ func TestCredentialsChain(t *testing.T) {
 	cfg.AccessKey = "x"
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "credentials: is chain, but access_key or secret_key is set too") {
 		t.Errorf("chain plus static keys: %v", err)
+	}
+}
+
+// MinIO over TLS with the wrong CA, or with certificate checks asked of
+// a plain listener, is refused at the first request with the cause named.
+func TestTLSRefusals(t *testing.T) {
+	st := stacktest.Get(t)
+	if st.S3CAFile == "" {
+		t.Fatal("needs the secure stack (scripts/stack up --secure, as make test runs it)")
+	}
+	other := testca.New(t, "another-ca").WritePEM(t, t.TempDir())
+	cfg := Config{Endpoint: st.S3Endpoint, Bucket: stacktest.Name(t, "tls"), Region: "us-east-1",
+		AccessKey: secret.String(st.S3AccessKey), SecretKey: secret.String(st.S3SecretKey), TLS: st.S3TLS()}
+	cfg.TLS.CAFile = other
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := s.mc.ListBuckets(ctx); err == nil || !strings.Contains(err.Error(), "certificate signed by unknown authority") {
+		t.Errorf("wrong CA: %v; want the certificate refused", err)
+	}
+	// TLS off against the HTTPS endpoint: MinIO answers plain HTTP with an
+	// error, never with data.
+	cfg.TLS = st.S3TLS()
+	cfg.TLS.Enabled, cfg.TLS.CAFile = false, ""
+	if s, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.mc.ListBuckets(ctx); err == nil {
+		t.Error("plain HTTP to MinIO's TLS port listed the buckets")
+	} else {
+		t.Logf("plain HTTP to the TLS endpoint: %v", err)
 	}
 }

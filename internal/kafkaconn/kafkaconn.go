@@ -366,28 +366,11 @@ func (c *Client) topicReady(ctx context.Context, topic string) error {
 // what is recent, for readers that must see events not yet archived. fn
 // must not keep value.
 func (c *Client) ReadSince(ctx context.Context, topic string, since time.Time, fn func(value []byte) error) error {
-	md, err := c.cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	offs, err := c.offsets(ctx, topic, func(p int) kafka.OffsetRequest { return kafka.TimeOffsetOf(p, since) })
 	if err != nil {
-		return fmt.Errorf("cannot read the metadata of %s: %w", topic, err)
+		return err
 	}
-	var reqs []kafka.OffsetRequest
-	for _, t := range md.Topics {
-		if t.Error != nil {
-			return fmt.Errorf("topic %s: %w", topic, t.Error)
-		}
-		for _, p := range t.Partitions {
-			reqs = append(reqs, kafka.TimeOffsetOf(p.ID, since), kafka.LastOffsetOf(p.ID))
-		}
-	}
-	// One request per kind of offset: the answer keys offsets by partition.
-	lo, err := c.cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
-	if err != nil {
-		return fmt.Errorf("cannot list the offsets of %s: %w", topic, err)
-	}
-	for _, po := range lo.Topics[topic] {
-		if po.Error != nil {
-			return fmt.Errorf("topic %s partition %d: %w", topic, po.Partition, po.Error)
-		}
+	for _, po := range offs {
 		start, end := int64(-1), po.LastOffset
 		for off := range po.Offsets {
 			if off >= 0 && (start < 0 || off < start) {
@@ -408,6 +391,35 @@ func (c *Client) ReadSince(ctx context.Context, topic string, since time.Time, f
 		}
 	}
 	return nil
+}
+
+// offsets lists, for every partition of topic, the end offset and the
+// offset that first asks for (the first offset, or one by time).
+func (c *Client) offsets(ctx context.Context, topic string, first func(partition int) kafka.OffsetRequest) ([]kafka.PartitionOffsets, error) {
+	md, err := c.cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the metadata of %s: %w", topic, err)
+	}
+	var reqs []kafka.OffsetRequest
+	for _, t := range md.Topics {
+		if t.Error != nil {
+			return nil, fmt.Errorf("topic %s: %w", topic, t.Error)
+		}
+		for _, p := range t.Partitions {
+			reqs = append(reqs, first(p.ID), kafka.LastOffsetOf(p.ID))
+		}
+	}
+	// One request per kind of offset: the answer keys offsets by partition.
+	lo, err := c.cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("cannot list the offsets of %s: %w", topic, err)
+	}
+	for _, po := range lo.Topics[topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("topic %s partition %d: %w", topic, po.Partition, po.Error)
+		}
+	}
+	return lo.Topics[topic], nil
 }
 
 // Record is one Kafka record as Scan passes it.
@@ -433,28 +445,12 @@ func (r Record) Header(key string) string {
 // Partitions returns each partition of topic with its first and end
 // offsets (the end is the offset the next record will get).
 func (c *Client) Partitions(ctx context.Context, topic string) (map[int][2]int64, error) {
-	md, err := c.cl.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	offs, err := c.offsets(ctx, topic, kafka.FirstOffsetOf)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read the metadata of %s: %w", topic, err)
-	}
-	var reqs []kafka.OffsetRequest
-	for _, t := range md.Topics {
-		if t.Error != nil {
-			return nil, fmt.Errorf("topic %s: %w", topic, t.Error)
-		}
-		for _, p := range t.Partitions {
-			reqs = append(reqs, kafka.FirstOffsetOf(p.ID), kafka.LastOffsetOf(p.ID))
-		}
-	}
-	lo, err := c.cl.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
-	if err != nil {
-		return nil, fmt.Errorf("cannot list the offsets of %s: %w", topic, err)
+		return nil, err
 	}
 	out := map[int][2]int64{}
-	for _, po := range lo.Topics[topic] {
-		if po.Error != nil {
-			return nil, fmt.Errorf("topic %s partition %d: %w", topic, po.Partition, po.Error)
-		}
+	for _, po := range offs {
 		out[po.Partition] = [2]int64{po.FirstOffset, po.LastOffset}
 	}
 	return out, nil

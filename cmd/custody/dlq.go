@@ -138,7 +138,11 @@ dead-letter topic and the replay group, and Write on the events topic
 				fmt.Fprintf(cmd.ErrOrStderr(), "%s/%d: offsets %d to %d pending\n", cfg.Kafka.DLQTopic, sp.Partition, sp.From, sp.To-1)
 			}
 			if dryRun || n == 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "%d dead letters to replay (group %s)%s\n", n, group, map[bool]string{true: "; dry run: nothing written"}[dryRun])
+				note := ""
+				if dryRun {
+					note = "; dry run: nothing written"
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "%d dead letters to replay (group %s)%s\n", n, group, note)
 				return nil
 			}
 			host, _ := os.Hostname()
@@ -153,7 +157,7 @@ dead-letter topic and the replay group, and Write on the events topic
 			w := &kafka.Writer{Addr: kafka.TCP(cfg.Kafka.Brokers...), Topic: cfg.Kafka.Topic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Murmur2Balancer{},
 				Transport: kc.Transport(), BatchSize: 500, BatchTimeout: 5 * time.Millisecond}
 			defer w.Close()
-			res, runErr := dlq.Replay(ctx, kc, w, cfg.Kafka.DLQTopic, group, spans, nil)
+			res, runErr := dlq.Replay(ctx, kc, w, cfg.Kafka.DLQTopic, group, spans)
 			outcome := map[string]any{"phase": "result", "group": group, "replayed": res.Replayed, "spans": res.Spans, "duration_ms": time.Since(start).Milliseconds()}
 			if runErr != nil {
 				outcome["error"] = runErr.Error()

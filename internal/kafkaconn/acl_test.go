@@ -3,9 +3,7 @@ package kafkaconn_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,7 +28,7 @@ func TestDeployACLs(t *testing.T) {
 	}
 	events, dlq, group := stacktest.Topic(t, st, 1), stacktest.Topic(t, st, 1), stacktest.Name(t, "g")
 	for _, args := range deployACLCommands(t, map[string]string{"custody.events": events, "custody.events.dlq": dlq, "custody-archiver": group}) {
-		runACLCommand(t, st, args)
+		stacktest.KafkaTool(t, st, "org.apache.kafka.tools.AclCommand", args...)
 	}
 
 	type op struct {
@@ -134,34 +132,6 @@ func deployACLCommands(t *testing.T, names map[string]string) [][]string {
 		t.Fatal("docs/DEPLOY.md: no kafka-acls.sh line in the acls block")
 	}
 	return cmds
-}
-
-// runACLCommand runs Kafka's AclCommand (what kafka-acls.sh runs) as the
-// stack's administrator.
-func runACLCommand(t *testing.T, st stacktest.Stack, args []string) {
-	t.Helper()
-	libs := os.Getenv("CUSTODY_KAFKA_LIBS")
-	if libs == "" {
-		t.Fatal("CUSTODY_KAFKA_LIBS is not set: source .stack/env (make test does)")
-	}
-	props := filepath.Join(t.TempDir(), "admin.properties")
-	if err := os.WriteFile(props, []byte(fmt.Sprintf("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"+
-		"sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"%s\" password=\"%s\";\n"+
-		"ssl.truststore.type=PEM\nssl.truststore.location=%s\n", st.KafkaUser, st.KafkaPassword, st.KafkaCAFile)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	for i, a := range args {
-		switch a {
-		case `"$BOOTSTRAP"`, "$BOOTSTRAP":
-			args[i] = strings.Join(st.KafkaBrokers, ",")
-		case "admin.properties":
-			args[i] = props
-		}
-	}
-	cmd := exec.Command("java", append([]string{"-Xmx256m", "-cp", filepath.Join(libs, "*"), "org.apache.kafka.tools.AclCommand"}, args...)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("kafka-acls %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
 }
 
 // hidden reports whether the broker refuses to describe topic to the

@@ -130,8 +130,8 @@ const batch = 500
 // Replay produces the letters of spans (from Pending) to w, with their
 // keys, values and headers as the sender wrote them (the dead-letter
 // headers removed), and commits each batch's end under group once Kafka
-// acknowledged it. each, if not nil, sees every letter replayed.
-func Replay(ctx context.Context, kc *kafkaconn.Client, w writer, topic, group string, spans []Span, each func(Letter)) (Result, error) {
+// acknowledged it.
+func Replay(ctx context.Context, kc *kafkaconn.Client, w writer, topic, group string, spans []Span) (Result, error) {
 	var res Result
 	for _, sp := range spans {
 		var msgs []kafka.Message
@@ -151,9 +151,6 @@ func Replay(ctx context.Context, kc *kafkaconn.Client, w writer, topic, group st
 			return nil
 		}
 		err := kc.Scan(ctx, topic, sp.Partition, sp.From, sp.To, func(r kafkaconn.Record) error {
-			if each != nil {
-				each(letter(r))
-			}
 			msgs = append(msgs, kafka.Message{Key: r.Key, Value: r.Value, Headers: senderHeaders(r.Headers)})
 			next = r.Offset + 1
 			if len(msgs) == batch {

@@ -87,7 +87,7 @@ func TestListAndReplay(t *testing.T) {
 	}
 	w := &kafka.Writer{Addr: kafka.TCP(st.KafkaBrokers...), Topic: topic, RequiredAcks: kafka.RequireAll, Balancer: &kafka.Murmur2Balancer{}, Transport: st.Transport(), BatchTimeout: time.Millisecond}
 	defer w.Close()
-	res, err := dlq.Replay(ctx, cl, w, dlqTopic, group+"-replay", pending, nil)
+	res, err := dlq.Replay(ctx, cl, w, dlqTopic, group+"-replay", pending)
 	if err != nil {
 		t.Fatal(err)
 	}

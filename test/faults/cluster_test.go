@@ -9,12 +9,10 @@ package faults
 // whole archive back by event ID.
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -172,27 +170,12 @@ func TestClusterLeaderKillMidIngest(t *testing.T) {
 				return
 			default:
 			}
-			var body bytes.Buffer
-			var ids []string
-			for i := 0; i < 200; i++ {
-				id := fmt.Sprintf("i-%d-%d", batch, i)
-				ids = append(ids, id)
-				fmt.Fprintf(&body, `{"id":"%s","kind":"connection","tenant":"acme","ip":"198.51.100.%d"}`+"\n", id, i)
+			ids := postBatch(client, "i", batch)
+			mu.Lock()
+			for _, id := range ids {
+				acked[id] = 1
 			}
-			req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:18181/v1/events", &body)
-			req.Header.Set("Authorization", "Bearer faults-token-0123456789")
-			resp, err := client.Do(req)
-			if err != nil {
-				continue
-			}
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusAccepted {
-				mu.Lock()
-				for _, id := range ids {
-					acked[id] = 1
-				}
-				mu.Unlock()
-			}
+			mu.Unlock()
 		}
 	}()
 	count := func() int { mu.Lock(); defer mu.Unlock(); return len(acked) }
@@ -214,7 +197,10 @@ func TestClusterLeaderKillMidIngest(t *testing.T) {
 	stack(t, "up", node)
 	// A little more traffic with the node back, until a batch is
 	// acknowledged.
-	for after := count(); count() == after; {
+	for after, deadline := count(), time.Now().Add(time.Minute); count() == after; {
+		if time.Now().After(deadline) {
+			t.Fatalf("ingest acknowledged nothing in the minute after %s came back", node)
+		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	close(stop)
@@ -267,15 +253,8 @@ func TestClusterDriveLoss(t *testing.T) {
 // leads the KRaft quorum: the active controller.
 func quorumLeader(t *testing.T, st stacktest.Stack) string {
 	t.Helper()
-	props := filepath.Join(t.TempDir(), "admin.properties")
-	os.WriteFile(props, []byte(fmt.Sprintf("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"+
-		"sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"%s\" password=\"%s\";\n"+
-		"ssl.truststore.type=PEM\nssl.truststore.location=%s\n", st.KafkaUser, st.KafkaPassword, st.KafkaCAFile)), 0o600)
-	out, err := exec.Command("java", "-Xmx256m", "-cp", filepath.Join(os.Getenv("CUSTODY_KAFKA_LIBS"), "*"), "org.apache.kafka.tools.MetadataQuorumCommand",
-		"--bootstrap-server", strings.Join(st.KafkaBrokers, ","), "--command-config", props, "describe", "--status").CombinedOutput()
-	if err != nil {
-		t.Fatalf("kafka-metadata-quorum: %v\n%s", err, out)
-	}
+	out := stacktest.KafkaTool(t, st, "org.apache.kafka.tools.MetadataQuorumCommand",
+		"--bootstrap-server", "$BOOTSTRAP", "--command-config", "admin.properties", "describe", "--status")
 	m := regexp.MustCompile(`LeaderId:\s+(\d+)`).FindSubmatch(out)
 	if m == nil {
 		t.Fatalf("kafka-metadata-quorum names no leader:\n%s", out)
@@ -307,18 +286,21 @@ func TestClusterControllerRestart(t *testing.T) {
 // grows from one archiver to three and shrinks back to one.
 func TestClusterScaleArchivers(t *testing.T) {
 	r := newClusterRig(t, 6)
+	// The events arrive in ten waves of 100,000 while the archivers work:
+	// two waves with one member, four with three, four with one again.
 	a := r.start(t, r.config(t, 19441))
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for i := 0; i < 10; i++ {
-			r.produce(t, 100000, fmt.Sprintf("s%d", i))
+	wave := 0
+	produce := func(n int) {
+		for ; n > 0; n-- {
+			r.produce(t, 100000, fmt.Sprintf("s%d", wave))
+			wave++
 		}
-	}()
+	}
+	produce(2)
 	waitArchived(t, a, 19441, 50000)
 	b := r.start(t, r.config(t, 19442))
 	c := r.start(t, r.config(t, 19443))
+	produce(4)
 	for _, m := range []struct {
 		p    *proc
 		port int
@@ -327,7 +309,7 @@ func TestClusterScaleArchivers(t *testing.T) {
 	}
 	b.stop(t)
 	c.stop(t)
-	wg.Wait()
+	produce(4)
 	got := r.finish(t, a)
 	if got.Events != 1000000 {
 		t.Fatalf("%d events archived; want 1,000,000", got.Events)

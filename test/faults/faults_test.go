@@ -120,6 +120,31 @@ func waitHTTP(t *testing.T, url string, timeout time.Duration) {
 	}
 }
 
+// postBatch posts 200 connection events, named prefix-batch-i, to the
+// ingest of writeConfig's configuration and returns their IDs if ingest
+// acknowledged them (202), nil otherwise (refused, or the request failed:
+// the process was killed under it).
+func postBatch(client *http.Client, prefix string, batch int) []string {
+	var body bytes.Buffer
+	ids := make([]string, 0, 200)
+	for i := 0; i < 200; i++ {
+		id := fmt.Sprintf("%s-%d-%d", prefix, batch, i)
+		ids = append(ids, id)
+		fmt.Fprintf(&body, `{"id":"%s","kind":"connection","tenant":"acme","ip":"198.51.100.%d"}`+"\n", id, i)
+	}
+	req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:18181/v1/events", &body)
+	req.Header.Set("Authorization", "Bearer faults-token-0123456789")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		return nil
+	}
+	return ids
+}
+
 func writeConfig(t *testing.T, st stacktest.Stack, topic, extra string) string {
 	t.Helper()
 	dir := t.TempDir()

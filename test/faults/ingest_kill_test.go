@@ -3,8 +3,6 @@
 package faults
 
 import (
-	"bytes"
-	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"syscall"
@@ -31,26 +29,14 @@ func TestIngestKill9(t *testing.T) {
 	sendFor := func(d time.Duration) {
 		end := time.Now().Add(d)
 		for time.Now().Before(end) {
-			var body bytes.Buffer
-			var ids []string
-			for i := 0; i < 200; i++ {
-				id := fmt.Sprintf("k-%d-%d", batch, i)
-				ids = append(ids, id)
-				fmt.Fprintf(&body, `{"id":"%s","kind":"connection","tenant":"acme","ip":"198.51.100.%d"}`+"\n", id, i)
-			}
+			ids := postBatch(client, "k", batch)
 			batch++
-			req, _ := http.NewRequest(http.MethodPost, "http://127.0.0.1:18181/v1/events", &body)
-			req.Header.Set("Authorization", "Bearer faults-token-0123456789")
-			resp, err := client.Do(req)
-			if err != nil {
+			if ids == nil {
 				time.Sleep(20 * time.Millisecond) // the server is restarting
 				continue
 			}
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusAccepted {
-				for _, id := range ids {
-					acked[id] = true
-				}
+			for _, id := range ids {
+				acked[id] = true
 			}
 		}
 	}

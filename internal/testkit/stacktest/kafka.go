@@ -3,6 +3,10 @@ package stacktest
 import (
 	"context"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -148,4 +152,43 @@ func Progress(st Stack, group, topic string) (bool, string) {
 		}
 	}
 	return ok, b.String()
+}
+
+// KafkaTool runs one of Kafka's command-line tools (class, such as
+// org.apache.kafka.tools.AclCommand for kafka-acls.sh) from the stack's
+// Kafka install, as the stack's principal, and returns its output or ends
+// the test. In args, "$BOOTSTRAP" stands for the brokers and
+// "admin.properties" for a client configuration file of the principal
+// (SASL_SSL with SCRAM on the secure stack), as Kafka's documentation
+// writes them.
+func KafkaTool(t testing.TB, st Stack, class string, args ...string) []byte {
+	t.Helper()
+	libs := os.Getenv("CUSTODY_KAFKA_LIBS")
+	if libs == "" {
+		t.Fatal("CUSTODY_KAFKA_LIBS is not set: source .stack/env (make test does)")
+	}
+	props := filepath.Join(t.TempDir(), "admin.properties")
+	var conf string
+	if st.Secure() {
+		conf = fmt.Sprintf("security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-512\n"+
+			"sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"%s\" password=\"%s\";\n"+
+			"ssl.truststore.type=PEM\nssl.truststore.location=%s\n", st.KafkaUser, st.KafkaPassword, st.KafkaCAFile)
+	}
+	if err := os.WriteFile(props, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args = slices.Clone(args)
+	for i, a := range args {
+		switch a {
+		case `"$BOOTSTRAP"`, "$BOOTSTRAP":
+			args[i] = strings.Join(st.KafkaBrokers, ",")
+		case "admin.properties":
+			args[i] = props
+		}
+	}
+	out, err := exec.Command("java", append([]string{"-Xmx256m", "-cp", filepath.Join(libs, "*"), class}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", class, strings.Join(args, " "), err, out)
+	}
+	return out
 }

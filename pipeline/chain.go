@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -75,21 +76,23 @@ func (w *worker) loadChain(ctx context.Context, md string) error {
 			w.ch.from = c.Offset
 		}
 	} else {
-		var newest string
+		var names []string
 		err := w.retry(ctx, "list checkpoints", func() error {
-			newest = ""
+			names = names[:0]
 			for o, err := range a.store.List(ctx, chain.PartitionPrefix(topic, part)) {
 				if err != nil {
 					return err
 				}
-				newest = max(newest, o.Name)
+				names = append(names, o.Name)
 			}
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		if newest != "" {
+		slices.Sort(names)
+		if n := len(names); n > 0 {
+			newest := names[n-1]
 			b, err := w.getObject(ctx, newest)
 			if err != nil {
 				return err
@@ -101,6 +104,9 @@ func (w *worker) loadChain(ctx context.Context, md string) error {
 			w.ch.have, w.ch.seq, w.ch.hash, w.ch.from = true, c.Seq, chain.Hash(b), c.Offset
 			a.log.Warn("no chain position in the commit metadata; continuing after the newest checkpoint",
 				zap.String("checkpoint", newest), zap.Int64("its_offset", c.Offset), zap.Int64("committed", w.committed))
+			if err := w.learnListed(ctx, names, c); err != nil {
+				return err
+			}
 		} else if w.committed >= 0 {
 			w.ch.from = w.committed
 		}
@@ -127,6 +133,49 @@ func (w *worker) loadChain(ctx context.Context, md string) error {
 			w.ch.known[s.Name] = true
 		}
 		w.ch.seq, w.ch.hash, w.ch.from = c.Seq, chain.Hash(b), c.Offset
+	}
+	return nil
+}
+
+// learnListed remembers the segments that the checkpoints up to the head
+// list at or past the head's offset, when no commit records how far the
+// segments past it reach (the first commit never happened, or the group's
+// offsets expired and replay starts from the log's beginning). Replay finds
+// those segments stored again, and without this the next checkpoint would
+// list them a second time. Segments below the head's offset need no
+// memory: listSegment knows them listed (docs/CHAIN.md §2, rule 2). A
+// segment with a first offset past the head's can be listed by any older
+// checkpoint (a buffer of a late hour holds the commit back while others
+// are cut), so every checkpoint is read: a rare recovery path, one GET per
+// checkpoint of the partition.
+func (w *worker) learnListed(ctx context.Context, names []string, head *chain.Checkpoint) error {
+	keep := func(c *chain.Checkpoint) {
+		for _, s := range c.Segments {
+			if s.First >= head.Offset {
+				w.ch.known[s.Name] = true
+			}
+		}
+	}
+	keep(head)
+	for _, name := range names[:len(names)-1] {
+		b, err := w.getObject(ctx, name)
+		if errors.Is(err, store.ErrNotFound) {
+			continue // expired since the listing
+		}
+		if err != nil {
+			return err
+		}
+		c, _, err := chain.Decode(b, w.a.keys.Public)
+		if err != nil {
+			// custody verify reports it; what it lists cannot be trusted
+			// here either.
+			w.a.log.Error("cannot read an older checkpoint of the partition; segments it lists may be listed again", zap.String("checkpoint", name), zap.Error(err))
+			continue
+		}
+		keep(c)
+	}
+	if len(names) > 1 {
+		w.a.log.Info("read the partition's checkpoints for the segments they list", zap.Int("checkpoints", len(names)), zap.Int("segments_past_head", len(w.ch.known)))
 	}
 	return nil
 }
@@ -202,7 +251,10 @@ func splitRanges(rs []chain.Range, c int64) (below, rest []chain.Range) {
 // listSegment adds a segment stored (or found stored) since the head to
 // the next checkpoint, unless a checkpoint lists it already.
 func (w *worker) listSegment(s chain.Segment) {
-	if w.ch.known[s.Name] {
+	if w.ch.known[s.Name] || (w.ch.from >= 0 && s.First < w.ch.from) {
+		// Listed already: by a checkpoint after the head (known), or,
+		// starting below the head's offset, by one at or before it
+		// (docs/CHAIN.md §2, rule 2).
 		return
 	}
 	if w.ch.known == nil {

@@ -448,3 +448,135 @@ func TestCheckpointRetryAndRefusal(t *testing.T) {
 		t.Errorf("commits after the refusal: %v", cm.offsets[commits:])
 	}
 }
+
+// failingCommitter refuses every commit, as a group coordinator that is
+// away (a broker restart) would.
+type failingCommitter struct{ n int }
+
+func (c *failingCommitter) OffsetCommit(context.Context, *kafka.OffsetCommitRequest) (*kafka.OffsetCommitResponse, error) {
+	c.n++
+	return nil, errors.New("coordinator not available")
+}
+
+// TestReplayAfterUncommittedCheckpoints: the partition's first
+// checkpoints are stored but their commits fail (Kafka restarting), so the
+// next owner finds no chain position in the commit and replays from the
+// log's start. The segments those checkpoints list are found stored again,
+// below the head's offset, or past it (a later hour's buffer cut while an
+// older hour's held the commit back, listed by the head or by an older
+// checkpoint); none may be listed a second time.
+func TestReplayAfterUncommittedCheckpoints(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		// hour of each offset: 0 = the current hour, 3 = three hours ago
+		hours []int
+		// owner 1 reads up to cut[i] and flushes the buffer holding
+		// offset cutAt[i], each time failing to commit
+		upTo, cutAt []int
+		head        uint64
+		from        int64
+	}{
+		// [0-3] cut (checkpoint 0 = [0,4)), then [4-7] while 8 holds the
+		// commit back (checkpoint 1 = [4,8)): both below the head.
+		{name: "below the head", hours: []int{3, 3, 3, 3, 0, 0, 0, 0, 3, 3, 3, 3}, upTo: []int{4, 9}, cutAt: []int{0, 4}, head: 1, from: 8},
+		// 0 holds the commit back while [1-4] (checkpoint 0 = [0,0)) and
+		// [5-8] (checkpoint 1 = [0,0)) are cut: both past the head, one
+		// listed by it, one by the checkpoint before.
+		{name: "past the head", hours: []int{3, 0, 0, 0, 0, 1, 1, 1, 1, 3, 3, 3}, upTo: []int{5, 9}, cutAt: []int{1, 5}, head: 1, from: 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := time.Date(2026, 11, 29, 6, 30, 0, 0, time.UTC)
+			kr := archivetest.KeysAt(t, now)
+			ms := memstore.New()
+			ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
+			a, err := New(Defaults(), kafkaconn.Defaults(), ret, ms, kr.Write(), zap.NewNop(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.now = func() time.Time { return now }
+			ctx := context.Background()
+			newWorker := func() *worker {
+				w := &worker{a: a, gen: &kafka.Generation{MemberID: "m"}, buffers: map[key]*buffer{}, cov: coverage{}, next: -1, committed: -1}
+				if err := w.loadChain(ctx, ""); err != nil {
+					t.Fatal(err)
+				}
+				return w
+			}
+			feed := func(w *worker, from, to int) {
+				t.Helper()
+				for o := from; o < to; o++ {
+					e := event.Event{ID: fmt.Sprintf("r-%d", o), Time: now.Add(-time.Duration(tc.hours[o]) * time.Hour), Kind: event.KindLogin, Class: "security", Tenant: "t"}
+					l := event.AppendJSON(nil, &e)
+					if err := w.handle(ctx, kafka.Message{Offset: int64(o), Value: l[:len(l)-1]}); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			keyOf := func(w *worker, o int) key {
+				for k, b := range w.buffers {
+					if b.first <= int64(o) && int64(o) <= b.last {
+						return k
+					}
+				}
+				t.Fatalf("no buffer holds offset %d", o)
+				return key{}
+			}
+
+			fc := &failingCommitter{}
+			a.committer = fc
+			w := newWorker()
+			read := 0
+			for i, up := range tc.upTo {
+				feed(w, read, up)
+				read = up
+				if err := w.flush(ctx, keyOf(w, tc.cutAt[i])); err == nil {
+					t.Fatalf("the commit after checkpoint %d did not fail", i)
+				}
+			}
+			if fc.n != len(tc.upTo) || !w.ch.have || w.ch.seq != tc.head {
+				t.Fatalf("commits tried %d, head %d (have %t); want %d and checkpoint %d", fc.n, w.ch.seq, w.ch.have, len(tc.upTo), tc.head)
+			}
+
+			listed := map[string]bool{}
+			for seq := range tc.head + 1 {
+				c, _, err := chain.Decode(ms.Objects[chain.Name(a.kafka.Topic, 0, seq)], kr.Public)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, s := range c.Segments {
+					listed[s.Name] = true
+				}
+			}
+
+			// Owner 2: no commit at all, so replay from offset 0.
+			a.committer = &okCommitter{}
+			w = newWorker()
+			if w.ch.from != tc.from || w.ch.seq != tc.head {
+				t.Fatalf("owner 2 starts the chain after checkpoint %d at %d; want after %d at %d", w.ch.seq, w.ch.from, tc.head, tc.from)
+			}
+			feed(w, 0, len(tc.hours))
+			for len(w.buffers) > 0 {
+				if err := w.flush(ctx, w.oldest()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			checkChain(t, ms, kr, a.kafka.Topic, 0, int64(len(tc.hours)))
+			b, ok := ms.Objects[chain.Name(a.kafka.Topic, 0, tc.head+1)]
+			if !ok {
+				t.Fatalf("no checkpoint %d", tc.head+1)
+			}
+			c, _, err := chain.Decode(b, kr.Public)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Segments) == 0 {
+				t.Errorf("checkpoint %d lists no segment; owner 2 cut at least one", c.Seq)
+			}
+			for _, s := range c.Segments {
+				if listed[s.Name] {
+					t.Errorf("checkpoint %d lists %s again", c.Seq, s.Name)
+				}
+			}
+		})
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
@@ -80,6 +81,27 @@ func TestDeployACLs(t *testing.T) {
 		cancel()
 		cl.Close()
 	}
+	// The producing side's idempotent producer (franz-go: InitProducerID,
+	// then produce with a producer ID) needs no right beyond Write on the
+	// topic (KIP-679): ingest and serve produce with exactly these.
+	for _, user := range []string{"custody-ingest", "custody-serve"} {
+		kc := st.As(t, user).Kafka()
+		opts, err := kc.ProducerOpts()
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := kgo.NewClient(append(opts, kgo.DefaultProduceTopic(events), kgo.RequiredAcks(kgo.AllISRAcks()))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		if err := p.ProduceSync(ctx, &kgo.Record{Value: []byte("idempotent acl probe")}).FirstErr(); err != nil {
+			t.Errorf("%s: idempotent produce to the events topic: %v", user, err)
+		}
+		cancel()
+		p.Close()
+	}
+
 	// A topic that is not there cannot be created by a role, and the
 	// error says what to do.
 	kc := st.As(t, "custody-ingest").Kafka()

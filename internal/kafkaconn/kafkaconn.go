@@ -1,6 +1,6 @@
 // Package kafkaconn holds the Kafka connection configuration shared by the
 // producing side (ingest) and the consuming side (pipeline), and builds
-// kafka-go dialers and transports from it.
+// kafka-go dialers and transports, and franz-go producer options, from it.
 package kafkaconn
 
 import (
@@ -21,6 +21,9 @@ import (
 	"github.com/segmentio/kafka-go/sasl"
 	"github.com/segmentio/kafka-go/sasl/plain"
 	"github.com/segmentio/kafka-go/sasl/scram"
+	"github.com/twmb/franz-go/pkg/kgo"
+	kplain "github.com/twmb/franz-go/pkg/sasl/plain"
+	kscram "github.com/twmb/franz-go/pkg/sasl/scram"
 
 	"github.com/custodylog/custody/internal/keyerr"
 	"github.com/custodylog/custody/internal/secret"
@@ -189,6 +192,35 @@ func (c *Config) Transport() (*kafka.Transport, error) {
 		tr.Dial = dialTLS(tc, c.DialTimeout)
 	}
 	return tr, nil
+}
+
+// ProducerOpts are the franz-go client options for this configuration:
+// the seed brokers, the client ID, the same TLS dial (dialTLS) and SASL.
+// The producing side uses franz-go for its idempotent producer, which
+// kafka-go lacks (segmentio/kafka-go#797): a produce retried after a
+// leader failover is then deduplicated by the broker, not stored twice.
+func (c *Config) ProducerOpts() ([]kgo.Opt, error) {
+	tc, err := c.TLS.Build()
+	if err != nil {
+		return nil, err
+	}
+	opts := []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.ClientID(c.ClientID), kgo.DialTimeout(c.DialTimeout)}
+	if tc != nil {
+		opts = append(opts, kgo.Dialer(dialTLS(tc, c.DialTimeout)))
+	}
+	user, pass := c.SASL.Username, c.SASL.Password.Reveal()
+	switch c.SASL.Mechanism {
+	case "":
+	case "plain":
+		opts = append(opts, kgo.SASL(kplain.Auth{User: user, Pass: pass}.AsMechanism()))
+	case "scram-sha-256":
+		opts = append(opts, kgo.SASL(kscram.Auth{User: user, Pass: pass}.AsSha256Mechanism()))
+	case "scram-sha-512":
+		opts = append(opts, kgo.SASL(kscram.Auth{User: user, Pass: pass}.AsSha512Mechanism()))
+	default:
+		return nil, fmt.Errorf("unknown sasl mechanism %q", c.SASL.Mechanism)
+	}
+	return opts, nil
 }
 
 // dialTLS connects and completes the TLS handshake itself (kafka-go's own

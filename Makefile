@@ -8,7 +8,7 @@ GOTESTSUM := $(GO) run gotest.tools/gotestsum@v1.13.0
 # The stack's addresses and generated credentials, exported for the command.
 WITH_STACK := set -a; . .stack/env; set +a;
 
-.PHONY: build test test-unit test-faults test-cluster run bench bench-archive bench-hold bench-serve bench-export lint stack-up stack-down stack-status clean
+.PHONY: build test test-unit test-faults test-cluster run bench bench-archive bench-hold bench-serve bench-export bench-console lint stack-up stack-down stack-status clean
 
 build:
 	$(GO) build -o bin/custody ./cmd/custody
@@ -77,6 +77,13 @@ bench-archive: stack-up
 bench-hold: stack-up
 	mkdir -p docs/bench
 	$(WITH_STACK) $(GO) test -tags benchend -run '^$$' -bench HoldPlace30d -benchtime 1x -timeout 90m -v ./test/bench/ | tee docs/bench/hold-latest.txt
+
+# the console in headless Chromium: time to first row of a needle search
+# over the 30-day archive (docs/BENCHMARKS.md); builds it first (~6 min)
+bench-console: stack-up
+	mkdir -p docs/bench
+	scripts/test-deps
+	$(WITH_STACK) $(GO) test -tags benchend -run '^$$' -bench ConsoleFirstRow -benchtime 1x -timeout 90m -v ./test/bench/ | tee docs/bench/console-latest.txt
 
 # custody serve over loopback HTTPS against the in-process engine, and the
 # peak RSS of 50 concurrent queries (docs/BENCHMARKS.md).

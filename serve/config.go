@@ -56,6 +56,24 @@ type Config struct {
 	AccessLogRecent time.Duration `yaml:"access_log_recent"`
 	// Exports shapes disclosure exports (docs/EXPORTS.md).
 	Exports ExportsConfig `yaml:"exports"`
+	// Console is the web console at / (docs/CONSOLE.md).
+	Console ConsoleConfig `yaml:"console"`
+}
+
+// ConsoleConfig is serve.console.
+type ConsoleConfig struct {
+	// Disabled serves the API alone.
+	Disabled bool `yaml:"disabled"`
+	// SessionKeyFile holds the 64 hex digits of the key that seals session
+	// cookies (CUSTODY_CONSOLE_SESSION_KEY overrides it). Every instance
+	// behind one address needs the same key. Without one, each start
+	// draws a key of its own: sessions then end with the process and do
+	// not cross instances.
+	SessionKeyFile string `yaml:"session_key_file"`
+	// SessionTTL is how long a sign-in lasts.
+	SessionTTL time.Duration `yaml:"session_ttl"`
+
+	sessionKey []byte // resolved; nil: draw one
 }
 
 // ExportsConfig is serve.exports.
@@ -150,6 +168,7 @@ func Defaults() Config {
 		MaxRange: 31 * 24 * time.Hour, MaxConcurrent: 8, MaxConcurrentPerIdentity: 2,
 		MaxRequestBytes: 64 << 10, QueryTimeout: 10 * time.Minute, AccessLogRecent: 3 * time.Hour,
 		Exports: ExportsConfig{Approvals: 1, MaxEvents: 10_000_000, TakeoverAfter: 2 * time.Minute, MemoryBudget: 32 << 20},
+		Console: ConsoleConfig{SessionTTL: 8 * time.Hour},
 	}
 }
 
@@ -160,7 +179,18 @@ func (c *Config) Resolve(baseDir string) error {
 	if c.Exports.TempDir != "" {
 		c.Exports.TempDir = secret.Path(baseDir, c.Exports.TempDir)
 	}
-	c.OIDC.resolvePaths(baseDir)
+	if err := c.OIDC.resolve(baseDir); err != nil {
+		return err
+	}
+	key, err := secret.Resolve("", c.Console.SessionKeyFile, "CUSTODY_CONSOLE_SESSION_KEY", baseDir)
+	if err != nil {
+		return fmt.Errorf("console.session_key_file: %w", err)
+	}
+	if key != "" {
+		if c.Console.sessionKey, err = parseSessionKey(key.Reveal()); err != nil {
+			return fmt.Errorf("console.session_key_file (or CUSTODY_CONSOLE_SESSION_KEY): %w", err)
+		}
+	}
 	for i := range c.Tokens {
 		t := &c.Tokens[i]
 		if t.SHA256File == "" {
@@ -257,6 +287,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Exports.MemoryBudget < 1<<20 {
 		errs = append(errs, fmt.Errorf("exports.memory_budget: %s is below 1 MiB", c.Exports.MemoryBudget))
+	}
+	if !c.Console.Disabled && (c.Console.SessionTTL < time.Minute || c.Console.SessionTTL > 7*24*time.Hour) {
+		errs = append(errs, fmt.Errorf("console.session_ttl: %s is outside 1m-168h", c.Console.SessionTTL))
 	}
 	if c.Exports.MaxEvents < 1 {
 		errs = append(errs, fmt.Errorf("exports.max_events: %d must be at least 1", c.Exports.MaxEvents))

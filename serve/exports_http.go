@@ -28,6 +28,10 @@ func (s *Server) createExport(w http.ResponseWriter, r *http.Request, id Identit
 		writeError(w, http.StatusBadRequest, "limit: an export is complete or fails; it takes no limit (serve.exports.max_events bounds it)")
 		return
 	}
+	if req.Progress {
+		writeError(w, http.StatusBadRequest, "progress: an export runs in the background; GET /v1/exports/{id} shows its progress")
+		return
+	}
 	if req.IP == "" && req.Login == "" && req.Kind == "" && req.Tenant == "" && req.App == "" && req.Repo == "" && req.Session == "" {
 		writeError(w, http.StatusBadRequest, "filters: an export needs at least one of ip, login, kind, tenant, app, repo or session: a disclosure answers a request about someone or something, never the whole archive")
 		return

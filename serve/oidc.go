@@ -42,6 +42,8 @@ type OIDC struct {
 	// Roles map groups to a role and tenant scope; the first entry whose
 	// group the token carries decides. No entry: the token is refused.
 	Roles []GroupRole `yaml:"roles"`
+	// Console signs people in to the web console (serve/oidc_login.go).
+	Console OIDCConsole `yaml:"console"`
 }
 
 // GroupRole maps an identity provider group to a role.
@@ -56,16 +58,19 @@ var asymmetric = map[string]bool{"RS256": true, "RS384": true, "RS512": true, "P
 // Enabled reports whether JWTs are accepted.
 func (o *OIDC) Enabled() bool { return o.Issuer != "" }
 
-func (o *OIDC) resolvePaths(baseDir string) { o.JWKSFile = secret.Path(baseDir, o.JWKSFile) }
+func (o *OIDC) resolve(baseDir string) error {
+	o.JWKSFile = secret.Path(baseDir, o.JWKSFile)
+	return o.Console.resolve(baseDir)
+}
 
 func (o *OIDC) validate() error {
 	if !o.Enabled() {
-		if o.Audience != "" || o.JWKSFile != "" || o.JWKSURL != "" || len(o.Roles) > 0 {
+		if o.Audience != "" || o.JWKSFile != "" || o.JWKSURL != "" || len(o.Roles) > 0 || o.Console.Enabled() {
 			return errors.New("oidc.issuer: is required when any other oidc key is set")
 		}
 		return nil
 	}
-	var errs []error
+	errs := []error{o.Console.validate(o.Issuer)}
 	if o.Audience == "" {
 		errs = append(errs, errors.New("oidc.audience: is required (tokens issued for other services must not be accepted)"))
 	}
@@ -96,8 +101,10 @@ func (o *OIDC) validate() error {
 
 // jwtVerifier authenticates bearer JWTs.
 type jwtVerifier struct {
-	cfg OIDC
-	v   *oidc.IDTokenVerifier
+	cfg  OIDC
+	v    *oidc.IDTokenVerifier
+	keys oidc.KeySet
+	algs []string
 }
 
 // newJWTVerifier loads the key set; ctx bounds the remote key set's
@@ -131,7 +138,7 @@ func newJWTVerifier(ctx context.Context, o OIDC) (*jwtVerifier, error) {
 	if len(algs) == 0 {
 		algs = []string{"RS256", "ES256"}
 	}
-	return &jwtVerifier{cfg: o, v: oidc.NewVerifier(o.Issuer, ks, &oidc.Config{ClientID: o.Audience, SupportedSigningAlgs: algs})}, nil
+	return &jwtVerifier{cfg: o, keys: ks, algs: algs, v: oidc.NewVerifier(o.Issuer, ks, &oidc.Config{ClientID: o.Audience, SupportedSigningAlgs: algs})}, nil
 }
 
 // looksLikeJWT tells a JWT (three base64url parts) from an API token.
@@ -143,6 +150,11 @@ func (j *jwtVerifier) authenticate(ctx context.Context, raw string) (Identity, e
 	if err != nil {
 		return Identity{}, err
 	}
+	return j.identity(tok)
+}
+
+// identity maps a verified token's name and groups claims to an identity.
+func (j *jwtVerifier) identity(tok *oidc.IDToken) (Identity, error) {
 	var claims map[string]any
 	if err := tok.Claims(&claims); err != nil {
 		return Identity{}, err

@@ -158,6 +158,13 @@ func TestOIDCConfigRefusals(t *testing.T) {
 		{OIDC{Issuer: "https://i", Audience: "a", JWKSFile: "f", Algorithms: []string{"HS256"}, Roles: []GroupRole{{Group: "g", Role: Legal}}}, `"HS256" is not an asymmetric`},
 		{OIDC{Issuer: "https://i", Audience: "a", JWKSFile: "f"}, "oidc.roles: map at least one group"},
 		{OIDC{Issuer: "https://i", Audience: "a", JWKSFile: "f", Roles: []GroupRole{{Group: "g", Role: "root"}}}, `"root" is not investigator`},
+		{OIDC{Console: OIDCConsole{ClientID: "c"}}, "oidc.issuer: is required"},
+		{OIDC{Issuer: "https://i", Audience: "a", JWKSFile: "f", Roles: []GroupRole{{Group: "g", Role: Legal}},
+			Console: OIDCConsole{ClientID: "c", AuthURL: "http://idp.example/auth", TokenURL: "https://idp.example/token", RedirectURL: "https://custody.example/sign-in/oidc/callback"}}, "oidc.console.auth_url"},
+		{OIDC{Issuer: "https://i", Audience: "a", JWKSFile: "f", Roles: []GroupRole{{Group: "g", Role: Legal}},
+			Console: OIDCConsole{ClientID: "c", AuthURL: "https://idp.example/auth", TokenURL: "https://idp.example/token", RedirectURL: "https://custody.example/callback"}}, "must end in /sign-in/oidc/callback"},
+		{OIDC{Issuer: "https://i", Audience: "a", JWKSFile: "f", Roles: []GroupRole{{Group: "g", Role: Legal}},
+			Console: OIDCConsole{AuthURL: "https://idp.example/auth"}}, "oidc.console.client_id: is required"},
 	} {
 		if err := c.o.validate(); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%+v: %v; want %q", c.o, err, c.want)

@@ -27,6 +27,9 @@ type QueryRequest struct {
 	Repo    string `json:"repo,omitempty"`
 	Session string `json:"session,omitempty"`
 	Limit   int    `json:"limit,omitempty"`
+	// Progress asks for progress lines ({"progress": …}) among the
+	// events, about five a second: the console's progress bar.
+	Progress bool `json:"progress,omitempty"`
 }
 
 func decodeQuery(r *http.Request) (*QueryRequest, error) {

@@ -55,6 +55,10 @@ type Server struct {
 	tokens  map[string]Identity // by token hash
 	certs   map[string]Identity // by client certificate subject CN
 	jwt     *jwtVerifier        // nil: JWTs are not accepted
+	// sessions seals the console's cookies; nil: no console.
+	sessions *sealer
+	// oidcLogin signs people in to the console; nil: API tokens only.
+	oidcLogin *oidcLogin
 
 	recent       recentReader // nil: the access log reads the archive only
 	topic        string
@@ -111,6 +115,22 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 			return nil, err
 		}
 		s.jwt = v
+		if cfg.OIDC.Console.Enabled() && !cfg.Console.Disabled {
+			s.oidcLogin = newOIDCLogin(v, cfg.OIDC.Console)
+		}
+	}
+	if !cfg.Console.Disabled {
+		key := cfg.Console.sessionKey
+		if key == nil {
+			key = make([]byte, 32)
+			rand.Read(key)
+			s.log.Warn("no console session key configured (serve.console.session_key_file or CUSTODY_CONSOLE_SESSION_KEY): console sign-ins end when this process does and are not valid on other instances")
+		}
+		sl, err := newSealer(key)
+		if err != nil {
+			return nil, err
+		}
+		s.sessions = sl
 	}
 	if d.Registerer != nil {
 		for _, c := range []prometheus.Collector{s.requests, s.denied} {
@@ -190,6 +210,9 @@ func (s *Server) Handler() http.Handler {
 	for _, r := range s.routes() {
 		mux.Handle(r.pattern, s.guard(r.name, r.act, r.h))
 	}
+	if s.sessions != nil {
+		s.consoleRoutes(mux)
+	}
 	return mux
 }
 
@@ -227,11 +250,19 @@ func (s *Server) guard(endpoint string, act action, h handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() { s.requests.WithLabelValues(endpoint, fmt.Sprint(sw.code)).Inc() }()
-		id, ok := s.authenticate(r)
+		sw.Header().Set("X-Content-Type-Options", "nosniff")
+		id, se, ok := s.authenticate(r)
 		if !ok {
 			s.denied.WithLabelValues("unauthenticated").Inc()
 			sw.Header().Set("WWW-Authenticate", `Bearer realm="custody"`)
 			writeError(sw, http.StatusUnauthorized, "a valid bearer token is required")
+			return
+		}
+		if se != nil && !safeMethod(r.Method) && !csrfOK(r, se) {
+			// The session cookie rides along with any request the
+			// browser makes; only the console's own pages know this value.
+			s.denied.WithLabelValues("csrf").Inc()
+			writeError(sw, http.StatusForbidden, "missing or wrong anti-CSRF token (X-CSRF-Token)")
 			return
 		}
 		if !allowed[id.Role][act] {
@@ -244,31 +275,41 @@ func (s *Server) guard(endpoint string, act action, h handler) http.Handler {
 	})
 }
 
-func (s *Server) authenticate(r *http.Request) (Identity, bool) {
+// authenticate finds who a request is from: a bearer token or JWT, a
+// verified client certificate, or a console session (returned too, since
+// its state-changing requests need the anti-CSRF check).
+func (s *Server) authenticate(r *http.Request) (Identity, *session, bool) {
 	h := r.Header.Get("Authorization")
 	if h == "" && r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
 		// A client certificate the TLS handshake verified against
 		// tls.client_ca_file, mapped by its subject's common name.
 		id, ok := s.certs[r.TLS.VerifiedChains[0][0].Subject.CommonName]
-		return id, ok
+		return id, nil, ok
+	}
+	if h == "" {
+		if se, ok := s.sessionOf(r); ok {
+			id, ok := s.sessionIdentity(se)
+			return id, se, ok
+		}
+		return Identity{}, nil, false
 	}
 	tok, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || tok == "" {
-		return Identity{}, false
+		return Identity{}, nil, false
 	}
 	if s.jwt != nil && looksLikeJWT(tok) {
 		id, err := s.jwt.authenticate(r.Context(), tok)
 		if err != nil {
 			// Why, for the operator; never the token.
 			s.log.Info("bearer JWT refused", zap.String("client", clientAddr(r)), zap.Error(err))
-			return Identity{}, false
+			return Identity{}, nil, false
 		}
-		return id, true
+		return id, nil, true
 	}
 	// A map lookup by the token's SHA-256: the hash of a guess says
 	// nothing about the hash of the real token.
 	id, ok := s.tokens[HashToken(strings.TrimSpace(tok))]
-	return id, ok
+	return id, nil, ok
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -429,6 +470,16 @@ type Trailer struct {
 	Error    string         `json:"error,omitempty"` // the query stopped early
 }
 
+// Progress is a progress line of a query answer, asked for with
+// "progress": true.
+type Progress struct {
+	Segments int64 `json:"segments"` // listed in the range's hours
+	Scanned  int64 `json:"scanned"`  // read
+	Pruned   int64 `json:"pruned"`   // skipped on header and index alone
+	Events   int64 `json:"events"`   // matched so far
+	Bytes    int64 `json:"bytes"`    // stored bytes fetched
+}
+
 // SegmentError is a segment that could not be read.
 type SegmentError struct {
 	Segment string `json:"segment"`
@@ -508,7 +559,26 @@ func (s *Server) query(w http.ResponseWriter, r *http.Request, id Identity) {
 	var n int64
 	truncated := false
 	lastFlush := time.Now()
+	// With progress lines, the engine's progress goroutine writes too:
+	// mu then guards bw (uncontended between those five a second).
+	var mu sync.Mutex
+	lock, unlock := func() {}, func() {}
+	if req.Progress {
+		lock, unlock = mu.Lock, mu.Unlock
+		opts.Progress = func(st query.Stats) {
+			mu.Lock()
+			defer mu.Unlock()
+			b, _ := json.Marshal(map[string]Progress{"progress": {Segments: st.Total, Scanned: st.Scanned, Pruned: st.Pruned, Events: st.Matched, Bytes: st.Bytes}})
+			bw.Write(b)
+			bw.WriteByte('\n')
+			if bw.Flush() == nil {
+				w.(http.Flusher).Flush()
+			}
+		}
+	}
 	stats, runErr := s.eng.Run(ctx, f, opts, func(line []byte) error {
+		lock()
+		defer unlock()
 		if limit > 0 && n >= int64(limit) {
 			truncated = true
 			return nil

@@ -89,7 +89,7 @@ func TestOpenAPIMatchesHandlers(t *testing.T) {
 	if !slices.Equal(inSpec, served) {
 		t.Errorf("api/openapi.yaml has %v;\nthe server routes %v", inSpec, served)
 	}
-	for name, v := range map[string]any{"QueryRequest": QueryRequest{}, "CaseRequest": CaseRequest{}, "Trailer": Trailer{}, "Case": Case{}, "Identity": Identity{},
+	for name, v := range map[string]any{"QueryRequest": QueryRequest{}, "CaseRequest": CaseRequest{}, "Trailer": Trailer{}, "Progress": Progress{}, "Case": Case{}, "Identity": Identity{},
 		"ExportRequest": ExportRequest{}, "Export": Export{}, "ExportResult": ExportResult{},
 		"SubjectExportRequest": SubjectExportRequest{}, "RightsRequestBody": RightsRequestBody{}, "ReplyBody": ReplyBody{}, "RightsRequest": RightsRequest{}} {
 		sc, ok := sp.Components.Schemas[name]

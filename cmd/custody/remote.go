@@ -39,7 +39,7 @@ func runRemoteQuery(cmd *cobra.Command, q queryFlags) error {
 		return err
 	}
 	body, _ := json.Marshal(serve.QueryRequest{Case: q.caseRef, Purpose: q.purpose, From: q.from, To: q.to, IP: q.ip, Login: q.login, Kind: q.kind,
-		Tenant: q.tenant, App: q.app, Repo: q.repo, Session: q.session, Limit: q.limit})
+		Tenant: q.tenant, App: q.app, Repo: q.repo, Session: q.session, Limit: q.limit, Progress: isTerminal(cmd.ErrOrStderr())})
 	req, err := http.NewRequestWithContext(cmd.Context(), http.MethodPost, strings.TrimSuffix(q.server, "/")+"/v1/query", bytes.NewReader(body))
 	if err != nil {
 		return fmt.Errorf("--server: %v", err)
@@ -67,13 +67,23 @@ func streamAnswer(cmd *cobra.Command, client *http.Client, req *http.Request, fo
 	tty := isTerminal(errw)
 	br := bufio.NewReaderSize(resp.Body, 1<<20)
 	var trailer *serve.Trailer
-	var n int64
-	var read int64
+	var n, read int64
+	progressed := false // the server sends progress lines: show those
 	for {
 		line, err := br.ReadBytes('\n')
 		read += int64(len(line))
 		if l := bytes.TrimSuffix(line, []byte("\n")); len(l) > 0 {
-			if bytes.HasPrefix(l, []byte(`{"trailer":`)) {
+			if bytes.HasPrefix(l, []byte(`{"progress":`)) {
+				// Asked for on a TTY only: the same line as --local's.
+				var p struct {
+					Progress serve.Progress `json:"progress"`
+				}
+				if tty && json.Unmarshal(l, &p) == nil {
+					progressed = true
+					fmt.Fprintf(errw, "\rsegments %d/%d scanned, %d skipped by index; %d events matched; %s read   ",
+						p.Progress.Scanned, p.Progress.Segments, p.Progress.Pruned, p.Progress.Events, humanize.IBytes(uint64(p.Progress.Bytes)))
+				}
+			} else if bytes.HasPrefix(l, []byte(`{"trailer":`)) {
 				var t struct {
 					Trailer serve.Trailer `json:"trailer"`
 				}
@@ -86,7 +96,7 @@ func streamAnswer(cmd *cobra.Command, client *http.Client, req *http.Request, fo
 					return err
 				}
 				n++
-				if tty && n%1000 == 0 {
+				if tty && !progressed && n%1000 == 0 {
 					fmt.Fprintf(errw, "\r%d events, %s received   ", n, humanize.IBytes(uint64(read)))
 				}
 			}

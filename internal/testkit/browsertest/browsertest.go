@@ -1,0 +1,145 @@
+// Package browsertest drives Debian's Chromium, headless, over the DevTools
+// protocol (github.com/chromedp/chromedp), for the console's tests and
+// benchmarks. CUSTODY_CHROMIUM names another binary;
+// CUSTODY_CONSOLE_SCREENSHOTS=DIR makes Screenshot save PNGs there.
+package browsertest
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/browser"
+	"github.com/chromedp/chromedp"
+)
+
+// Path is the Chromium binary, or a failed test saying how to install it.
+func Path(t testing.TB) string {
+	t.Helper()
+	p := os.Getenv("CUSTODY_CHROMIUM")
+	if p == "" {
+		p = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("the console tests need Chromium at %s (apt-get install chromium, or set CUSTODY_CHROMIUM); scripts/test-deps installs it: %v", p, err)
+	}
+	return p
+}
+
+// New starts a headless Chromium with a profile of its own, at 1280×800,
+// and returns a context for its first tab and the directory downloads
+// land in. The browser stops when the test ends.
+func New(t testing.TB) (context.Context, string) {
+	t.Helper()
+	downloads := t.TempDir()
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(Path(t)),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.NoSandbox, // root in CI containers
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.WindowSize(1280, 800),
+	)
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	t.Cleanup(func() { cancelTab(); cancelAlloc() })
+	err := chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, _ *chromedp.Target) error {
+		_, err := chromedp.Call(ctx, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: downloads})
+		return err
+	}))
+	if err != nil {
+		t.Fatalf("cannot start Chromium: %v", err)
+	}
+	return ctx, downloads
+}
+
+// Do runs browser actions within 45 s and fails the test on error, with
+// the page's text.
+func Do(t testing.TB, ctx context.Context, what string, actions ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	cctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+	defer cancel()
+	if err := chromedp.Do(cctx, actions...); err != nil {
+		page, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.body ? document.body.innerText : ''`))
+		t.Fatalf("%s: %v\npage text:\n%s", what, err, page)
+	}
+}
+
+// Eval evaluates a JavaScript expression in the page.
+func Eval[T any](t testing.TB, ctx context.Context, expr string) T {
+	t.Helper()
+	cctx, cancel := context.WithTimeout(ctx, 45*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(cctx, chromedp.Evaluate[T](expr))
+	if err != nil {
+		t.Fatalf("%s: %v", expr, err)
+	}
+	return v
+}
+
+// Text is the text content of the first element sel matches ("" if none).
+func Text(t testing.TB, ctx context.Context, sel string) string {
+	t.Helper()
+	q, _ := json.Marshal(sel)
+	return Eval[string](t, ctx, `(document.querySelector(`+string(q)+`) || {}).textContent || ''`)
+}
+
+// SignIn signs in to the console at base with an API token and waits for
+// the console's header.
+func SignIn(t testing.TB, ctx context.Context, base, token string) {
+	t.Helper()
+	Do(t, ctx, "sign in",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#token")),
+		chromedp.SendKeys(chromedp.CSS("#token"), token),
+		chromedp.Submit(chromedp.CSS("#token")),
+		chromedp.WaitVisible(chromedp.CSS("#who")),
+	)
+}
+
+// Fill sets the values of a form's controls by name and fails the test if
+// any control is missing or does not take its value (a select without
+// that option, say).
+func Fill(t testing.TB, ctx context.Context, form string, values map[string]string) {
+	t.Helper()
+	f, _ := json.Marshal(form)
+	v, _ := json.Marshal(values)
+	bad := Eval[[]string](t, ctx, `(() => {
+		const f = document.querySelector(`+string(f)+`), bad = [];
+		for (const [k, x] of Object.entries(`+string(v)+`)) {
+			const c = f && f.elements[k];
+			if (!c) { bad.push(k + ': no such control'); continue; }
+			c.value = x;
+			if (c.value !== x) bad.push(k + ': took ' + JSON.stringify(c.value) + ' for ' + JSON.stringify(x));
+		}
+		return bad;
+	})()`)
+	if len(bad) > 0 {
+		t.Fatalf("filling %s: %v", form, bad)
+	}
+}
+
+// WaitJS polls a JavaScript expression until it is true (40 s at most).
+func WaitJS(expr string) chromedp.Action[chromedp.Void] {
+	return chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(40*time.Second))
+}
+
+// Screenshot saves the whole page as name.png in
+// $CUSTODY_CONSOLE_SCREENSHOTS, when it is set.
+func Screenshot(t testing.TB, ctx context.Context, name string) {
+	t.Helper()
+	dir := os.Getenv("CUSTODY_CONSOLE_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	buf, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // quality 100: PNG (below it, JPEG)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name+".png"), buf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -92,6 +92,7 @@ func TestConsoleSearchMatchesCLI(t *testing.T) {
 
 	browsertest.Do(t, ctx, "sign-in page", chromedp.Navigate(r.url+"/"), chromedp.WaitVisible(chromedp.CSS("#token")))
 	browsertest.Screenshot(t, ctx, "sign-in")
+	browsertest.Accessible(t, ctx, "sign-in")
 	browsertest.SignIn(t, ctx, r.url, r.tokens["legal"])
 	if who := browsertest.Text(t, ctx, "#who"); !strings.Contains(who, "legal · legal") || !strings.Contains(who, "all tenants") {
 		t.Errorf("header shows %q; want the identity, its role and its tenants", who)
@@ -106,6 +107,7 @@ func TestConsoleSearchMatchesCLI(t *testing.T) {
 		browsertest.WaitJS(`[...document.querySelectorAll('#cases-table tbody th')].some(th => th.textContent === 'WEB-1')`),
 	)
 	browsertest.Screenshot(t, ctx, "cases")
+	browsertest.Accessible(t, ctx, "cases")
 
 	got := search(t, ctx, r, "WEB-1", map[string]string{"ip": "203.0.113.7", "kind": "login"})
 	want := []string{"acme-0", "globex-0", "acme-1", "globex-1", "acme-2", "globex-2"}
@@ -116,6 +118,12 @@ func TestConsoleSearchMatchesCLI(t *testing.T) {
 		t.Errorf("histogram legend %q; want the login kind", n)
 	}
 	browsertest.Screenshot(t, ctx, "search")
+	browsertest.Accessible(t, ctx, "search at 1280x800")
+	// A narrow window: still usable, no sideways scrolling.
+	browsertest.Do(t, ctx, "narrow window", chromedp.EmulateViewport(400, 800))
+	browsertest.Accessible(t, ctx, "search at 400x800")
+	browsertest.Screenshot(t, ctx, "search-narrow")
+	browsertest.Do(t, ctx, "wide window", chromedp.EmulateViewport(1280, 800))
 
 	// A row opens the full event, by keyboard.
 	browsertest.Do(t, ctx, "open a row",
@@ -155,12 +163,35 @@ func TestConsoleSearchMatchesCLI(t *testing.T) {
 		t.Errorf("the CLI (%s) answers %v; the console showed %v", line, cli, got)
 	}
 
+	// Closing the case (legal), after the page's own confirmation: no
+	// search can name it any more.
+	browsertest.Do(t, ctx, "close the case",
+		chromedp.Navigate(r.url+"/#cases"),
+		browsertest.WaitJS(`!!document.querySelector('#cases-table button[aria-label="Close case WEB-1"]')`),
+		chromedp.Click(chromedp.CSS(`#cases-table button[aria-label="Close case WEB-1"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#confirm-dialog")),
+		chromedp.Click(chromedp.CSS("#confirm-yes")),
+		browsertest.WaitJS(`document.querySelector('#message').textContent.includes('Case WEB-1 closed')`),
+	)
+	if row := browsertest.Text(t, ctx, "#cases-table tbody tr"); !strings.Contains(row, "closed") {
+		t.Errorf("the closed case's row: %q", row)
+	}
+	r.openCase(t, "WEB-1b")
+	browsertest.Do(t, ctx, "search page", chromedp.Navigate(r.url+"/#search"), browsertest.WaitJS(`document.querySelector('#search-form select[name=case]').options.length > 0`))
+	if opts := browsertest.Eval[[]string](t, ctx, `[...document.querySelectorAll('#search-form select[name=case] option')].map(o => o.value)`); slices.Contains(opts, "WEB-1") {
+		t.Errorf("the closed case is still offered for searches: %v", opts)
+	}
+	q := r.queryReq("WEB-1")
+	if code, b := r.do(t, "legal", "POST", "/v1/query", q); code != 403 {
+		t.Errorf("a query on the case closed in the console: %d %s", code, b)
+	}
+
 	// An unreadable segment in the range: named on the page.
 	bad := fmt.Sprintf("security/login/%s/t+3+00000000000000000000.cseg", r.hour.Format("2006/01/02/15"))
 	if err := r.s.Put(context.Background(), bad, strings.NewReader("not a segment"), 13, store.Lock{Mode: "GOVERNANCE", Until: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	search(t, ctx, r, "WEB-1", map[string]string{"ip": "203.0.113.7"})
+	search(t, ctx, r, "WEB-1b", map[string]string{"ip": "203.0.113.7"})
 	if p := browsertest.Text(t, ctx, "#search-problems"); !strings.Contains(p, "could not be read") || !strings.Contains(p, "t+3+") {
 		t.Errorf("with an unreadable segment the page says %q; want it named", p)
 	}
@@ -248,6 +279,7 @@ func TestConsoleExportAndAccessLog(t *testing.T) {
 		browsertest.WaitJS(`!!document.querySelector('#exports-table tr[data-id="`+id+`"] a')`),
 	)
 	browsertest.Screenshot(t, ctx, "exports")
+	browsertest.Accessible(t, ctx, "exports")
 	browsertest.Do(t, ctx, "download", chromedp.Click(chromedp.CSS(`#exports-table tr[data-id="`+id+`"] a`)))
 	pkg := filepath.Join(downloads, id+".zip")
 	for deadline := time.Now().Add(30 * time.Second); ; {
@@ -279,6 +311,7 @@ func TestConsoleExportAndAccessLog(t *testing.T) {
 		browsertest.WaitJS(`document.querySelectorAll('#access-table tbody tr').length > 1`),
 	)
 	browsertest.Screenshot(t, ctx, "access-log")
+	browsertest.Accessible(t, ctx, "access log")
 	log := browsertest.Text(t, ctx, "#access-table")
 	for _, want := range []string{"WEB-4", "query request", "query.result result", "browser test"} {
 		if !strings.Contains(log, want) {

@@ -122,6 +122,44 @@ func Fill(t testing.TB, ctx context.Context, form string, values map[string]stri
 	}
 }
 
+// a11yJS lists what a page gets wrong of a few WCAG 2.1 AA rules a
+// script can check: text contrast (1.4.3: 4.5:1, or 3:1 for large text;
+// disabled controls exempt), a name for every form control, button and
+// link (1.3.1, 4.1.2), and no horizontal scrolling at the window's width
+// (1.4.10 reflow).
+const a11yJS = `(() => {
+  const bad = [];
+  const rgb = s => { const m = s.match(/rgba?\(([^)]+)\)/); if (!m) return null; const p = m[1].split(',').map(Number); return { r: p[0], g: p[1], b: p[2], a: p.length > 3 ? p[3] : 1 }; };
+  const lum = c => { const f = v => { v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); }; return 0.2126 * f(c.r) + 0.7152 * f(c.g) + 0.0722 * f(c.b); };
+  const bg = el => { for (let e = el; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor); if (c && c.a > 0.5) return c; } return { r: 255, g: 255, b: 255, a: 1 }; };
+  const visible = el => { const r = el.getBoundingClientRect(); const cs = getComputedStyle(el); return r.width > 0 && r.height > 0 && cs.visibility !== 'hidden' && cs.display !== 'none' && !el.closest('[hidden], dialog:not([open])'); };
+  const name = el => (el.getAttribute('aria-label') || el.textContent || el.getAttribute('title') || '').trim();
+  for (const el of document.querySelectorAll('body *')) {
+    if (!visible(el) || el.closest('svg')) continue;
+    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (own && !el.closest(':disabled')) {
+      const cs = getComputedStyle(el), fg = rgb(cs.color), b = bg(el);
+      const ratio = (Math.max(lum(fg), lum(b)) + 0.05) / (Math.min(lum(fg), lum(b)) + 0.05);
+      const size = parseFloat(cs.fontSize), bold = Number(cs.fontWeight) >= 700;
+      const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+      if (ratio < need) bad.push('contrast ' + ratio.toFixed(2) + ' < ' + need + ': ' + el.tagName + ' "' + el.textContent.trim().slice(0, 40) + '"');
+    }
+    if (el.matches('input:not([type=hidden]), select, textarea') && !(el.labels && el.labels.length) && !el.getAttribute('aria-label')) bad.push('no label: ' + el.outerHTML.slice(0, 80));
+    if (el.matches('button, a[href]') && !name(el)) bad.push('no name: ' + el.outerHTML.slice(0, 80));
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth + 1) bad.push('horizontal scrolling: the page is ' + document.documentElement.scrollWidth + ' px wide in a ' + window.innerWidth + ' px window');
+  return bad;
+})()`
+
+// Accessible checks the page against a11yJS and reports each problem as a
+// test error.
+func Accessible(t testing.TB, ctx context.Context, page string) {
+	t.Helper()
+	for _, p := range Eval[[]string](t, ctx, a11yJS) {
+		t.Errorf("%s: %s", page, p)
+	}
+}
+
 // WaitJS polls a JavaScript expression until it is true (40 s at most).
 func WaitJS(expr string) chromedp.Action[chromedp.Void] {
 	return chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(40*time.Second))

@@ -87,15 +87,28 @@ async function loadCases() {
     el('td', {}, shortTime(c.opened_at) + ' by ' + c.opened_by),
     el('td', {}, c.closed_at ? 'closed ' + shortTime(c.closed_at) : 'open'),
     el('td', { class: 'actions' },
-      !c.closed_at && $('#view-search') ? el('a', { href: '#search', class: 'button', 'data-case': c.id, onclick: () => { pendingCase = c.id; } }, 'Search in this case') : '',
-      !c.closed_at && $('#case-form') ? el('button', { type: 'button', onclick: () => closeCase(c) }, 'Close') : ''))));
+      !c.closed_at && $('#view-search') ? el('a', { href: '#search', class: 'button', 'aria-label': `Search in case ${c.id}`, onclick: () => { pendingCase = c.id; } }, 'Search in this case') : '',
+      !c.closed_at && $('#case-form') ? el('button', { type: 'button', 'aria-label': `Close case ${c.id}`, onclick: () => closeCase(c) }, 'Close') : ''))));
   if (cases.length === 0) tb.append(el('tr', {}, el('td', { colspan: 7 }, 'No cases yet.')));
   fillCaseSelect();
 }
 views.cases = loadCases;
 
+// ask shows a yes/no question in the page's own dialog (window.confirm
+// would block the page and cannot be styled or labelled).
+function ask(question, yes) {
+  const d = $('#confirm-dialog');
+  $('#confirm-text').textContent = question;
+  $('#confirm-yes').textContent = yes;
+  return new Promise(resolve => {
+    d.addEventListener('close', () => resolve(d.returnValue === 'yes'), { once: true });
+    d.returnValue = '';
+    d.showModal();
+  });
+}
+
 async function closeCase(c) {
-  if (!confirm(`Close case ${c.id}? No search can use it afterwards.`)) return;
+  if (!await ask(`Close case ${c.id}? No search can use it afterwards; its record stays.`, `Close ${c.id}`)) return;
   try { await api('POST', `/v1/cases/${encodeURIComponent(c.id)}/close`); say(`Case ${c.id} closed.`); }
   catch (e) { say('Cannot close the case: ' + e.message, 'error'); }
   loadCases();
@@ -120,8 +133,9 @@ function fillCaseSelect() {
   const sel = $('#search-form select[name=case]');
   if (!sel) return;
   const keep = pendingCase || sel.value;
-  sel.replaceChildren(...cases.filter(c => !c.closed_at).map(c => el('option', { value: c.id }, `${c.id} — ${c.title}`)));
-  if (keep) sel.value = keep;
+  const open = cases.filter(c => !c.closed_at);
+  sel.replaceChildren(...open.map(c => el('option', { value: c.id }, `${c.id} — ${c.title}`)));
+  if (open.some(c => c.id === keep)) sel.value = keep; // else the first open case
   pendingCase = '';
 }
 

@@ -219,6 +219,14 @@ func TestConsoleTenantScope(t *testing.T) {
 	if p := browsertest.Text(t, ctx, "#search-problems"); len(got) != 0 || !strings.Contains(p, "may read only acme") {
 		t.Errorf("acme-scoped search for globex: rows %v, message %q", got, p)
 	}
+
+	// A role bound to 2 results: the page shows 2 and says more match.
+	r.url = r.serve(t, strings.Join(r.st.KafkaBrokers, ","), func(c *Config) { c.MaxResults = 2 })
+	browsertest.SignIn(t, ctx, r.url, r.tokens["inv-acme"])
+	got = search(t, ctx, r, "WEB-2", nil)
+	if p := browsertest.Text(t, ctx, "#search-problems"); !slices.Equal(got, []string{"acme-0", "acme-1"}) || !strings.Contains(p, "Showing the first 2 events: more match") {
+		t.Errorf("with max_results 2: rows %v, message %q", got, p)
+	}
 }
 
 // Kafka down: the search is refused before anything is read, and the page

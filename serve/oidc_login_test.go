@@ -7,6 +7,8 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"html"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -17,8 +19,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	jose "github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
+
+	"github.com/custodylog/custody/internal/testkit/browsertest"
 )
 
 // fakeIdP is an OpenID provider whose user is signed in already: its
@@ -37,6 +42,10 @@ type fakeIdP struct {
 	groups     []string
 	wrongNonce bool
 	refuse     string // answer the authorization request with this error
+	// page: answer with a page whose link the user follows back, as a
+	// provider that asks for a password does (a navigation the provider's
+	// site starts), instead of an immediate redirect
+	page bool
 }
 
 type grant struct{ challenge, nonce string }
@@ -71,6 +80,11 @@ func (p *fakeIdP) authorize(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	p.codes[code] = grant{challenge: q.Get("code_challenge"), nonce: q.Get("nonce")}
 	p.mu.Unlock()
+	if p.page {
+		w.Header().Set("Content-Type", "text/html")
+		fmt.Fprintf(w, `<!doctype html><title>IdP</title><a id="approve" href="%s">Continue to Custody</a>`, html.EscapeString(back+"&code="+code))
+		return
+	}
 	http.Redirect(w, r, back+"&code="+code, http.StatusSeeOther)
 }
 
@@ -224,5 +238,33 @@ func TestConsoleOIDCSignIn(t *testing.T) {
 	resp.Body.Close()
 	if code, _ := whoamiWith(t, replay, base); resp.StatusCode != http.StatusUnauthorized || code != http.StatusUnauthorized || !strings.Contains(string(b), "code exchange failed") {
 		t.Errorf("a code used twice: %d, whoami %d\n%s", resp.StatusCode, code, b)
+	}
+}
+
+// Single sign-on in a real browser, with the identity provider on another
+// site (localhost against the console's 127.0.0.1): the login cookie must
+// survive the provider's cross-site redirect back (SameSite=Lax), and the
+// Strict session cookie must reach the console after it (the callback's
+// page moves on by itself).
+func TestConsoleOIDCSignInBrowser(t *testing.T) {
+	ctx, _ := browsertest.New(t)
+	p := newFakeIdP(t, "custody-console")
+	p.URL = strings.Replace(p.URL, "127.0.0.1", "localhost", 1)
+	p.page = true
+	base := consoleWithIdP(t, p)
+	browsertest.Do(t, ctx, "single sign-on",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`a[href="/sign-in/oidc"]`)),
+		chromedp.Click(chromedp.CSS(`a[href="/sign-in/oidc"]`)),
+		chromedp.WaitVisible(chromedp.CSS("#approve")), // at the provider
+		chromedp.Click(chromedp.CSS("#approve")),
+		chromedp.WaitVisible(chromedp.CSS("#who")),
+	)
+	if who := browsertest.Text(t, ctx, "#who"); !strings.Contains(who, "carol@example.org · legal") {
+		t.Errorf("after single sign-on the header shows %q", who)
+	}
+	via, err := chromedp.Run(ctx, chromedp.Evaluate[string](`fetch('/v1/whoami', {credentials: 'same-origin'}).then(r => r.json()).then(j => j.via)`, chromedp.EvalAwaitPromise))
+	if err != nil || via != "console:oidc" {
+		t.Errorf("whoami from the page: via %q, %v", via, err)
 	}
 }

@@ -34,6 +34,9 @@ func Path(t testing.TB) string {
 // land in. The browser stops when the test ends.
 func New(t testing.TB) (context.Context, string) {
 	t.Helper()
+	if testing.Short() {
+		t.Skip("integration test: drives Chromium (run without -short; make test installs it)")
+	}
 	downloads := t.TempDir()
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(Path(t)),

@@ -206,7 +206,9 @@ $('#search-form')?.addEventListener('submit', async ev => {
     const r = await fetch('/v1/query', {
       method: 'POST', credentials: 'same-origin', signal: ctl.signal,
       headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
-      body: JSON.stringify({ ...req, progress: true }),
+      // The page keeps maxRows: the server stops there too (limit), rather
+      // than reading the whole range for rows nobody will see.
+      body: JSON.stringify({ ...req, progress: true, limit: maxRows }),
     });
     if (r.status === 401) { location.assign('/sign-in'); return; }
     if (!r.ok) {
@@ -244,8 +246,8 @@ $('#search-form')?.addEventListener('submit', async ev => {
     const problems = [];
     if (trailer.error) problems.push('The search stopped early: ' + trailer.error);
     for (const f of trailer.failed || []) problems.push(`Segment ${f.segment} could not be read: ${f.error}. Its events are missing above.`);
-    if (trailer.truncated) problems.push(`Stopped at ${trailer.events} events, the most your role may read in one search. Narrow the filters or request an export.`);
-    if (dropped) problems.push(`The page shows the first ${maxRows} events; ${dropped} more matched. Narrow the filters, or export them.`);
+    if (trailer.truncated) problems.push(`Showing the first ${trailer.events} events: more match. Narrow the filters, or export them all.`);
+    if (dropped) problems.push(`The page shows the first ${maxRows} events; ${dropped} more arrived. Narrow the filters, or export them.`);
     $('#search-problems').replaceChildren(...problems.map(p => el('p', { class: 'alert warn' }, p)));
     if (exportBtn) exportBtn.disabled = false;
   } catch (e) {

@@ -28,7 +28,7 @@ func TestDeployACLs(t *testing.T) {
 		t.Fatal("the ACL test needs the secure stack: scripts/stack up --secure (make test starts it)")
 	}
 	events, dlq, group := stacktest.Topic(t, st, 1), stacktest.Topic(t, st, 1), stacktest.Name(t, "g")
-	for _, args := range deployACLCommands(t, map[string]string{"custody.events": events, "custody.events.dlq": dlq, "custody-archiver": group}) {
+	for _, args := range deployACLCommands(t, "acls", map[string]string{"custody.events": events, "custody.events.dlq": dlq, "custody-archiver": group}) {
 		stacktest.KafkaTool(t, st, "org.apache.kafka.tools.AclCommand", args...)
 	}
 
@@ -118,19 +118,82 @@ func TestDeployACLs(t *testing.T) {
 	}
 }
 
-// deployACLCommands returns the kafka-acls lines between the acls markers
-// of docs/DEPLOY.md as argument lists, with topic and group names renamed
-// by names.
-func deployACLCommands(t *testing.T, names map[string]string) [][]string {
+// The operator's rights for `custody dlq replay` (docs/DEPLOY.md §3), run
+// as written for a principal made for the test: read the dead letters and
+// commit as the replay group, write to the events topic; nothing of the
+// archivers' (their group) nor reading the events.
+func TestDeployOperatorACLs(t *testing.T) {
+	st := stacktest.Get(t)
+	if !st.Secure() {
+		t.Fatal("the ACL test needs the secure stack: scripts/stack up --secure (make test starts it)")
+	}
+	user, pass := stacktest.Name(t, "operator"), stacktest.Name(t, "pw")
+	stacktest.KafkaTool(t, st, "org.apache.kafka.tools.ConfigCommand", "--bootstrap-server", "$BOOTSTRAP", "--command-config", "admin.properties",
+		"--alter", "--add-config", "SCRAM-SHA-512=[password="+pass+"]", "--entity-type", "users", "--entity-name", user)
+	events, dlq, replay, archivers := stacktest.Topic(t, st, 1), stacktest.Topic(t, st, 1), stacktest.Name(t, "replay"), stacktest.Name(t, "archivers")
+	for _, args := range deployACLCommands(t, "acls-operator", map[string]string{"custody.events": events, "custody.events.dlq": dlq, "custody-archiver-dlq-replay": replay}) {
+		for i, a := range args {
+			if a == "User:custody-operator" {
+				args[i] = "User:" + user
+			}
+		}
+		stacktest.KafkaTool(t, st, "org.apache.kafka.tools.AclCommand", args...)
+	}
+	as := st
+	as.KafkaUser, as.KafkaPassword = user, pass
+	cl := &kafka.Client{Addr: kafka.TCP(as.KafkaBrokers...), Transport: as.Transport(), Timeout: 20 * time.Second}
+	// A new SCRAM credential reaches every broker through the metadata
+	// log: the first requests may still be refused as unauthenticated.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := fetch(ctx, cl, dlq)
+		cancel()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s cannot read the dead-letter topic with the documented rights: %v", user, err)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	for _, c := range []struct {
+		name string
+		may  bool
+		do   func(ctx context.Context) error
+		on   string
+	}{
+		{"read the dead letters", true, func(ctx context.Context) error { return fetch(ctx, cl, dlq) }, dlq},
+		{"commit as the replay group", true, func(ctx context.Context) error { return commit(ctx, cl, replay, dlq) }, dlq},
+		{"produce events", true, func(ctx context.Context) error { return produce(ctx, cl, events) }, events},
+		{"read the events", false, func(ctx context.Context) error { return fetch(ctx, cl, events) }, events},
+		{"commit as the archivers' group", false, func(ctx context.Context) error { return commit(ctx, cl, archivers, events) }, events},
+		{"produce dead letters", false, func(ctx context.Context) error { return produce(ctx, cl, dlq) }, dlq},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := c.do(ctx)
+		switch {
+		case c.may && err != nil:
+			t.Errorf("operator: %s refused: %v", c.name, err)
+		case !c.may && !refused(err) && !hidden(ctx, as, c.on):
+			t.Errorf("operator: %s = %v; want an authorization refusal", c.name, err)
+		}
+		cancel()
+	}
+}
+
+// deployACLCommands returns the kafka-acls lines between the marker's
+// begin and end comments in docs/DEPLOY.md as argument lists, with topic
+// and group names renamed by names.
+func deployACLCommands(t *testing.T, marker string, names map[string]string) [][]string {
 	t.Helper()
 	doc, err := os.ReadFile(filepath.Join("..", "..", "docs", "DEPLOY.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, block, ok := strings.Cut(string(doc), "<!-- acls:begin -->")
-	block, _, ok2 := strings.Cut(block, "<!-- acls:end -->")
+	_, block, ok := strings.Cut(string(doc), "<!-- "+marker+":begin -->")
+	block, _, ok2 := strings.Cut(block, "<!-- "+marker+":end -->")
 	if !ok || !ok2 {
-		t.Fatal("docs/DEPLOY.md has no <!-- acls:begin --> ... <!-- acls:end --> block")
+		t.Fatalf("docs/DEPLOY.md has no <!-- %[1]s:begin --> ... <!-- %[1]s:end --> block", marker)
 	}
 	var cmds [][]string
 	for _, line := range strings.Split(block, "\n") {

@@ -245,26 +245,25 @@ func (s *Sink) write(ctx context.Context, recs []Record, timeout, sentWait time.
 		return all, nil, err
 	}
 	// The promises run on franz-go's goroutine and may run after a late
-	// return: they own errs and pending only through the mutex.
+	// return: they touch errs, settled and left only under mu, and not at
+	// all once over is set.
 	var (
 		mu      sync.Mutex
 		errs    = make([]error, len(recs))
-		pending = make(map[int]bool, len(recs))
+		settled = make([]bool, len(recs))
+		left    = len(recs)
+		over    bool
 		done    = make(chan struct{})
 	)
-	for i := range recs {
-		pending[i] = true
-	}
 	for i, r := range recs {
 		s.cl.Produce(wctx, &kgo.Record{Key: r.Key, Value: r.Value}, func(_ *kgo.Record, err error) {
 			mu.Lock()
 			defer mu.Unlock()
-			if !pending[i] {
+			if over {
 				return
 			}
-			errs[i] = err
-			delete(pending, i)
-			if len(pending) == 0 {
+			errs[i], settled[i] = err, true
+			if left--; left == 0 {
 				close(done)
 			}
 		})
@@ -282,9 +281,10 @@ func (s *Sink) write(ctx context.Context, recs []Record, timeout, sentWait time.
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	over = true
 	for i, e := range errs {
 		switch {
-		case pending[i]:
+		case !settled[i]:
 			late = append(late, i)
 		case e != nil:
 			failed = append(failed, i)
@@ -295,9 +295,6 @@ func (s *Sink) write(ctx context.Context, recs []Record, timeout, sentWait time.
 				s.known.Store(false)
 			}
 		}
-	}
-	for i := range pending {
-		delete(pending, i) // a promise after this return changes nothing
 	}
 	if len(late) > 0 && err == nil {
 		err = fmt.Errorf("kafka did not answer for %d records within %s", len(late), timeout+sentWait)

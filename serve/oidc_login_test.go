@@ -1,6 +1,7 @@
 package serve
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -23,7 +24,10 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
 
+	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/testkit/browsertest"
+	"github.com/custodylog/custody/internal/testkit/memstore"
 )
 
 // fakeIdP is an OpenID provider whose user is signed in already: its
@@ -132,7 +136,9 @@ func consoleWithIdP(t *testing.T, p *fakeIdP) string {
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(context.Background(), cfg, Deps{Log: zap.NewNop()})
+	keys := archivetest.Keyring(t)
+	cases := NewCases(caseStore{memstore.New()}, keys.Signer, keys.Public, nil, time.Now)
+	srv, err := New(context.Background(), cfg, Deps{Log: zap.NewNop(), Cases: cases})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,4 +273,12 @@ func TestConsoleOIDCSignInBrowser(t *testing.T) {
 	if err != nil || via != "console:oidc" {
 		t.Errorf("whoami from the page: via %q, %v", via, err)
 	}
+}
+
+// caseStore gives the in-memory store the Write the case register uses
+// (nothing is written here: the console lists cases on every page).
+type caseStore struct{ *memstore.Store }
+
+func (c caseStore) Write(ctx context.Context, name string, b []byte, _ store.WriteOptions) (string, error) {
+	return "", c.Put(ctx, name, bytes.NewReader(b), int64(len(b)), store.Lock{})
 }

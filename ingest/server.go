@@ -70,6 +70,9 @@ func NewServer(cfg Config, base event.Options, sink submitter, log *zap.Logger, 
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "custody_ingest_request_duration_seconds", Help: "Time from request to response, Kafka or spool acknowledgement included.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14)}),
 	}
+	for _, r := range []string{"accepted", "invalid", "too_large", "unavailable"} {
+		s.events.WithLabelValues(r) // from 0, before the first of each
+	}
 	for _, t := range cfg.Tokens {
 		o := base
 		o.Source, o.Tenants, o.Kinds, o.AllowedClasses = t.Name, map[string]bool{}, t.AllowedKinds(), t.AllowedClasses(base.DefaultClass)

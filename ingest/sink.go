@@ -127,7 +127,11 @@ func NewSink(kc *kafkaconn.Client, sp *spool.Spool, log *zap.Logger, o SinkOptio
 	if o.Registerer != nil {
 		spoolBytes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "custody_sink_spool_bytes", Help: "Bytes waiting in the disk spool.", ConstLabels: labels},
 			func() float64 { return float64(sp.Size()) })
-		for _, c := range []prometheus.Collector{s.written, s.spooled, s.unsure, s.kafkaErrors, spoolBytes} {
+		// The cap beside the fill, so that an alert can say "80% full"
+		// without knowing each deployment's spool_max_bytes.
+		spoolMax := prometheus.NewGauge(prometheus.GaugeOpts{Name: "custody_sink_spool_max_bytes", Help: "The disk spool's size limit (spool_max_bytes); beyond it the sink refuses events.", ConstLabels: labels})
+		spoolMax.Set(float64(sp.MaxBytes()))
+		for _, c := range []prometheus.Collector{s.written, s.spooled, s.unsure, s.kafkaErrors, spoolBytes, spoolMax} {
 			if err := o.Registerer.Register(c); err != nil {
 				cl.Close()
 				return nil, err

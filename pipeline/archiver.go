@@ -49,10 +49,14 @@ type Archiver struct {
 	classes   map[string]bool
 	retention map[string]archive.Class
 	store     objects
-	keys      keyring.WriteKeys
-	log       *zap.Logger
-	dialer    *kafka.Dialer
-	client    *kafka.Client
+	keys      keyring.WriteKeys // the signer and V1; the public keyring is public
+	// public is the public keyring in use: SetPublic swaps it (`custody
+	// keys generate` adds keys while archivers run) while workers seal
+	// and verify with whichever one they load.
+	public atomic.Pointer[keyring.PublicKeyring]
+	log    *zap.Logger
+	dialer *kafka.Dialer
+	client *kafka.Client
 	// committer is client, except in unit tests of the cut logic.
 	committer committer
 	dlq       *kafka.Writer
@@ -134,11 +138,26 @@ func New(cfg Config, kc kafkaconn.Config, ret archive.Retention, st objects, key
 		now: time.Now, m: newMetrics(), commitEvery: 2 * time.Second,
 	}
 	a.committer = a.client
+	a.public.Store(keys.Public)
 	a.retention = map[string]archive.Class{}
 	for _, c := range ret.Classes {
 		a.retention[c.Name] = c
 	}
 	if reg != nil {
+		for _, c := range ret.Classes {
+			// Seconds of event time ahead for which the public keyring
+			// can seal this class's segments: an archiver that meets an
+			// event past it stops that buffer until keys are added.
+			horizon := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "custody_archiver_key_horizon_seconds",
+				Help:        "Seconds from now to the end of the last day with a public key, for new segments of the class (0: none for today).",
+				ConstLabels: prometheus.Labels{"class": c.Name}}, func() float64 {
+				now := a.now()
+				return max(0, a.public.Load().Horizon(c.Name, now, horizonDays).Sub(now).Seconds())
+			})
+			if err := reg.Register(horizon); err != nil {
+				return nil, err
+			}
+		}
 		for _, c := range a.m.collectors() {
 			if err := reg.Register(c); err != nil {
 				return nil, err
@@ -146,6 +165,21 @@ func New(cfg Config, kc kafkaconn.Config, ret archive.Retention, st objects, key
 		}
 	}
 	return a, nil
+}
+
+// horizonDays bounds how far ahead the key horizon looks: past a year the
+// figure no longer matters to an alert.
+const horizonDays = 400
+
+// SetPublic makes kr the public keyring new segments are sealed to and
+// stored objects are verified with, if it still trusts this archiver's
+// signing key. Safe while the archiver runs.
+func (a *Archiver) SetPublic(kr *keyring.PublicKeyring) error {
+	if _, ok := kr.Signer(a.keys.Signer.ID); !ok {
+		return fmt.Errorf("signing key %s is not a signer of the new public keyring: readers would refuse what this archiver writes", a.keys.Signer.ID)
+	}
+	a.public.Store(kr)
+	return nil
 }
 
 // Ready reports the conditions readiness probes need: the last upload and
@@ -533,7 +567,7 @@ func (w *worker) stored(ctx context.Context, k key, first int64) (chain.Segment,
 		// what is stored (format v2), never trusting an unsigned or
 		// foreign object; a v1 segment needs the v1 keyring.
 		sum := sha256.New()
-		h, err := segment.Verify(io.TeeReader(rc, sum), name, w.a.keys.Public)
+		h, err := segment.Verify(io.TeeReader(rc, sum), name, w.a.public.Load())
 		if err == nil {
 			_, err = io.Copy(sum, rc) // anything after what Verify read
 		}
@@ -618,7 +652,7 @@ func (w *worker) flush(ctx context.Context, k key) error {
 		seg := segBuffers.Get().(*bytes.Buffer)
 		var name string
 		err := w.retry(ctx, "build segment", func() error {
-			pub, err := a.keys.Public.Current(k.class, m.Hour)
+			pub, err := a.public.Load().Current(k.class, m.Hour)
 			if err != nil {
 				return err
 			}

@@ -69,7 +69,7 @@ func (w *worker) loadChain(ctx context.Context, md string) error {
 		case chain.Hash(b) != hash:
 			a.log.Error("the checkpoint the last commit names has changed since; continuing the chain after the committed one", zap.String("checkpoint", chain.Name(topic, part, seq)))
 		default:
-			c, _, err := chain.Decode(b, a.keys.Public)
+			c, _, err := chain.Decode(b, a.public.Load())
 			if err != nil {
 				return fmt.Errorf("checkpoint %s: %w", chain.Name(topic, part, seq), err)
 			}
@@ -97,7 +97,7 @@ func (w *worker) loadChain(ctx context.Context, md string) error {
 			if err != nil {
 				return err
 			}
-			c, _, err := chain.Decode(b, a.keys.Public)
+			c, _, err := chain.Decode(b, a.public.Load())
 			if err != nil {
 				return fmt.Errorf("checkpoint %s: %w", newest, err)
 			}
@@ -122,7 +122,7 @@ func (w *worker) loadChain(ctx context.Context, md string) error {
 		if err != nil {
 			return err
 		}
-		c, _, err := chain.Decode(b, a.keys.Public)
+		c, _, err := chain.Decode(b, a.public.Load())
 		if err != nil {
 			return fmt.Errorf("checkpoint %s cannot be trusted, and the chain cannot go on past it: %w", name, err)
 		}
@@ -165,7 +165,7 @@ func (w *worker) learnListed(ctx context.Context, names []string, head *chain.Ch
 		if err != nil {
 			return err
 		}
-		c, _, err := chain.Decode(b, w.a.keys.Public)
+		c, _, err := chain.Decode(b, w.a.public.Load())
 		if err != nil {
 			// custody verify reports it; what it lists cannot be trusted
 			// here either.

@@ -100,6 +100,11 @@ func New(ctx context.Context, cfg Config, d Deps) (*Server, error) {
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_serve_requests_total", Help: "API requests by endpoint and status code."}, []string{"endpoint", "code"}),
 		denied:   prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_serve_denied_total", Help: "Requests refused before any read, by reason."}, []string{"reason"}),
 	}
+	// Every reason starts at 0, so that rate() and the alert rules
+	// (docs/prometheus) see the series before the first refusal.
+	for _, r := range []string{"unauthenticated", "role", "busy", "csrf", "unrecorded"} {
+		s.denied.WithLabelValues(r)
+	}
 	if d.Exports != nil {
 		d.Exports.limit = s.cfg.exportLimit
 	}

@@ -1,16 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"runtime/debug"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	"go.uber.org/zap"
 
 	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/telemetry"
 	"github.com/custodylog/custody/pipeline"
 )
@@ -124,6 +129,15 @@ point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
 				tel.AddCheck("kafka", kc.Ping)
 				tel.AddCheck("s3", st.Ping)
 				tel.AddCheck("archiver", a.Ready)
+				var wg sync.WaitGroup
+				defer wg.Wait()
+				wctx, stop := context.WithCancel(ctx)
+				defer stop() // runs before wg.Wait
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					watchPublicKeyring(wctx, log, cfg.Crypto.PublicKeyringFile, a)
+				}()
 				log.Info("archiver running", zap.String("group", cfg.Archive.GroupID), zap.String("topic", cfg.Kafka.Topic), zap.String("bucket", st.Bucket()))
 				tel.Serving()
 				return a.Run(ctx)
@@ -133,4 +147,49 @@ point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
 	c.Flags().StringVar(&crashAt, "test-crash-at", "", "tests only: SIGKILL itself at the Nth time it reaches a step, STEP[:N] (after-upload, after-checkpoint, after-commit)")
 	c.Flags().MarkHidden("test-crash-at")
 	return c
+}
+
+// publicKeyringPoll is how often a running archiver looks for keys that
+// `custody keys generate` added; SIGHUP looks at once.
+var publicKeyringPoll = time.Minute
+
+// watchPublicKeyring hands the archiver the public keyring at path each
+// time its content changes, until ctx ends: on SIGHUP and every
+// publicKeyringPoll. A file that does not parse, or no longer trusts the
+// archiver's signing key, is logged and the keyring in use stays.
+func watchPublicKeyring(ctx context.Context, log *zap.Logger, path string, a *pipeline.Archiver) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	t := time.NewTicker(publicKeyringPoll)
+	defer t.Stop()
+	last, _ := os.ReadFile(path) // what LoadWriteKeys read at start
+	var refused []byte           // logged once, not at every poll
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		case <-t.C:
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			log.Error("cannot read the public keyring; the one in use stays", zap.String("path", path), zap.Error(err))
+			continue
+		}
+		if bytes.Equal(b, last) || bytes.Equal(b, refused) {
+			continue
+		}
+		kr, err := keyring.ParsePublic(b)
+		if err == nil {
+			err = a.SetPublic(kr)
+		}
+		if err != nil {
+			log.Error("public keyring not taken; the one in use stays", zap.String("path", path), zap.Error(err))
+			refused = b
+			continue
+		}
+		last = b
+		log.Info("public keyring reloaded", zap.String("path", path), zap.Int("keys", len(kr.Keys())))
+	}
 }

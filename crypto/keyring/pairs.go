@@ -243,6 +243,21 @@ func (kr *PublicKeyring) Current(class string, t time.Time) (PublicKey, error) {
 	return PublicKey{}, fmt.Errorf("no public key for class %s on %s in the public keyring; run `custody keys generate`", class, PeriodOf(PeriodDay, t))
 }
 
+// Horizon returns how far ahead new segments of class can be sealed from
+// now on: the end of the last UTC day d such that every day from now's to
+// d has a key (its own or its month's). It returns the start of now's day
+// when today has none. It looks at most maxDays ahead.
+func (kr *PublicKeyring) Horizon(class string, now time.Time, maxDays int) time.Time {
+	day := now.UTC().Truncate(24 * time.Hour)
+	for i := 0; i < maxDays; i++ {
+		if _, err := kr.Current(class, day); err != nil {
+			break
+		}
+		day = day.AddDate(0, 0, 1)
+	}
+	return day
+}
+
 // Save writes the public keyring (mode 0644: it holds nothing secret).
 func (kr *PublicKeyring) Save(path string) error {
 	f := publicFile{Version: 2, Suite: Suite, Keys: []publicFileKey{}, Signers: []signerFile{}}

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/custodylog/custody/internal/secret"
 )
@@ -113,5 +114,30 @@ func TestPrivateKeyringPassphrase(t *testing.T) {
 		if _, err := LoadPrivate(c.PrivateKeyringFile, secret.String(pass)); !errors.Is(err, ErrPassphrase) {
 			t.Errorf("LoadPrivate with passphrase %q: %v; want ErrPassphrase", pass, err)
 		}
+	}
+}
+
+func TestHorizon(t *testing.T) {
+	now := time.Date(2026, 11, 29, 13, 0, 0, 0, time.UTC)
+	pub, priv := NewPublic(), NewPrivate()
+	// Days from the 28th to 2 December, then a month key for January
+	// with a gap (December 3-31) between.
+	if _, err := GeneratePairs(pub, priv, now, []string{"security"}, PeriodDay, now.AddDate(0, 0, -1), now.AddDate(0, 0, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := GeneratePairs(pub, priv, now, []string{"security"}, PeriodMonth, now.AddDate(0, 2, 0), now.AddDate(0, 2, 0)); err != nil {
+		t.Fatal(err)
+	}
+	if h := pub.Horizon("security", now, 400); !h.Equal(time.Date(2026, 12, 3, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("Horizon = %v; want the end of 2 December (the gap stops it)", h)
+	}
+	if h := pub.Horizon("security", now, 2); !h.Equal(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("Horizon over 2 days = %v; want the end of 30 November", h)
+	}
+	if h := pub.Horizon("analytics", now, 400); !h.Equal(time.Date(2026, 11, 29, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("Horizon without keys = %v; want the start of today", h)
+	}
+	if h := pub.Horizon("security", now.AddDate(0, 2, 0), 400); !h.Equal(time.Date(2027, 2, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Errorf("Horizon in January = %v; want the month key's end", h)
 	}
 }

@@ -7,9 +7,11 @@ import (
 	"bufio"
 	"bytes"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -106,6 +108,10 @@ func TestRunScriptPrintsAWorkingQuery(t *testing.T) {
 		t.Fatalf("printed access log %q: %v\n%s", accessLog, err, res)
 	}
 
+	// Every metric the dashboard and the alert rules (docs/grafana,
+	// docs/prometheus) name is one the running services export.
+	checkOpsMetrics(t, root, "127.0.0.1:9464", "127.0.0.1:9465", "127.0.0.1:9482")
+
 	// Ctrl-C stops the services cleanly.
 	syscall.Kill(-cmd.Process.Pid, syscall.SIGINT)
 	select {
@@ -118,5 +124,46 @@ func TestRunScriptPrintsAWorkingQuery(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "services stopped") {
 		t.Errorf("scripts/run did not report stopping the services:\n%s", stdout.String())
+	}
+}
+
+// checkOpsMetrics scrapes the services' /metrics and checks every custody_
+// metric the dashboard and the alert rules name against what they export.
+func checkOpsMetrics(t *testing.T, root string, addrs ...string) {
+	t.Helper()
+	exported := map[string]bool{}
+	for _, a := range addrs {
+		resp, err := http.Get("http://" + a + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if l == "" || l[0] == '#' {
+				continue
+			}
+			exported[strings.FieldsFunc(l, func(r rune) bool { return r == '{' || r == ' ' })[0]] = true
+		}
+	}
+	name := regexp.MustCompile(`custody_[a-z_]+[a-z]`)
+	named := 0
+	for _, f := range []string{"docs/grafana/custody.json", "docs/prometheus/custody-alerts.yml"} {
+		b, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range name.FindAllString(string(b), -1) {
+			named++
+			if !exported[m] {
+				t.Errorf("%s names %s, which no running service exports", f, m)
+			}
+		}
+	}
+	if named < 20 {
+		t.Fatalf("only %d metric names found in the dashboard and rules", named)
 	}
 }

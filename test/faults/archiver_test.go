@@ -5,11 +5,13 @@ package faults
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/custodylog/custody/archive"
 	"github.com/custodylog/custody/archive/store"
+	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 )
@@ -263,26 +266,89 @@ func TestTwoArchivers(t *testing.T) {
 
 // metricAbove reports whether the Prometheus counter at url exceeds v.
 func metricAbove(url, name string, v float64) bool {
+	x, ok := metricValue(url, name)
+	return ok && x > v
+}
+
+// metricValue reads one series (name with its labels, as the exposition
+// format writes them) from the Prometheus endpoint at url.
+func metricValue(url, series string) (float64, bool) {
 	resp, err := http.Get(url)
 	if err != nil {
-		return false
+		return 0, false
 	}
 	defer resp.Body.Close()
-	var buf strings.Builder
-	b := make([]byte, 32<<10)
-	for {
-		n, err := resp.Body.Read(b)
-		buf.Write(b[:n])
-		if err != nil {
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return 0, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			x, err := strconv.ParseFloat(v, 64)
+			return x, err == nil
+		}
+	}
+	return 0, false
+}
+
+// TestArchiverTakesNewKeysWithoutRestart: an archiver whose public keyring
+// has no key for its events' class stores nothing, says why in /readyz
+// and shows a key horizon of 0; once `custody keys generate` (here: the
+// test) writes the keys and the archiver gets SIGHUP, it seals and stores
+// every event exactly once, without a restart, and the horizon moves.
+func TestArchiverTakesNewKeysWithoutRestart(t *testing.T) {
+	r := newArchiveRig(t, 2)
+	pubPath := filepath.Join(r.dir, "public-keyring.json")
+	// The keyring with its signer but without a single key pair.
+	empty := keyring.NewPublic()
+	empty.AddSigner(r.kr.Signer.Public())
+	if err := empty.Save(pubPath); err != nil {
+		t.Fatal(err)
+	}
+	const port = 19341
+	cfg := r.config(t, port)
+	metrics := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
+	horizon := `custody_archiver_key_horizon_seconds{class="security"}`
+	r.produce(t, 3000, "k")
+	p := r.start(t, cfg)
+	var ready string
+	for deadline := time.Now().Add(2 * time.Minute); ; {
+		if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/readyz", port)); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			ready = string(b)
+			if resp.StatusCode == http.StatusServiceUnavailable && strings.Contains(ready, "no public key for class security") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never named the missing key; last: %q\n%s", ready, tail(p.stderr.String()))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if h, ok := metricValue(metrics, horizon); !ok || h != 0 {
+		t.Fatalf("%s = %v (found %v) with no keys; want 0", horizon, h, ok)
+	}
+	if n := archivetest.Read(t, r.store, r.kr).Segments; n != 0 {
+		t.Fatalf("%d segments stored without a key", n)
+	}
+	if err := r.kr.Public.Save(pubPath); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(time.Minute); ; {
+		// archivetest's keys reach a month ahead.
+		if h, ok := metricValue(metrics, horizon); ok && h > 27*24*3600 {
 			break
 		}
-	}
-	for _, line := range strings.Split(buf.String(), "\n") {
-		if strings.HasPrefix(line, name+" ") {
-			var x float64
-			fmt.Sscanf(strings.TrimPrefix(line, name+" "), "%g", &x)
-			return x > v
+		if time.Now().After(deadline) {
+			t.Fatalf("the key horizon did not move after SIGHUP\n%s", tail(p.stderr.String()))
 		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	return false
+	got := r.finish(t, p)
+	if !strings.Contains(p.stderr.String(), "public keyring reloaded") {
+		t.Errorf("no reload in the log:\n%s", tail(p.stderr.String()))
+	}
+	t.Logf("%d events in %d segments after the keys came, exactly as sent", got.Events, got.Segments)
 }

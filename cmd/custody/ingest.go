@@ -18,6 +18,7 @@ import (
 
 	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/ingest/spool"
+	"github.com/custodylog/custody/ingest/syslogd"
 	"github.com/custodylog/custody/internal/telemetry"
 	"github.com/custodylog/custody/internal/tlsconfig"
 )
@@ -82,7 +83,33 @@ the tenants, kinds and retention classes they may write. See docs/EVENTS.md
 				hs := &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
 				log.Info("ingest listening", zap.String("url", scheme+"://"+ln.Addr().String()+"/v1/events"), zap.Bool("mtls", cfg.Ingest.TLS.ClientCAFile != ""), zap.String("topic", cfg.Kafka.Topic), zap.String("spool", cfg.Ingest.SpoolDir))
 
-				errc := make(chan error, 2)
+				errc := make(chan error, 3)
+				// The syslog listener (ingest.syslog in docs/CONFIG.md), if
+				// configured: its connections feed the same sink.
+				slctx, stopSyslog := context.WithCancel(context.Background())
+				defer stopSyslog()
+				syslogDone := make(chan struct{})
+				if cfg.Syslog.Enabled() {
+					sl, err := syslogd.New(cfg.Syslog, cfg.EventOptions(""), sink, log, tel.Registry)
+					if err != nil {
+						return err
+					}
+					sln, sscheme, err := listenTLS(hctx, log, &wg, "syslog", cfg.Syslog.Listen, cfg.Syslog.TLS)
+					if err != nil {
+						return err
+					}
+					log.Info("syslog listening", zap.String("addr", sln.Addr().String()), zap.Bool("tls", sscheme == "https"), zap.Int("rules", len(cfg.Syslog.Rules)))
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						defer close(syslogDone)
+						if err := sl.Serve(slctx, sln); err != nil {
+							errc <- err
+						}
+					}()
+				} else {
+					close(syslogDone)
+				}
 				dctx, stopDrain := context.WithCancel(context.Background())
 				wg.Add(2)
 				go func() {
@@ -113,6 +140,10 @@ the tenants, kinds and retention classes they may write. See docs/EVENTS.md
 				if err := hs.Shutdown(sctx); err != nil {
 					log.Warn("http shutdown", zap.Error(err))
 				}
+				// Syslog connections are read for what their senders
+				// already wrote, submitted, then closed.
+				stopSyslog()
+				<-syslogDone
 				stopDrain()
 				stopHUP()
 				wg.Wait()
@@ -132,7 +163,7 @@ func listenTLS(ctx context.Context, log *zap.Logger, wg *sync.WaitGroup, what, a
 		return nil, "", fmt.Errorf("cannot listen on %s: %w", addr, err)
 	}
 	if !t.Enabled() {
-		log.Warn(what+" serves plain HTTP: allowed on loopback only; set "+what+".tls for any other address", zap.String("addr", ln.Addr().String()))
+		log.Warn(what+" serves without TLS: allowed on loopback only; set "+what+".tls for any other address", zap.String("addr", ln.Addr().String()))
 		return ln, "http", nil
 	}
 	rl, err := tlsconfig.NewReloader(t)

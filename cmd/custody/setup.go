@@ -16,7 +16,7 @@ import (
 // running the hook holds no archive credentials, an archiver no ingest
 // tokens). `custody config check --for COMMAND` checks the same set.
 var sections = map[string][]config.Section{
-	"ingest":                          {config.Kafka, config.Events, config.Ingest, config.Retention},
+	"ingest":                          {config.Kafka, config.Events, config.Ingest, config.Syslog, config.Retention},
 	"agent":                           {config.Kafka, config.Events, config.Agent, config.Retention},
 	"send":                            {config.Kafka, config.Events, config.Agent, config.Retention},
 	"hook":                            {config.Kafka, config.Events, config.Agent, config.Retention},

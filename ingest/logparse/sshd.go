@@ -77,6 +77,17 @@ func ParseSSHD(line string, now time.Time, loc *time.Location) (SSHLogin, error)
 	if p, _, _ := strings.Cut(prog, "["); p != "sshd" && !strings.HasPrefix(p, "sshd-") {
 		return l, ErrIgnored
 	}
+	m, err := ParseSSHDMessage(msg)
+	m.Time, m.Host = l.Time, l.Host
+	return m, err
+}
+
+// ParseSSHDMessage parses the message part of an sshd log line (after
+// "sshd[pid]: "), for transports that carry the time, host and program
+// apart, such as RFC 5424 syslog. Time and Host stay zero.
+func ParseSSHDMessage(msg string) (SSHLogin, error) {
+	var l SSHLogin
+	msg = strings.TrimRight(msg, "\r\n")
 	var port string
 	switch {
 	case reAccepted.MatchString(msg):
@@ -94,6 +105,7 @@ func ParseSSHD(line string, now time.Time, loc *time.Location) (SSHLogin, error)
 	default:
 		return l, ErrIgnored
 	}
+	var err error
 	if l.Port, err = strconv.Atoi(port); err != nil || l.Port < 1 || l.Port > 65535 {
 		return l, fmt.Errorf("port: %q is outside 1-65535", port)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/ingest/agent"
+	"github.com/custodylog/custody/ingest/syslogd"
 	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/keyerr"
 	"github.com/custodylog/custody/pipeline"
@@ -34,6 +35,7 @@ type Config struct {
 	Events    event.Config      `yaml:"events"`
 	Ingest    ingest.Config     `yaml:"ingest"`
 	Agent     agent.Config      `yaml:"agent"`
+	Syslog    syslogd.Config    `yaml:"syslog"`
 	Archive   pipeline.Config   `yaml:"archive"`
 	Query     query.Config      `yaml:"query"`
 	Retention archive.Retention `yaml:"retention"`
@@ -54,6 +56,7 @@ const (
 	Events    Section = "events"
 	Ingest    Section = "ingest"
 	Agent     Section = "agent"
+	Syslog    Section = "syslog"
 	Archive   Section = "archive"
 	Query     Section = "query"
 	Retention Section = "retention"
@@ -61,7 +64,7 @@ const (
 )
 
 // All lists every section.
-var All = []Section{Kafka, S3, Crypto, Events, Ingest, Agent, Archive, Query, Retention, Serve}
+var All = []Section{Kafka, S3, Crypto, Events, Ingest, Agent, Syslog, Archive, Query, Retention, Serve}
 
 // Defaults returns a configuration for the local stack. Values in the file
 // replace these field by field.
@@ -73,6 +76,7 @@ func Defaults() Config {
 		Events:    event.DefaultConfig(),
 		Ingest:    ingest.Defaults(),
 		Agent:     agent.Defaults(),
+		Syslog:    syslogd.Defaults(),
 		Archive:   pipeline.Defaults(),
 		Query:     query.Defaults(),
 		Retention: archive.DefaultRetention(),
@@ -170,6 +174,7 @@ func (c *Config) Check(sections ...Section) error {
 	check(Events, func() error { return c.Events.Resolve(d) }, c.Events.Validate)
 	check(Ingest, func() error { return c.Ingest.Resolve(d) }, c.Ingest.Validate)
 	check(Agent, func() error { c.Agent.ResolvePaths(d); return nil }, c.Agent.Validate)
+	check(Syslog, func() error { c.Syslog.TLS.ResolvePaths(d); return nil }, c.Syslog.Validate)
 	check(Archive, nil, c.Archive.Validate)
 	check(Query, nil, c.Query.Validate)
 	check(Retention, nil, c.Retention.Validate)

@@ -56,6 +56,6 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.logFormat, "log-format", "json", "log format: json or console")
 	pf.StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	pf.BoolVar(&g.pprof, "pprof", false, "long-running commands: also serve /debug/pprof/ on the metrics address (unauthenticated; only on a trusted address)")
-	root.AddCommand(newConfigCmd(g), newVersionCmd(), newKeysCmd(g), newArchiveCmd(g), newIngestCmd(g), newAgentCmd(g), newSendCmd(g), newHookCmd(g), newQueryCmd(g), newRetentionCmd(g), newHoldCmd(g), newServeCmd(g), newAccessLogCmd(), newVerifyCmd(g), newExportCmd(g), newRequestsCmd(), newDLQCmd(g))
+	root.AddCommand(newConfigCmd(g), newVersionCmd(), newKeysCmd(g), newArchiveCmd(g), newIngestCmd(g), newAgentCmd(g), newNormalizeCmd(g), newSendCmd(g), newHookCmd(g), newQueryCmd(g), newRetentionCmd(g), newHoldCmd(g), newServeCmd(g), newAccessLogCmd(), newVerifyCmd(g), newExportCmd(g), newRequestsCmd(), newDLQCmd(g))
 	return root
 }

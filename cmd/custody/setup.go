@@ -18,6 +18,7 @@ import (
 var sections = map[string][]config.Section{
 	"ingest":                          {config.Kafka, config.Events, config.Ingest, config.Syslog, config.Retention},
 	"agent":                           {config.Kafka, config.Events, config.Agent, config.Retention},
+	"normalize":                       {config.Kafka, config.Events, config.Normalize, config.Retention},
 	"send":                            {config.Kafka, config.Events, config.Agent, config.Retention},
 	"hook":                            {config.Kafka, config.Events, config.Agent, config.Retention},
 	"archive init":                    {config.S3, config.Retention},

@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -157,25 +156,6 @@ func (a *Agent) shipBatch(ctx context.Context, f File, t *tailer) (int, error) {
 	return len(lines), nil
 }
 
-// parsedEvent is the v1 JSON built from a parsed log line, validated and
-// redacted by event.Decode like any sender's event.
-type parsedEvent struct {
-	Time      string         `json:"time"`
-	Kind      string         `json:"kind"`
-	Tenant    string         `json:"tenant"`
-	App       string         `json:"app,omitempty"`
-	IP        string         `json:"ip,omitempty"`
-	Port      int            `json:"port,omitempty"`
-	Login     string         `json:"login,omitempty"`
-	UserAgent string         `json:"user_agent,omitempty"`
-	Action    string         `json:"action,omitempty"`
-	Protocol  string         `json:"protocol,omitempty"`
-	Method    string         `json:"method,omitempty"`
-	Path      string         `json:"path,omitempty"`
-	Status    int            `json:"status,omitempty"`
-	Attrs     map[string]any `json:"attrs,omitempty"`
-}
-
 // convert turns one line into an event. Its ID derives from the file's
 // identity and the line's offset, so a line re-read after a crash keeps
 // its ID.
@@ -190,7 +170,7 @@ func (a *Agent) convert(f File, id fileID, l line) (*event.Event, error) {
 	o := a.opts
 	o.Now, o.Source, o.Tenants = a.now(), a.cfg.Name, tenants
 	o.IDSalt = []byte(strconv.FormatUint(id.Dev, 10) + ":" + strconv.FormatUint(id.Ino, 10) + ":" + strconv.FormatInt(l.off, 10))
-	var p parsedEvent
+	var p logparse.Event
 	switch f.Format {
 	case "json":
 		return event.Decode(l.data, o)
@@ -199,31 +179,15 @@ func (a *Agent) convert(f File, id fileID, l line) (*event.Event, error) {
 		if err != nil {
 			return nil, err
 		}
-		p = parsedEvent{Time: acc.Time.Format(time.RFC3339Nano), Kind: string(event.KindConnection), Tenant: f.Tenant, App: f.App,
-			IP: acc.IP, Login: acc.User, UserAgent: acc.UserAgent, Method: acc.Method, Path: acc.Path, Protocol: acc.Protocol, Status: acc.Status,
-			Attrs: map[string]any{"bytes": acc.Bytes}}
-		if acc.Referer != "" {
-			p.Attrs["referer"] = acc.Referer
-		}
+		p = acc.Event(f.Tenant, f.App, "")
 	case "sshd":
 		s, err := logparse.ParseSSHD(string(l.data), a.now(), a.loc)
 		if err != nil {
 			return nil, err
 		}
-		p = parsedEvent{Time: s.Time.Format(time.RFC3339Nano), Kind: string(event.KindLogin), Tenant: f.Tenant, App: f.App,
-			IP: s.IP, Port: s.Port, Login: s.User, Action: s.Action, Protocol: "ssh", Attrs: map[string]any{"host": s.Host}}
-		if s.Method != "" {
-			p.Attrs["auth_method"] = s.Method
-		}
-		if s.Invalid {
-			p.Attrs["invalid_user"] = true
-		}
+		p = s.Event(f.Tenant, f.App)
 	default:
 		return nil, fmt.Errorf("unknown format %q", f.Format)
 	}
-	b, err := json.Marshal(p)
-	if err != nil {
-		return nil, err
-	}
-	return event.Decode(b, o)
+	return event.Decode(p.JSON(), o)
 }

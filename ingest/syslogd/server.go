@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -59,8 +58,8 @@ func New(cfg Config, base event.Options, sink submitter, log *zap.Logger, reg pr
 		conns: prometheus.NewGauge(prometheus.GaugeOpts{Name: "custody_syslog_connections", Help: "Open syslog connections."}),
 	}
 	s.base.Source = "syslog"
-	for _, r := range []string{"accepted", "ignored", "unmatched", "invalid"} {
-		s.messages.WithLabelValues(r)
+	for _, r := range []Result{Accepted, Ignored, Unmatched, Invalid} {
+		s.messages.WithLabelValues(string(r))
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{s.messages, s.conns} {
@@ -129,27 +128,28 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	// messages already read.
 	sctx := context.WithoutCancel(ctx)
 	r := bufio.NewReaderSize(c, 64<<10)
-	m := newMachine()
+	conv := NewConverter(s.cfg.Rules, s.cfg.StructuredDataID, s.base)
+	conv.now = s.now
 	var batch []ingest.Record
 	n := 0
 	for {
 		frame, err := s.readFrame(r)
 		if err == nil {
 			n++
-			rec, result, cerr := s.convert(m, frame)
-			s.messages.WithLabelValues(result).Inc()
+			rec, result, cerr := conv.Convert(frame, frame)
+			s.messages.WithLabelValues(string(result)).Inc()
 			switch {
-			case cerr != nil && result == "invalid":
+			case cerr != nil && result == Invalid:
 				s.log.Warn("syslog message refused", zap.String("peer", peer), zap.Int("message", n), zap.Error(cerr))
 			case cerr != nil:
-				s.log.Debug("syslog message not archived", zap.String("peer", peer), zap.Int("message", n), zap.String("result", result), zap.Error(cerr))
+				s.log.Debug("syslog message not archived", zap.String("peer", peer), zap.Int("message", n), zap.String("result", string(result)), zap.Error(cerr))
 			default:
 				batch = append(batch, rec)
 			}
 		}
 		var fe *frameError
 		if errors.As(err, &fe) {
-			s.messages.WithLabelValues("invalid").Inc()
+			s.messages.WithLabelValues(string(Invalid)).Inc()
 			s.log.Warn("syslog frame refused", zap.String("peer", peer), zap.Int("message", n+1), zap.Error(err))
 			n++
 		}
@@ -288,45 +288,55 @@ func readLine(r *bufio.Reader, max int) ([]byte, error) {
 	}
 }
 
-// parsedEvent is the v1 JSON built from a message, validated and redacted
-// by event.Decode like any sender's event.
-type parsedEvent struct {
-	Time      string         `json:"time"`
-	Kind      string         `json:"kind"`
-	Tenant    string         `json:"tenant"`
-	App       string         `json:"app,omitempty"`
-	IP        string         `json:"ip,omitempty"`
-	Port      int            `json:"port,omitempty"`
-	Login     string         `json:"login,omitempty"`
-	UserAgent string         `json:"user_agent,omitempty"`
-	Action    string         `json:"action,omitempty"`
-	Protocol  string         `json:"protocol,omitempty"`
-	Method    string         `json:"method,omitempty"`
-	Path      string         `json:"path,omitempty"`
-	Status    int            `json:"status,omitempty"`
-	Attrs     map[string]any `json:"attrs,omitempty"`
+// Result is what became of a message.
+type Result string
+
+// The results, also the values of custody_syslog_messages_total's label.
+const (
+	Accepted  Result = "accepted"
+	Ignored   Result = "ignored"   // a matched program's message that is no event
+	Unmatched Result = "unmatched" // no rule for its APP-NAME
+	Invalid   Result = "invalid"
+)
+
+// Converter turns RFC 5424 messages into events by rules; the listener
+// and custody normalize share it. Not safe for concurrent use (its parser
+// keeps state): one per connection or consumer.
+type Converter struct {
+	rules []Rule
+	sdID  string
+	base  event.Options
+	now   func() time.Time
+	m     syslog.Machine
 }
 
-// convert turns one message into a record, or says why not: result is
-// accepted, ignored, unmatched or invalid. The event ID derives from the
-// message's bytes, so a message the sender resends (after a reconnect)
-// gets the same ID and readers keep it once.
-func (s *Server) convert(m syslog.Machine, frame []byte) (ingest.Record, string, error) {
-	parsed, err := m.Parse(frame)
+// NewConverter returns a converter. base holds the event limits and
+// classes, and the source the events name.
+func NewConverter(rules []Rule, structuredDataID string, base event.Options) *Converter {
+	return &Converter{rules: rules, sdID: structuredDataID, base: base, now: time.Now, m: rfc5424.NewMachine()}
+}
+
+// Convert turns one message into a record, or says why not. The event ID
+// derives from salt (and the event), so the same salt for the same
+// message gives the same ID: the listener passes the message's bytes, so
+// that a message the sender resends after a reconnect is kept once by
+// readers; normalize passes the record's topic, partition and offset.
+func (c *Converter) Convert(msg, salt []byte) (ingest.Record, Result, error) {
+	parsed, err := c.m.Parse(msg)
 	if err != nil {
-		return ingest.Record{}, "invalid", fmt.Errorf("not an RFC 5424 message: %v", err)
+		return ingest.Record{}, Invalid, fmt.Errorf("not an RFC 5424 message: %v", err)
 	}
 	sm := parsed.(*rfc5424.SyslogMessage)
 	app := deref(sm.Appname)
 	var rule *Rule
-	for i := range s.cfg.Rules {
-		if r := &s.cfg.Rules[i]; r.AppName == "" || r.AppName == app {
+	for i := range c.rules {
+		if r := &c.rules[i]; r.AppName == "" || r.AppName == app {
 			rule = r
 			break
 		}
 	}
 	if rule == nil {
-		return ingest.Record{}, "unmatched", fmt.Errorf("no rule for APP-NAME %q", app)
+		return ingest.Record{}, Unmatched, fmt.Errorf("no rule for APP-NAME %q", app)
 	}
 	tenant, evApp := rule.Tenant, rule.App
 	allowed := map[string]bool{}
@@ -337,10 +347,10 @@ func (s *Server) convert(m syslog.Machine, frame []byte) (ingest.Record, string,
 		allowed[t] = true
 	}
 	if sm.StructuredData != nil {
-		if sd, ok := (*sm.StructuredData)[s.cfg.StructuredDataID]; ok {
+		if sd, ok := (*sm.StructuredData)[c.sdID]; ok {
 			if t, ok := sd["tenant"]; ok {
 				if !allowed[t] {
-					return ingest.Record{}, "invalid", fmt.Errorf("structured data [%s]: tenant %q is not one of the rule's tenants", s.cfg.StructuredDataID, t)
+					return ingest.Record{}, Invalid, fmt.Errorf("structured data [%s]: tenant %q is not one of the rule's tenants", c.sdID, t)
 				}
 				tenant = t
 			}
@@ -353,70 +363,45 @@ func (s *Server) convert(m syslog.Machine, frame []byte) (ingest.Record, string,
 		tenant = rule.Tenants[0]
 	}
 	if tenant == "" && rule.Format != "json" { // a JSON event names its own, within allowed
-		return ingest.Record{}, "invalid", fmt.Errorf("tenant: the rule for APP-NAME %q has no default tenant and the message's structured data [%s] names none", app, s.cfg.StructuredDataID)
+		return ingest.Record{}, Invalid, fmt.Errorf("tenant: the rule for APP-NAME %q has no default tenant and the message's structured data [%s] names none", app, c.sdID)
 	}
-	o := s.base
-	o.Now, o.Tenants, o.IDSalt = s.now(), allowed, frame
+	o := c.base
+	o.Now, o.Tenants, o.IDSalt = c.now(), allowed, salt
 	text := string(bytes.TrimPrefix([]byte(deref(sm.Message)), utf8BOM))
-	var p parsedEvent
+	var p logparse.Event
 	switch rule.Format {
 	case "json":
 		e, err := event.Decode([]byte(text), o)
 		if err != nil {
-			return ingest.Record{}, "invalid", fmt.Errorf("MSG: %w", err)
+			return ingest.Record{}, Invalid, fmt.Errorf("MSG: %w", err)
 		}
-		return ingest.RecordOf(e), "accepted", nil
+		return ingest.RecordOf(e), Accepted, nil
 	case "sshd":
 		if sm.Timestamp == nil {
-			return ingest.Record{}, "invalid", errors.New("TIMESTAMP: missing (the NILVALUE); an event needs its time")
+			return ingest.Record{}, Invalid, errors.New("TIMESTAMP: missing (the NILVALUE); an event needs its time")
 		}
 		l, err := logparse.ParseSSHDMessage(text)
 		if errors.Is(err, logparse.ErrIgnored) {
-			return ingest.Record{}, "ignored", err
+			return ingest.Record{}, Ignored, err
 		}
 		if err != nil {
-			return ingest.Record{}, "invalid", fmt.Errorf("MSG: %w", err)
+			return ingest.Record{}, Invalid, fmt.Errorf("MSG: %w", err)
 		}
-		p = parsedEvent{Time: sm.Timestamp.UTC().Format(time.RFC3339Nano), Kind: string(event.KindLogin), Tenant: tenant, App: evApp,
-			IP: l.IP, Port: l.Port, Login: l.User, Action: l.Action, Protocol: "ssh", Attrs: map[string]any{}}
-		if h := deref(sm.Hostname); h != "" {
-			p.Attrs["host"] = h
-		}
-		if l.Method != "" {
-			p.Attrs["auth_method"] = l.Method
-		}
-		if l.Invalid {
-			p.Attrs["invalid_user"] = true
-		}
+		l.Time, l.Host = sm.Timestamp.UTC(), deref(sm.Hostname)
+		p = l.Event(tenant, evApp)
 	case "combined":
 		acc, err := logparse.ParseCombined(text)
 		if err != nil {
-			return ingest.Record{}, "invalid", fmt.Errorf("MSG: %w", err)
+			return ingest.Record{}, Invalid, fmt.Errorf("MSG: %w", err)
 		}
-		p = parsedEvent{Time: acc.Time.Format(time.RFC3339Nano), Kind: string(event.KindConnection), Tenant: tenant, App: evApp,
-			IP: acc.IP, Login: acc.User, UserAgent: acc.UserAgent, Method: acc.Method, Path: acc.Path, Protocol: acc.Protocol, Status: acc.Status,
-			Attrs: map[string]any{"bytes": acc.Bytes}}
-		if acc.Referer != "" {
-			p.Attrs["referer"] = acc.Referer
-		}
-		if h := deref(sm.Hostname); h != "" {
-			p.Attrs["host"] = h
-		}
+		p = acc.Event(tenant, evApp, deref(sm.Hostname))
 	}
-	b, err := json.Marshal(p)
+	e, err := event.Decode(p.JSON(), o)
 	if err != nil {
-		return ingest.Record{}, "invalid", err
+		return ingest.Record{}, Invalid, err
 	}
-	e, err := event.Decode(b, o)
-	if err != nil {
-		return ingest.Record{}, "invalid", err
-	}
-	return ingest.RecordOf(e), "accepted", nil
+	return ingest.RecordOf(e), Accepted, nil
 }
-
-// newMachine returns a strict RFC 5424 parser; one per connection, since
-// a machine is not safe for concurrent use.
-func newMachine() syslog.Machine { return rfc5424.NewMachine() }
 
 var utf8BOM = []byte{0xef, 0xbb, 0xbf}
 

@@ -267,7 +267,7 @@ func FuzzStream(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r := bufio.NewReaderSize(bytes.NewReader(b), 64<<10)
-		m := newMachine()
+		conv := NewConverter(cfg.Rules, cfg.StructuredDataID, base)
 		for i := 0; i < 1000; i++ {
 			frame, err := s.readFrame(r)
 			var fe *frameError
@@ -278,7 +278,7 @@ func FuzzStream(f *testing.F) {
 				t.Fatalf("frame of %d bytes over the limit", len(frame))
 			}
 			if err == nil {
-				s.convert(m, frame)
+				conv.Convert(frame, frame)
 			}
 		}
 	})

@@ -19,6 +19,7 @@ import (
 	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/ingest"
 	"github.com/custodylog/custody/ingest/agent"
+	"github.com/custodylog/custody/ingest/normalize"
 	"github.com/custodylog/custody/ingest/syslogd"
 	"github.com/custodylog/custody/internal/kafkaconn"
 	"github.com/custodylog/custody/internal/keyerr"
@@ -36,6 +37,7 @@ type Config struct {
 	Ingest    ingest.Config     `yaml:"ingest"`
 	Agent     agent.Config      `yaml:"agent"`
 	Syslog    syslogd.Config    `yaml:"syslog"`
+	Normalize normalize.Config  `yaml:"normalize"`
 	Archive   pipeline.Config   `yaml:"archive"`
 	Query     query.Config      `yaml:"query"`
 	Retention archive.Retention `yaml:"retention"`
@@ -57,6 +59,7 @@ const (
 	Ingest    Section = "ingest"
 	Agent     Section = "agent"
 	Syslog    Section = "syslog"
+	Normalize Section = "normalize"
 	Archive   Section = "archive"
 	Query     Section = "query"
 	Retention Section = "retention"
@@ -64,7 +67,7 @@ const (
 )
 
 // All lists every section.
-var All = []Section{Kafka, S3, Crypto, Events, Ingest, Agent, Syslog, Archive, Query, Retention, Serve}
+var All = []Section{Kafka, S3, Crypto, Events, Ingest, Agent, Syslog, Normalize, Archive, Query, Retention, Serve}
 
 // Defaults returns a configuration for the local stack. Values in the file
 // replace these field by field.
@@ -77,6 +80,7 @@ func Defaults() Config {
 		Ingest:    ingest.Defaults(),
 		Agent:     agent.Defaults(),
 		Syslog:    syslogd.Defaults(),
+		Normalize: normalize.Defaults(),
 		Archive:   pipeline.Defaults(),
 		Query:     query.Defaults(),
 		Retention: archive.DefaultRetention(),
@@ -175,6 +179,7 @@ func (c *Config) Check(sections ...Section) error {
 	check(Ingest, func() error { return c.Ingest.Resolve(d) }, c.Ingest.Validate)
 	check(Agent, func() error { c.Agent.ResolvePaths(d); return nil }, c.Agent.Validate)
 	check(Syslog, func() error { c.Syslog.TLS.ResolvePaths(d); return nil }, c.Syslog.Validate)
+	check(Normalize, nil, c.Normalize.Validate)
 	check(Archive, nil, c.Archive.Validate)
 	check(Query, nil, c.Query.Validate)
 	check(Retention, nil, c.Retention.Validate)

@@ -62,7 +62,9 @@ func TestRsyslogKafkaNormalize(t *testing.T) {
          confParam=["%s"]
          queue.type="LinkedList" queue.size="100000" action.resumeRetryCount="-1")`,
 		raw, strings.Join(st.KafkaBrokers, `","`), strings.Join(conf, `","`)))
-	logs := func() string { return "normalize:\n" + tail(norm.stderr.String()) + "\nrsyslog:\n" + tail(rs.out.String()) }
+	logs := func() string {
+		return "normalize:\n" + tail(norm.stderr.String()) + "\nrsyslog:\n" + tail(rs.out.String())
+	}
 
 	const perFile, bad = 3000, 10
 	want := rs.logLines(t, perFile, bad, func() {

@@ -95,6 +95,7 @@ func NewServer(cfg Config, base event.Options, sink submitter, log *zap.Logger, 
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/events", s.postEvents)
+	mux.HandleFunc("/v1/logs", s.postLogs) // OTLP/HTTP (otlp.go)
 	return mux
 }
 
@@ -168,28 +169,11 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 		s.reply(w, http.StatusMethodNotAllowed, Response{Message: "use POST"})
 		return
 	}
-	tok := s.authenticate(r)
+	tok, release := s.admit(w, r, func(code int, msg string) { s.reply(w, code, Response{Message: msg}) })
 	if tok == nil {
-		w.Header().Set("WWW-Authenticate", `Bearer realm="custody"`)
-		s.reply(w, http.StatusUnauthorized, Response{Message: "missing or unknown bearer token"})
 		return
 	}
-	select {
-	case tok.slots <- struct{}{}:
-		defer func() { <-tok.slots }()
-	default:
-		w.Header().Set("Retry-After", "1")
-		s.reply(w, http.StatusTooManyRequests, Response{Message: fmt.Sprintf("token %s has %d requests in flight; wait for them", tok.name, maxInFlightPerToken)})
-		return
-	}
-	select {
-	case s.slots <- struct{}{}:
-		defer func() { <-s.slots }()
-	default:
-		w.Header().Set("Retry-After", "1")
-		s.reply(w, http.StatusServiceUnavailable, Response{Message: "server at its concurrency limit"})
-		return
-	}
+	defer release()
 
 	limit := int64(s.cfg.MaxRequestBytes)
 	raw := transportErrors{http.MaxBytesReader(w, r.Body, limit)}
@@ -220,6 +204,34 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.reply(w, http.StatusAccepted, resp)
+}
+
+// admit authenticates the request and takes a slot of its token's and of
+// the server's concurrency limits, or answers through fail and returns
+// nil. release gives the slots back.
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, fail func(code int, msg string)) (tok *token, release func()) {
+	tok = s.authenticate(r)
+	if tok == nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="custody"`)
+		fail(http.StatusUnauthorized, "missing or unknown bearer token")
+		return nil, nil
+	}
+	select {
+	case tok.slots <- struct{}{}:
+	default:
+		w.Header().Set("Retry-After", "1")
+		fail(http.StatusTooManyRequests, fmt.Sprintf("token %s has %d requests in flight; wait for them", tok.name, maxInFlightPerToken))
+		return nil, nil
+	}
+	select {
+	case s.slots <- struct{}{}:
+	default:
+		<-tok.slots
+		w.Header().Set("Retry-After", "1")
+		fail(http.StatusServiceUnavailable, "server at its concurrency limit")
+		return nil, nil
+	}
+	return tok, func() { <-s.slots; <-tok.slots }
 }
 
 // decompress wraps the body according to Content-Encoding.

@@ -38,17 +38,29 @@ func (discard) Submit(context.Context, []Record) error { return nil }
 // reports events/s and events per CPU-second of this process (server,
 // Kafka client and HTTP clients together: an upper bound on ingest's cost).
 func runIngestBench(b *testing.B, sink submitter) {
-	srv, err := NewServer(testConfig(), baseOptions(), sink, zap.NewNop(), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	hs := httptest.NewServer(srv.Handler())
-	defer hs.Close()
 	const perReq = 1000
 	bodies := make([][]byte, 64)
 	for i := range bodies {
 		bodies[i] = benchBody(perReq, i)
 	}
+	runBench(b, sink, testConfig(), benchRequests{path: "/v1/events", bodies: bodies, perReq: perReq, status: http.StatusAccepted})
+}
+
+// benchRequests are the requests a benchmark posts, in turn.
+type benchRequests struct {
+	path, contentType string
+	bodies            [][]byte
+	perReq, status    int
+}
+
+func runBench(b *testing.B, sink submitter, cfg Config, r benchRequests) {
+	srv, err := NewServer(cfg, baseOptions(), sink, zap.NewNop(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := httptest.NewServer(srv.Handler())
+	defer hs.Close()
+	bodies, perReq := r.bodies, r.perReq
 	b.SetBytes(int64(len(bodies[0])))
 	b.ReportAllocs()
 	cpu0 := cpuSeconds()
@@ -60,15 +72,18 @@ func runIngestBench(b *testing.B, sink submitter) {
 		go func() {
 			defer wg.Done()
 			for i := range work {
-				req, _ := http.NewRequest(http.MethodPost, hs.URL+"/v1/events", bytes.NewReader(bodies[i%len(bodies)]))
+				req, _ := http.NewRequest(http.MethodPost, hs.URL+r.path, bytes.NewReader(bodies[i%len(bodies)]))
 				req.Header.Set("Authorization", "Bearer "+tokenWeb)
+				if r.contentType != "" {
+					req.Header.Set("Content-Type", r.contentType)
+				}
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
 					b.Error(err)
 					continue
 				}
 				resp.Body.Close()
-				if resp.StatusCode != http.StatusAccepted {
+				if resp.StatusCode != r.status {
 					b.Errorf("status %d", resp.StatusCode)
 				}
 			}

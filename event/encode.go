@@ -93,6 +93,12 @@ func appendOpt(dst []byte, key, v string) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+// AppendString writes s as a JSON string, escaped as the canonical
+// encoding escapes (§6 of docs/EVENTS.md), an invalid UTF-8 byte as
+// U+FFFD: for senders that build event JSON themselves (the OTLP
+// receiver) before Decode checks it.
+func AppendString(dst []byte, s string) []byte { return appendQuoted(dst, s) }
+
 // appendQuoted writes s as a JSON string. s is valid UTF-8 (Decode rejects
 // anything else); an invalid byte would be replaced by U+FFFD.
 func appendQuoted(dst []byte, s string) []byte {

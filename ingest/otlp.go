@@ -279,17 +279,17 @@ func otlpEvent(sc *otlpScratch, res pcommon.Map, lr plog.LogRecord, opts event.O
 	if !set[mTenant] && defaultTenant != "" {
 		sep()
 		b = append(b, `"tenant":`...)
-		b = appendJSONString(b, defaultTenant)
+		b = event.AppendString(b, defaultTenant)
 	}
 	for m, v := range slot {
 		if !set[m] || m == mQuery {
 			continue
 		}
 		sep()
-		b = appendJSONString(b, memberNames[m])
+		b = event.AppendString(b, memberNames[m])
 		b = append(b, ':')
 		if m == mPath && set[mQuery] && v.Type() == pcommon.ValueTypeStr && slot[mQuery].Type() == pcommon.ValueTypeStr && slot[mQuery].Str() != "" {
-			b = appendJSONString(b, v.Str()+"?"+slot[mQuery].Str())
+			b = event.AppendString(b, v.Str()+"?"+slot[mQuery].Str())
 			continue
 		}
 		b = appendValue(b, v)
@@ -308,7 +308,7 @@ func otlpEvent(sc *otlpScratch, res pcommon.Map, lr plog.LogRecord, opts event.O
 			if len(b) > n {
 				b = append(b, ',')
 			}
-			b = appendJSONString(b, k)
+			b = event.AppendString(b, k)
 			b = append(b, ':')
 		}
 		for _, e := range extra {
@@ -333,11 +333,11 @@ func otlpEvent(sc *otlpScratch, res pcommon.Map, lr plog.LogRecord, opts event.O
 		}
 		if st := lr.SeverityText(); st != "" {
 			member("severity")
-			b = appendJSONString(b, st)
+			b = event.AppendString(b, st)
 		}
 		if en := lr.EventName(); en != "" {
 			member("event.name")
-			b = appendJSONString(b, en)
+			b = event.AppendString(b, en)
 		}
 		b = append(b, '}')
 	}
@@ -371,7 +371,7 @@ func (sc *otlpScratch) reset() {
 func appendValue(b []byte, v pcommon.Value) []byte {
 	switch v.Type() {
 	case pcommon.ValueTypeStr:
-		return appendJSONString(b, v.Str())
+		return event.AppendString(b, v.Str())
 	case pcommon.ValueTypeBool:
 		return strconv.AppendBool(b, v.Bool())
 	case pcommon.ValueTypeInt:
@@ -379,7 +379,7 @@ func appendValue(b []byte, v pcommon.Value) []byte {
 	case pcommon.ValueTypeDouble:
 		d := v.Double()
 		if math.IsInf(d, 0) || math.IsNaN(d) {
-			return appendJSONString(b, strconv.FormatFloat(d, 'g', -1, 64))
+			return event.AppendString(b, strconv.FormatFloat(d, 'g', -1, 64))
 		}
 		return strconv.AppendFloat(b, d, 'g', -1, 64)
 	case pcommon.ValueTypeBytes:
@@ -404,7 +404,7 @@ func appendValue(b []byte, v pcommon.Value) []byte {
 				b = append(b, ',')
 			}
 			first = false
-			b = appendJSONString(b, k)
+			b = event.AppendString(b, k)
 			b = append(b, ':')
 			b = appendValue(b, e)
 			return true
@@ -412,36 +412,6 @@ func appendValue(b []byte, v pcommon.Value) []byte {
 		return append(b, '}')
 	}
 	return append(b, "null"...)
-}
-
-// appendJSONString quotes s for JSON: quotes, backslashes and control
-// characters escaped; invalid UTF-8 is left for event.Decode to refuse.
-func appendJSONString(b []byte, s string) []byte {
-	const hexDigits = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b = append(b, s[start:i]...)
-		switch c {
-		case '"', '\\':
-			b = append(b, '\\', c)
-		case '\n':
-			b = append(b, '\\', 'n')
-		case '\t':
-			b = append(b, '\\', 't')
-		case '\r':
-			b = append(b, '\\', 'r')
-		default:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		}
-		start = i + 1
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }
 
 // otlpResponse writes an ExportLogsServiceResponse, with partial_success

@@ -441,7 +441,11 @@ func (s *Server) otlpResponse(w http.ResponseWriter, isJSON bool, rejected int, 
 // otlpStatus answers a failed request with a google.rpc.Status
 // {code = 1, message = 2}, as OTLP/HTTP asks.
 func (s *Server) otlpStatus(w http.ResponseWriter, code int, isJSON bool, msg string) {
-	grpcCode := map[int]int{http.StatusBadRequest: 3, http.StatusUnauthorized: 16, http.StatusTooManyRequests: 8, http.StatusServiceUnavailable: 14}[code]
+	grpcCode, ok := map[int]int{http.StatusUnauthorized: 16, http.StatusTooManyRequests: 8, http.StatusRequestEntityTooLarge: 8,
+		http.StatusMethodNotAllowed: 12, http.StatusServiceUnavailable: 14}[code]
+	if !ok { // any other refusal is the request's fault
+		grpcCode = 3 // INVALID_ARGUMENT
+	}
 	var b []byte
 	if isJSON {
 		b, _ = json.Marshal(map[string]any{"code": grpcCode, "message": msg})

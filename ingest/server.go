@@ -62,7 +62,7 @@ func NewServer(cfg Config, base event.Options, sink submitter, log *zap.Logger, 
 	s := &Server{
 		cfg: cfg, sink: sink, log: log, now: time.Now,
 		slots: make(chan struct{}, maxInFlight),
-		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_ingest_requests_total", Help: "HTTP requests to /v1/events by status code."},
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_ingest_requests_total", Help: "HTTP requests to /v1/events and /v1/logs (OTLP) by status code."},
 			[]string{"code"}),
 		events: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "custody_ingest_events_total", Help: "Events by outcome: accepted, or rejected with a reason."},
 			[]string{"result"}),

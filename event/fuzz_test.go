@@ -2,8 +2,11 @@ package event
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
+
+	sjson "github.com/segmentio/encoding/json"
 )
 
 func FuzzDecode(f *testing.F) {
@@ -157,4 +160,57 @@ func BenchmarkParse(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// FuzzDecodeFields: for every line Decode can read, DecodeFields on the
+// same members agrees: both refuse (naming the same member) or both give
+// the same event, the ID apart (DecodeFields derives it from the salt).
+func FuzzDecodeFields(f *testing.F) {
+	f.Add([]byte(`{"kind":"connection","tenant":"acme","ip":"203.0.113.7","port":443,"attrs":{"password":"x","n":[1,2]}}`))
+	f.Add([]byte(`{"kind":"login","tenant":"acme","ip":"::ffff:10.0.0.1","login":"a b","action":"mfa","user_agent":"curl token=abc"}`))
+	f.Add([]byte(`{"kind":"source_change","tenant":"acme","repo":"r","login":"l","action":"create","protocol":"ssh","new_commit":"ABCDEF1"}`))
+	f.Fuzz(func(t *testing.T, line []byte) {
+		var w wire
+		if _, err := sjson.Parse(line, &w, sjson.DisallowUnknownFields|sjson.DontMatchCaseInsensitiveStructFields); err != nil ||
+			w.Source != nil || w.Received != nil || w.Late != nil || w.Redacted != nil || (w.V != nil && *w.V != Version) {
+			return
+		}
+		o := opts()
+		o.IDSalt = []byte("salt")
+		want, werr := Decode(line, o)
+		var fe *FieldError
+		if werr != nil && errors.As(werr, &fe) && (fe.Field == "" || fe.Field == "v") {
+			return // whole-line problems (size, UTF-8, JSON): DecodeFields has no line
+		}
+		fs := Fields{ID: w.ID, Time: w.Time, Kind: w.Kind, Class: w.Class, Tenant: w.Tenant, App: w.App, IP: w.IP, Port: w.Port,
+			Session: w.Session, Login: w.Login, UserAgent: w.UserAgent, Action: w.Action, Protocol: w.Protocol, Method: w.Method, Path: w.Path,
+			Status: w.Status, Repo: w.Repo, Ref: w.Ref, OldCommit: w.OldCommit, NewCommit: w.NewCommit, Purpose: w.Purpose, Attrs: w.Attrs}
+		if string(fs.Attrs) == "null" {
+			fs.Attrs = nil
+		}
+		got, gerr := DecodeFields(&fs, o)
+		switch {
+		case werr != nil && gerr == nil:
+			t.Fatalf("%q: Decode refuses (%v), DecodeFields accepts", line, werr)
+		case werr == nil && gerr != nil:
+			var ge *FieldError
+			if errors.As(gerr, &ge) && ge.Field == "" { // the members' size alone
+				return
+			}
+			t.Fatalf("%q: DecodeFields refuses (%v), Decode accepts", line, gerr)
+		case werr != nil:
+			var ge *FieldError
+			if !errors.As(gerr, &ge) || ge.Field != fe.Field {
+				t.Fatalf("%q: Decode names %v, DecodeFields %v", line, werr, gerr)
+			}
+			return
+		}
+		if w.ID == "" {
+			got.ID = want.ID
+		}
+		got.Received = want.Received
+		if a, b := AppendJSON(nil, want), AppendJSON(nil, got); string(a) != string(b) {
+			t.Fatalf("Decode and DecodeFields differ:\n%s\n%s", a, b)
+		}
+	})
 }

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -154,7 +155,9 @@ func (s *Server) postLogs(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusBadRequest, "not an OTLP logs request: "+err.Error())
 		return
 	}
-	recs, rejected, reasons := s.otlpEvents(req, tok)
+	// The request's digest and a record's position in it name the record:
+	// an exporter's retry of the same request gives the same IDs.
+	recs, rejected, reasons := s.otlpEvents(req, sha256.Sum256(b), tok)
 	if len(recs) > 0 {
 		if err := s.sink.Submit(r.Context(), recs); err != nil {
 			s.events.WithLabelValues("unavailable").Add(float64(len(recs)))
@@ -178,7 +181,7 @@ func (s *Server) postLogs(w http.ResponseWriter, r *http.Request) {
 
 // otlpEvents turns every log record into an event record, or a reason
 // naming the record by its indexes.
-func (s *Server) otlpEvents(req plog.Logs, tok *token) (recs []Record, rejected int, reasons []string) {
+func (s *Server) otlpEvents(req plog.Logs, digest [sha256.Size]byte, tok *token) (recs []Record, rejected int, reasons []string) {
 	opts := tok.opts
 	opts.Now = s.now()
 	defaultTenant := ""
@@ -197,9 +200,10 @@ func (s *Server) otlpEvents(req plog.Logs, tok *token) (recs []Record, rejected 
 			lrs := rl.ScopeLogs().At(j).LogRecords()
 			for k := 0; k < lrs.Len(); k++ {
 				lr := lrs.At(k)
-				// The salt keeps identical records of one request apart
-				// and gives a retried request the same IDs.
-				salt = append(salt[:0], "otlp/"...)
+				// The ID's salt: the request's digest and the record's
+				// position (event.DecodeFields hashes no line).
+				salt = append(salt[:0], digest[:]...)
+				salt = append(salt, "otlp/"...)
 				salt = strconv.AppendInt(salt, int64(i), 10)
 				salt = append(salt, '/')
 				salt = strconv.AppendInt(salt, int64(j), 10)
@@ -222,10 +226,9 @@ func (s *Server) otlpEvents(req plog.Logs, tok *token) (recs []Record, rejected 
 }
 
 // otlpEvent maps one log record: its attributes over its resource's, the
-// semantic conventions to members, the rest to attrs; then the event goes
-// through event.Decode like any sender's (validation, redaction). The
-// JSON is written directly: a map and encoding/json cost more than the
-// rest of the path together.
+// semantic conventions to members, the rest to attrs (as JSON); then the
+// members go through event.DecodeFields, Decode's checks and redaction
+// without a JSON line to write and parse again.
 func otlpEvent(sc *otlpScratch, res pcommon.Map, lr plog.LogRecord, opts event.Options, defaultTenant string) (*event.Event, error) {
 	sc.reset()
 	slot, set, rank := &sc.slot, &sc.set, &sc.rank
@@ -253,46 +256,82 @@ func otlpEvent(sc *otlpScratch, res pcommon.Map, lr plog.LogRecord, opts event.O
 		}
 		return true
 	})
-	b := append(sc.buf[:0], '{')
-	sep := func() {
-		if len(b) > 1 {
-			b = append(b, ',')
-		}
-	}
+	var f event.Fields
 	t := lr.Timestamp()
 	if t == 0 {
 		t = lr.ObservedTimestamp()
 	}
 	if t != 0 {
-		b = append(b, `"time":"`...)
-		b = t.AsTime().UTC().AppendFormat(b, time.RFC3339Nano)
-		b = append(b, '"')
+		sc.tbuf = t.AsTime().UTC().AppendFormat(sc.tbuf[:0], time.RFC3339Nano)
+		f.Time = string(sc.tbuf)
 	}
-	if !set[mKind] {
-		sep()
-		if set[mRepo] {
-			b = append(b, `"kind":"source_change"`...)
-		} else {
-			b = append(b, `"kind":"connection"`...)
-		}
+	switch {
+	case set[mKind]:
+	case set[mRepo]:
+		f.Kind = string(event.KindSourceChange)
+	default:
+		f.Kind = string(event.KindConnection)
 	}
-	if !set[mTenant] && defaultTenant != "" {
-		sep()
-		b = append(b, `"tenant":`...)
-		b = event.AppendString(b, defaultTenant)
+	if !set[mTenant] {
+		f.Tenant = defaultTenant
 	}
 	for m, v := range slot {
-		if !set[m] || m == mQuery {
+		if !set[m] {
 			continue
 		}
-		sep()
-		b = event.AppendString(b, memberNames[m])
-		b = append(b, ':')
-		if m == mPath && set[mQuery] && v.Type() == pcommon.ValueTypeStr && slot[mQuery].Type() == pcommon.ValueTypeStr && slot[mQuery].Str() != "" {
-			b = event.AppendString(b, v.Str()+"?"+slot[mQuery].Str())
+		switch m {
+		case mPort, mStatus:
+			n, err := intValue(memberNames[m], v)
+			if err != nil {
+				return nil, err
+			}
+			if m == mPort {
+				f.Port = &n
+			} else {
+				f.Status = &n
+			}
+			continue
+		case mQuery:
 			continue
 		}
-		b = appendValue(b, v)
+		str := v.AsString()
+		switch m {
+		case mKind:
+			f.Kind = str
+		case mClass:
+			f.Class = str
+		case mTenant:
+			f.Tenant = str
+		case mApp:
+			f.App = str
+		case mIP:
+			f.IP = str
+		case mSession:
+			f.Session = str
+		case mLogin:
+			f.Login = str
+		case mUserAgent:
+			f.UserAgent = str
+		case mAction:
+			f.Action = str
+		case mProtocol:
+			f.Protocol = str
+		case mMethod:
+			f.Method = str
+		case mPath:
+			f.Path = str
+			if set[mQuery] && slot[mQuery].AsString() != "" {
+				f.Path += "?" + slot[mQuery].AsString()
+			}
+		case mRepo:
+			f.Repo = str
+		case mRef:
+			f.Ref = str
+		case mOldCommit:
+			f.OldCommit = str
+		case mNewCommit:
+			f.NewCommit = str
+		}
 	}
 	if set[mQuery] && !set[mPath] {
 		extra = append(extra, kv{"url.query", slot[mQuery]})
@@ -300,12 +339,11 @@ func otlpEvent(sc *otlpScratch, res pcommon.Map, lr plog.LogRecord, opts event.O
 	body := lr.Body()
 	hasBody := body.Type() != pcommon.ValueTypeEmpty
 	trace, span := lr.TraceID(), lr.SpanID()
+	b := sc.buf[:0]
 	if len(extra) > 0 || hasBody || !trace.IsEmpty() || !span.IsEmpty() || lr.SeverityText() != "" || lr.EventName() != "" {
-		sep()
-		b = append(b, `"attrs":{`...)
-		n := len(b)
+		b = append(b, '{')
 		member := func(k string) {
-			if len(b) > n {
+			if len(b) > 1 {
 				b = append(b, ',')
 			}
 			b = event.AppendString(b, k)
@@ -340,10 +378,23 @@ func otlpEvent(sc *otlpScratch, res pcommon.Map, lr plog.LogRecord, opts event.O
 			b = event.AppendString(b, en)
 		}
 		b = append(b, '}')
+		f.Attrs = b
 	}
-	b = append(b, '}')
 	sc.buf, sc.extra = b, extra[:0]
-	return event.Decode(b, opts)
+	return event.DecodeFields(&f, opts)
+}
+
+// intValue reads port or status: an integer, or a string of one.
+func intValue(name string, v pcommon.Value) (int64, error) {
+	switch v.Type() {
+	case pcommon.ValueTypeInt:
+		return v.Int(), nil
+	case pcommon.ValueTypeStr:
+		if n, err := strconv.ParseInt(v.Str(), 10, 64); err == nil {
+			return n, nil
+		}
+	}
+	return 0, &event.FieldError{Field: name, Reason: fmt.Sprintf("%s is not an integer", v.AsString())}
 }
 
 // otlpScratch is otlpEvent's working memory, reused across the records
@@ -353,7 +404,8 @@ type otlpScratch struct {
 	set   [nMembers]bool
 	rank  [nMembers]int
 	extra []kv
-	buf   []byte
+	buf   []byte // attrs JSON
+	tbuf  []byte
 }
 
 type kv struct {

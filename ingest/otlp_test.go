@@ -68,6 +68,7 @@ func testLogs(now time.Time) *logsv1.LogsData {
 				str("vcs.ref.head.revision", "b5d0c1e2f3a4b5c6d7e8f9a0b1c2d3e4f5a6b7c8"), str("custody.action", "modify"), str("network.protocol.name", "https"), str("enduser.id", "carol")}},
 			{TimeUnixNano: ts, Attributes: []*commonv1.KeyValue{str("client.address", "not-an-ip")}},
 			{TimeUnixNano: ts, Attributes: []*commonv1.KeyValue{str("custody.tenant", "globex"), str("client.address", "198.51.100.1")}},
+			{TimeUnixNano: ts, Attributes: []*commonv1.KeyValue{str("client.address", "198.51.100.1"), str("client.port", "https")}},
 		}}},
 	}}}
 }
@@ -138,7 +139,8 @@ func TestOTLPLogs(t *testing.T) {
 		t.Fatalf("status %d, %s", resp.StatusCode, b)
 	}
 	rejected, msg := partialSuccess(t, b)
-	if rejected != 2 || !strings.Contains(msg, `resource_logs[0].scope_logs[0].log_records[3]: field "ip"`) || !strings.Contains(msg, "log_records[4]: ") || !strings.Contains(msg, "globex") {
+	if rejected != 3 || !strings.Contains(msg, `resource_logs[0].scope_logs[0].log_records[3]: field "ip"`) || !strings.Contains(msg, "log_records[4]: ") || !strings.Contains(msg, "globex") ||
+		!strings.Contains(msg, `log_records[5]: field "port": https is not an integer`) {
 		t.Errorf("partial success %d, %q", rejected, msg)
 	}
 	if len(sink.recs) != 3 {

@@ -167,8 +167,7 @@ func TestConsoleSearchMatchesCLI(t *testing.T) {
 	// search can name it any more.
 	browsertest.Do(t, ctx, "close the case",
 		chromedp.Navigate(r.url+"/#cases"),
-		browsertest.WaitJS(`!!document.querySelector('#cases-table button[aria-label="Close case WEB-1"]')`),
-		chromedp.Click(chromedp.CSS(`#cases-table button[aria-label="Close case WEB-1"]`)),
+		browsertest.Click(`#cases-table button[aria-label="Close case WEB-1"]`),
 		chromedp.WaitVisible(chromedp.CSS("#confirm-dialog")),
 		chromedp.Click(chromedp.CSS("#confirm-yes")),
 		browsertest.WaitJS(`document.querySelector('#message').textContent.includes('Case WEB-1 closed')`),
@@ -277,8 +276,7 @@ func TestConsoleExportAndAccessLog(t *testing.T) {
 	browsertest.SignIn(t, ctx, r.url, r.tokens["legal-2"])
 	browsertest.Do(t, ctx, "approve",
 		chromedp.Navigate(r.url+"/#exports"),
-		browsertest.WaitJS(`!!document.querySelector('#exports-table tr[data-id="`+id+`"] button')`),
-		chromedp.Click(chromedp.CSS(`#exports-table tr[data-id="`+id+`"] button`)),
+		browsertest.Click(`#exports-table tr[data-id="`+id+`"] button`),
 		browsertest.WaitJS(`document.querySelector('#message').textContent.includes('approved')`),
 	)
 	r.waitExport(t, r.url, id)
@@ -288,7 +286,7 @@ func TestConsoleExportAndAccessLog(t *testing.T) {
 	)
 	browsertest.Screenshot(t, ctx, "exports")
 	browsertest.Accessible(t, ctx, "exports")
-	browsertest.Do(t, ctx, "download", chromedp.Click(chromedp.CSS(`#exports-table tr[data-id="`+id+`"] a`)))
+	browsertest.Do(t, ctx, "download", browsertest.Click(`#exports-table tr[data-id="`+id+`"] a`))
 	pkg := filepath.Join(downloads, id+".zip")
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if _, err := os.Stat(pkg); err == nil {

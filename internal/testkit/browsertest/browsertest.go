@@ -168,6 +168,15 @@ func WaitJS(expr string) chromedp.Action[chromedp.Void] {
 	return chromedp.Poll[chromedp.Void](expr, chromedp.WithPollingInterval(100*time.Millisecond), chromedp.WithPollingTimeout(40*time.Second))
 }
 
+// Click clicks the element selector names as soon as it is there. The
+// lookup and the click are one script run in the page, so a list the app
+// re-renders between the two (replacing the node) cannot make the click
+// miss, as chromedp.Click's separate node lookup can.
+func Click(selector string) chromedp.Action[chromedp.Void] {
+	q, _ := json.Marshal(selector)
+	return WaitJS(`(() => { const e = document.querySelector(` + string(q) + `); if (!e) return false; e.click(); return true })()`)
+}
+
 // Screenshot saves the whole page as name.png in
 // $CUSTODY_CONSOLE_SCREENSHOTS, when it is set.
 func Screenshot(t testing.TB, ctx context.Context, name string) {

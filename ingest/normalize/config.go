@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"regexp"
 	"time"
 
 	"github.com/custodylog/custody/ingest/syslogd"
@@ -18,7 +19,13 @@ import (
 
 // Config is the `normalize` section.
 type Config struct {
-	GroupID       string `yaml:"group_id"`
+	GroupID string `yaml:"group_id"`
+	// InstanceID, if set, makes this member static (KIP-345): restarted
+	// with the same ID, after a crash too, it gets its partitions back at
+	// once instead of after the group's session timeout (45 s). Each
+	// member needs its own; a stopped static member's partitions wait for
+	// that timeout before others take them.
+	InstanceID    string `yaml:"instance_id"`
 	MetricsListen string `yaml:"metrics_listen"`
 	// DLQTopic receives the records that cannot be turned into events,
 	// with the reason and where they came from in headers (the headers of
@@ -47,6 +54,8 @@ type Input struct {
 	Rules   []syslogd.Rule `yaml:"rules"`
 }
 
+var instanceID = regexp.MustCompile(`^[a-zA-Z0-9._-]{1,249}$`)
+
 // Defaults returns the documented defaults, with no inputs.
 func Defaults() Config {
 	return Config{GroupID: "custody-normalize", MetricsListen: "127.0.0.1:9467", DLQTopic: "custody.raw.dlq", Timezone: "UTC", StructuredDataID: "custody@32473"}
@@ -57,6 +66,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.GroupID == "" {
 		errs = append(errs, errors.New("group_id: is required"))
+	}
+	if c.InstanceID != "" && !instanceID.MatchString(c.InstanceID) {
+		errs = append(errs, fmt.Errorf("instance_id: %q is not 1-249 characters of a-z A-Z 0-9 . _ -", c.InstanceID))
 	}
 	if _, _, err := net.SplitHostPort(c.MetricsListen); err != nil {
 		errs = append(errs, fmt.Errorf("metrics_listen: %q is not host:port", c.MetricsListen))

@@ -110,11 +110,14 @@ func (n *Normalizer) Run(ctx context.Context) error {
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 		kgo.ProducerBatchCompression(kgo.ZstdCompression()),
 	)
+	if n.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(n.cfg.InstanceID))
+	}
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return fmt.Errorf("cannot create the kafka client: %w", err)
 	}
-	defer cl.Close() // leaves the group
+	defer cl.Close() // leaves the group (a static member stays in it)
 	// A batch polled but not finished still blocks rebalances; leaving
 	// the group needs them allowed.
 	defer cl.AllowRebalance()

@@ -182,9 +182,10 @@ func TestNormalizeFormats(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	c := Defaults()
 	c.Timezone = "Mars/Olympus"
+	c.InstanceID = "bad id"
 	c.Inputs = []Input{{Topic: "a", Format: "xml"}, {Topic: "a", Format: "combined"}, {Topic: "custody.raw.dlq", Format: "rfc5424"}, {Format: "json"}}
 	err := c.Validate()
-	for _, want := range []string{"timezone:", `inputs[0].format: "xml"`, "inputs[1].topic: a is listed twice", "inputs[1].tenant: is required for combined",
+	for _, want := range []string{"timezone:", `instance_id: "bad id"`, `inputs[0].format: "xml"`, "inputs[1].topic: a is listed twice", "inputs[1].tenant: is required for combined",
 		"inputs[2].topic: custody.raw.dlq is the dead-letter topic", "inputs[2].rules: rfc5424 needs", "inputs[3].topic: is required", "inputs[3]: json needs tenants"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() = %v; want %q", err, want)

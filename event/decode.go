@@ -128,9 +128,8 @@ type wire struct {
 	Redacted json.RawMessage `json:"redacted"`
 }
 
-// Decode parses one NDJSON line from a sender, validates it, redacts
-// secrets from it and stamps it. Errors are *FieldError.
-func Decode(line []byte, o Options) (*Event, error) {
+// defaults fills the limits o leaves zero and returns the receive time.
+func (o *Options) defaults() time.Time {
 	if o.MaxEventBytes == 0 {
 		o.MaxEventBytes = 16 << 10
 	}
@@ -140,10 +139,16 @@ func Decode(line []byte, o Options) (*Event, error) {
 	if o.LateAfter == 0 {
 		o.LateAfter = time.Hour
 	}
-	now := o.Now
-	if now.IsZero() {
-		now = time.Now()
+	if o.Now.IsZero() {
+		return time.Now()
 	}
+	return o.Now
+}
+
+// Decode parses one NDJSON line from a sender, validates it, redacts
+// secrets from it and stamps it. Errors are *FieldError.
+func Decode(line []byte, o Options) (*Event, error) {
+	now := o.defaults()
 	line = bytes.TrimRight(line, "\r\n")
 	if len(bytes.TrimSpace(line)) == 0 {
 		return nil, fieldErr("", "empty line")
@@ -200,19 +205,7 @@ type Fields struct {
 // and tenant, not from a line, so the caller's salt must tell its events
 // apart.
 func DecodeFields(f *Fields, o Options) (*Event, error) {
-	if o.MaxEventBytes == 0 {
-		o.MaxEventBytes = 16 << 10
-	}
-	if o.MaxFutureSkew == 0 {
-		o.MaxFutureSkew = 5 * time.Minute
-	}
-	if o.LateAfter == 0 {
-		o.LateAfter = time.Hour
-	}
-	now := o.Now
-	if now.IsZero() {
-		now = time.Now()
-	}
+	now := o.defaults()
 	w := wire{ID: f.ID, Time: f.Time, Kind: f.Kind, Class: f.Class, Tenant: f.Tenant, App: f.App, IP: f.IP, Port: f.Port,
 		Session: f.Session, Login: f.Login, UserAgent: f.UserAgent, Action: f.Action, Protocol: f.Protocol, Method: f.Method, Path: f.Path,
 		Status: f.Status, Repo: f.Repo, Ref: f.Ref, OldCommit: f.OldCommit, NewCommit: f.NewCommit, Purpose: f.Purpose, Attrs: f.Attrs}

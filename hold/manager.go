@@ -184,7 +184,7 @@ func (m *Manager) Place(ctx context.Context, s Spec) (PlaceReport, error) {
 		}
 		legalOnce.Do(func() { m.crash("legal-hold") })
 		es := Escrow{Version: 1, Case: s.Case, Segment: o.Name, SegmentVersion: st.Version, SegmentSize: st.Size, KeyID: h.KeyID}
-		if h.Version == segment.Version2 {
+		if h.Version >= segment.Version2 { // v2 and v3: the data key is sealed, escrow it sealed
 			if es.SealedKey, err = pub.Seal(escrowInfo(s.Case, o.Name), c.dek); err != nil {
 				return err
 			}

@@ -661,7 +661,11 @@ func (w *worker) flush(ctx context.Context, k key) error {
 				return err
 			}
 			seg.Reset()
-			sw, err := segment.NewWriterV2(seg, m, b.ix, pub, a.keys.Signer)
+			newWriter := segment.NewWriterV3
+			if a.cfg.SegmentFormat == 2 {
+				newWriter = segment.NewWriterV2
+			}
+			sw, err := newWriter(seg, m, b.ix, pub, a.keys.Signer)
 			if err != nil {
 				return err
 			}

@@ -29,6 +29,9 @@ type Config struct {
 	MemoryCap bytesize.Size `yaml:"memory_cap"`
 	// ShutdownTimeout bounds the flush and commit done on SIGTERM.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// SegmentFormat is the format version written: 3 (columnar body), or
+	// 2 while readers that know only v2 are still running.
+	SegmentFormat int `yaml:"segment_format"`
 }
 
 // Defaults returns the documented defaults.
@@ -42,6 +45,7 @@ func Defaults() Config {
 		LateFlushAge:    time.Hour,
 		MemoryCap:       512 << 20,
 		ShutdownTimeout: 30 * time.Second,
+		SegmentFormat:   3,
 	}
 }
 
@@ -68,6 +72,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MemoryCap < c.FlushBytes {
 		errs = append(errs, fmt.Errorf("memory_cap: %s is smaller than flush_bytes %s", c.MemoryCap, c.FlushBytes))
+	}
+	if c.SegmentFormat != 2 && c.SegmentFormat != 3 {
+		errs = append(errs, fmt.Errorf("segment_format: %d is not 2 or 3", c.SegmentFormat))
 	}
 	if c.ShutdownTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("shutdown_timeout: %s is not a positive duration", c.ShutdownTimeout))

@@ -101,7 +101,7 @@ func buildInvalid(t *testing.T, name string, good []byte) map[string][]byte {
 	clearedFinal[lastFrame] &^= 0x80
 	return map[string][]byte{
 		"bad-magic.cseg":      flip(0),
-		"version-3.cseg":      func() []byte { b := bytes.Clone(good); b[len(Magic)] = 3; return b }(),
+		"version-9.cseg":      func() []byte { b := bytes.Clone(good); b[len(Magic)] = 9; return b }(),
 		"header-count.cseg":   reheader(func(h *Header) { h.Count-- }),
 		"header-maxtime.cseg": reheader(func(h *Header) { h.MaxTime = h.MaxTime.Add(time.Second) }),
 		"wrapped-key.cseg":    reheader(func(h *Header) { h.WrappedKey[20] ^= 1 }),
@@ -144,7 +144,7 @@ func invalidManifest(name string, good []byte) []invalidVector {
 	cut := func(n int) vectorDiff { return vectorDiff{Kind: "truncate", Length: n} }
 	return []invalidVector{
 		{"bad-magic.cseg", name, "first magic byte flipped", "ErrNotSegment", at(0)},
-		{"version-3.cseg", name, "version byte set to 3 (v1 and v2 exist)", "ErrVersion", at(len(Magic))},
+		{"version-9.cseg", name, "version byte set to 9 (versions 1 to 3 exist)", "ErrVersion", at(len(Magic))},
 		{"header-count.cseg", name, "header count lowered by one, header re-encoded", "ErrAuth", hdr("count")},
 		{"header-maxtime.cseg", name, "header max_time one second later, header re-encoded", "ErrAuth", hdr("max_time")},
 		{"wrapped-key.cseg", name, "one byte of wrapped_key flipped, header re-encoded", "ErrAuth", hdr("wrapped_key")},

@@ -77,7 +77,7 @@ func Open(src io.Reader, name string, ks any, opts ReaderOptions) (*Reader, erro
 func open(src io.Reader, name string, ks any, opts ReaderOptions) (*Reader, error) {
 	var pre [preambleSize]byte
 	n, err := io.ReadFull(src, pre[:])
-	if err == nil && string(pre[:len(Magic)]) == Magic && pre[len(Magic)] == Version2 {
+	if err == nil && string(pre[:len(Magic)]) == Magic && (pre[len(Magic)] == Version2 || pre[len(Magic)] == Version3) {
 		return openV2(pre[:], src, name, ks, opts)
 	}
 	h, hb, err := ReadHeader(io.MultiReader(bytes.NewReader(pre[:n]), src))
@@ -141,21 +141,31 @@ func (r *Reader) Body() (io.Reader, error) {
 		return nil, err
 	}
 	hb := &holdback{r: sr, keep: trailerSize}
+	if r.h.Version == Version3 {
+		cr, err := newColumnReader(hb, r.opts.MaxPlaintext)
+		if err != nil {
+			return nil, err
+		}
+		r.body = &bodyReader{r: r, hb: hb, src: cr, release: cr.close, sha: sha256.New()}
+		return r.body, nil
+	}
 	d := decoders.Get().(*zstd.Decoder)
 	if err := d.Reset(hb); err != nil {
 		decoders.Put(d)
 		return nil, fmt.Errorf("segment %s: %w", r.name, r.mapErr(err))
 	}
-	r.body = &bodyReader{r: r, hb: hb, d: d, sha: sha256.New()}
+	r.body = &bodyReader{r: r, hb: hb, src: d, sha: sha256.New(), release: func() {
+		d.Reset(nil)
+		decoders.Put(d)
+	}}
 	return r.body, nil
 }
 
 // Close releases the decoder; it does not close the source.
 func (r *Reader) Close() error {
-	if r.body != nil && r.body.d != nil {
-		r.body.d.Reset(nil)
-		decoders.Put(r.body.d)
-		r.body.d = nil
+	if r.body != nil && r.body.src != nil {
+		r.body.release()
+		r.body.src = nil
 	}
 	return nil
 }
@@ -177,23 +187,26 @@ func (r *Reader) mapErr(err error) error {
 }
 
 type bodyReader struct {
-	r     *Reader
-	hb    *holdback
-	d     *zstd.Decoder
-	sha   hash.Hash
-	n     int64
-	lines int64
-	err   error
+	r  *Reader
+	hb *holdback
+	// src decodes the sealed stream: a zstd decoder (v1, v2) or a
+	// columnar block reader (v3); release returns it.
+	src     io.Reader
+	release func()
+	sha     hash.Hash
+	n       int64
+	lines   int64
+	err     error
 }
 
 func (b *bodyReader) Read(p []byte) (int, error) {
 	if b.err != nil {
 		return 0, b.err
 	}
-	if b.d == nil {
+	if b.src == nil {
 		return 0, fmt.Errorf("segment %s: reader closed", b.r.name)
 	}
-	n, err := b.d.Read(p)
+	n, err := b.src.Read(p)
 	if n > 0 {
 		b.n += int64(n)
 		if max := b.r.opts.MaxPlaintext; max > 0 && b.n > max {

@@ -225,9 +225,9 @@ func TestErrors(t *testing.T) {
 	f("extended", append(bytes.Clone(good), 'x'), name, ErrTrailing, "")
 	f("empty", nil, name, ErrTruncated, "")
 	f("not a segment", []byte("PK\x03\x04 some zip file or other garbage here"), name, ErrNotSegment, "")
-	v3 := bytes.Clone(good)
-	v3[len(Magic)] = 3
-	f("version 3", v3, name, ErrVersion, "unsupported segment version 3")
+	v9 := bytes.Clone(good)
+	v9[len(Magic)] = 9
+	f("version 9", v9, name, ErrVersion, "unsupported segment version 9")
 
 	// A key ID the keyring lacks: the message names key and object.
 	h, hb, err := ReadHeader(bytes.NewReader(good))

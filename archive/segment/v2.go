@@ -29,6 +29,14 @@ import (
 // Version2 is the version byte of format v2.
 const Version2 = 2
 
+// Version3 is the version byte of format v3: v2 with a columnar body
+// (docs/FORMAT.md, v3).
+const Version3 = 3
+
+// compressionColumnar is a v3 header's compression: blocks of
+// zstd-compressed columns (package archive/columnar).
+const compressionColumnar = "columnar"
+
 const (
 	infoBody2   = "custody segment v2 body"
 	infoIndex2  = "custody segment v2 index"
@@ -66,13 +74,14 @@ type headerV2 struct {
 	ChunkSize   int       `json:"chunk_size"`
 	Compression string    `json:"compression"`
 	Signer      string    `json:"signer"`
+	version     byte      // from the preamble: Version2 or Version3
 }
 
 func (h *headerV2) header() *Header {
 	return &Header{
 		Meta:  Meta{Class: h.Class, Kind: h.Kind, Hour: h.Hour, Topic: h.Topic, Partition: h.Partition, FirstOffset: h.FirstOffset, LastOffset: h.LastOffset, Count: h.Count},
 		KeyID: h.KeyID, NoncePrefix: h.NoncePrefix, ChunkSize: h.ChunkSize, Compression: h.Compression,
-		Version: Version2, SealedKey: h.SealedKey, Signer: h.Signer,
+		Version: int(h.version), SealedKey: h.SealedKey, Signer: h.Signer,
 	}
 }
 
@@ -83,6 +92,15 @@ func (h *headerV2) validate() error {
 	// within the hour lets the rest of the checks run here.
 	c.MinTime, c.MaxTime = c.Hour, c.Hour
 	c.WrappedKey = make([]byte, keyring.WrappedSize)
+	// v1's check wants zstd; v3's body is columnar.
+	want := compressionZst
+	if h.version == Version3 {
+		want = compressionColumnar
+	}
+	if h.Compression != want {
+		return fmt.Errorf("compression %q is not %s (format v%d)", h.Compression, want, h.version)
+	}
+	c.Compression = compressionZst
 	if err := c.Validate(); err != nil {
 		return err
 	}
@@ -135,6 +153,18 @@ func (hw *hashWriter) Write(p []byte) (int, error) {
 // key and nonce prefix are fresh from crypto/rand for every call, so every
 // upload attempt seals under its own key.
 func NewWriterV2(dst io.Writer, m Meta, ix *IndexBuilder, pub keyring.PublicKey, signer keyring.SigningKey) (*Writer, error) {
+	return newWriterV2(dst, m, ix, pub, signer, Version2)
+}
+
+// NewWriterV3 writes a v3 segment: as NewWriterV2, with the body in
+// columnar blocks. Write still takes canonical JSON lines; the Writer
+// holds up to a block of them (BlockBytes) before it encodes and seals
+// them.
+func NewWriterV3(dst io.Writer, m Meta, ix *IndexBuilder, pub keyring.PublicKey, signer keyring.SigningKey) (*Writer, error) {
+	return newWriterV2(dst, m, ix, pub, signer, Version3)
+}
+
+func newWriterV2(dst io.Writer, m Meta, ix *IndexBuilder, pub keyring.PublicKey, signer keyring.SigningKey, version byte) (*Writer, error) {
 	m.Hour, m.MinTime, m.MaxTime = m.Hour.UTC(), m.MinTime.UTC(), m.MaxTime.UTC()
 	if err := (&Header{Meta: m, KeyID: pub.ID, WrappedKey: make([]byte, keyring.WrappedSize), NoncePrefix: make([]byte, seal.NoncePrefixSize), ChunkSize: seal.ChunkSize, Compression: compressionZst}).Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrHeader, err)
@@ -155,6 +185,9 @@ func NewWriterV2(dst io.Writer, m Meta, ix *IndexBuilder, pub keyring.PublicKey,
 	h := headerV2{Class: m.Class, Kind: m.Kind, Hour: m.Hour, Topic: m.Topic, Partition: m.Partition, FirstOffset: m.FirstOffset,
 		LastOffset: m.LastOffset, Count: m.Count, KeyID: pub.ID, SealedKey: sealed, NoncePrefix: prefix[:],
 		ChunkSize: seal.ChunkSize, Compression: compressionZst, Signer: signer.ID}
+	if version == Version3 {
+		h.Compression = compressionColumnar
+	}
 	hb, err := json.Marshal(&h)
 	if err != nil {
 		return nil, err
@@ -162,7 +195,7 @@ func NewWriterV2(dst io.Writer, m Meta, ix *IndexBuilder, pub keyring.PublicKey,
 	if len(hb) > maxHeaderSize {
 		return nil, fmt.Errorf("segment %s: %w: %d bytes exceeds %d", name, ErrHeader, len(hb), maxHeaderSize)
 	}
-	head := append([]byte(Magic), Version2)
+	head := append([]byte(Magic), version)
 	head = binary.BigEndian.AppendUint32(head, uint32(len(hb)))
 	head = append(head, hb...)
 	keys, err := deriveKeysV2(dek)
@@ -191,15 +224,21 @@ func NewWriterV2(dst io.Writer, m Meta, ix *IndexBuilder, pub keyring.PublicKey,
 	if err != nil {
 		return nil, err
 	}
-	zw := encoders.Get().(*zstd.Encoder)
-	zw.Reset(sw)
-	return &Writer{name: name, meta: m, sw: sw, zw: zw, sha: sha256.New(), sign: func() error {
+	w := &Writer{name: name, meta: m, sw: sw, sha: sha256.New()}
+	if version == Version3 {
+		w.cw = newColumnWriter(sw)
+	} else {
+		w.zw = encoders.Get().(*zstd.Encoder)
+		w.zw.Reset(sw)
+	}
+	w.sign = func() error {
 		sig := signer.Sign(signedMessage(name, hw.h.Sum(nil)))
 		if _, err := dst.Write(sig); err != nil {
 			return fmt.Errorf("cannot write segment %s: %w", name, err)
 		}
 		return nil
-	}}, nil
+	}
+	return w, nil
 }
 
 // sigReader passes its source through but for the last sigSize bytes,
@@ -262,7 +301,7 @@ func readHeaderV2(pre []byte, r io.Reader) (*headerV2, []byte, error) {
 	}
 	dec := json.NewDecoder(bytes.NewReader(hb))
 	dec.DisallowUnknownFields()
-	var h headerV2
+	h := headerV2{version: pre[len(Magic)]}
 	if err := dec.Decode(&h); err != nil {
 		return nil, nil, fmt.Errorf("%w: %v", ErrHeader, err)
 	}
@@ -379,7 +418,7 @@ func verify(src io.Reader, name string, trusted signers) (*Header, error) {
 		return nil, ErrNotSegment
 	}
 	switch pre[len(Magic)] {
-	case Version2:
+	case Version2, Version3:
 	case Version:
 		return nil, ErrVersion1
 	default:

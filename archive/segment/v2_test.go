@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -34,6 +35,12 @@ func v2Keys(t testing.TB) (*keyring.PrivateKeyring, *keyring.PublicKeyring, keyr
 
 func writeV2(t testing.TB, evs []testEvent, pub *keyring.PublicKeyring, sk keyring.SigningKey) (string, []byte, string) {
 	t.Helper()
+	return writeVersion(t, evs, pub, sk, Version2)
+}
+
+// writeVersion writes a v2 or v3 segment of evs.
+func writeVersion(t testing.TB, evs []testEvent, pub *keyring.PublicKeyring, sk keyring.SigningKey, version byte) (string, []byte, string) {
+	t.Helper()
 	ix := NewIndexBuilder()
 	var plain strings.Builder
 	for _, e := range evs {
@@ -47,7 +54,11 @@ func writeV2(t testing.TB, evs []testEvent, pub *keyring.PublicKeyring, sk keyri
 		t.Fatal(err)
 	}
 	var buf bytes.Buffer
-	w, err := NewWriterV2(&buf, m, ix, pk, sk)
+	newWriter := NewWriterV2
+	if version == Version3 {
+		newWriter = NewWriterV3
+	}
+	w, err := newWriter(&buf, m, ix, pk, sk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,19 +86,25 @@ func readV2(name string, b []byte, ks any) (string, *Reader, error) {
 }
 
 func TestV2RoundTrip(t *testing.T) {
+	for _, v := range []byte{Version2, Version3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { testRoundTrip(t, v) })
+	}
+}
+
+func testRoundTrip(t *testing.T, version byte) {
 	priv, pub, sk := v2Keys(t)
 	evs := events(300, 11)
-	name, b, plain := writeV2(t, evs, pub, sk)
+	name, b, plain := writeVersion(t, evs, pub, sk, version)
 	got, r, err := readV2(name, b, keyring.Set{Private: priv, Public: pub})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got != plain {
-		t.Fatal("v2 body differs from what was written")
+		t.Fatal("body differs from what was written")
 	}
 	m := metaFor(evs)
-	if h := r.Header(); h.Version != Version2 || !h.MinTime.Equal(m.MinTime) || !h.MaxTime.Equal(m.MaxTime) || h.Signer != "archiver-a" {
-		t.Errorf("header = %+v; want v2 with the index's times", h)
+	if h := r.Header(); h.Version != int(version) || !h.MinTime.Equal(m.MinTime) || !h.MaxTime.Equal(m.MaxTime) || h.Signer != "archiver-a" {
+		t.Errorf("header = %+v; want v%d with the index's times", h, version)
 	}
 	if !r.Index().MayContain(FieldLogin, evs[0].login) {
 		t.Error("index lost a login")
@@ -133,9 +150,15 @@ func TestV2PublicKeysCannotRead(t *testing.T) {
 // Any change to a v2 object is detected: by authentication, by the
 // signature, or by both.
 func TestV2Tampering(t *testing.T) {
+	for _, v := range []byte{Version2, Version3} {
+		t.Run(fmt.Sprintf("v%d", v), func(t *testing.T) { testTampering(t, v) })
+	}
+}
+
+func testTampering(t *testing.T, version byte) {
 	priv, pub, sk := v2Keys(t)
 	ks := keyring.Set{Private: priv, Public: pub}
-	name, good, _ := writeV2(t, events(200, 5), pub, sk)
+	name, good, _ := writeVersion(t, events(200, 5), pub, sk, version)
 	for _, off := range []int{len(Magic), 20, 200, len(good) / 2, len(good) - 70, len(good) - 10, len(good) - 1} {
 		b := bytes.Clone(good)
 		b[off] ^= 1
@@ -158,7 +181,7 @@ func TestV2Tampering(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, planted, _ := writeV2(t, events(200, 5), pub, rogue)
+	_, planted, _ := writeVersion(t, events(200, 5), pub, rogue, version)
 	if _, _, err := readV2(name, planted, ks); !errors.Is(err, ErrSignature) {
 		t.Errorf("planted segment: %v; want ErrSignature", err)
 	}
@@ -166,7 +189,7 @@ func TestV2Tampering(t *testing.T) {
 		t.Errorf("Verify of a planted segment: %v; want ErrSignature", err)
 	}
 	unknown, _ := keyring.NewSigningKey("stranger", time.Now())
-	_, planted, _ = writeV2(t, events(200, 5), pub, unknown)
+	_, planted, _ = writeVersion(t, events(200, 5), pub, unknown, version)
 	if _, err := Verify(bytes.NewReader(planted), name, pub); !errors.Is(err, ErrSignature) || !strings.Contains(err.Error(), `signer "stranger" is not in the public keyring`) {
 		t.Errorf("Verify with an unknown signer: %v", err)
 	}
@@ -206,11 +229,17 @@ type v2Vector struct {
 // the same object. A third party checks a reader against golden.cseg,
 // private-keyring.json and public-keyring.json; the invalid vectors each
 // flip one byte and name where.
-func TestGoldenV2(t *testing.T) {
+func TestGoldenV2(t *testing.T) { testGolden(t, goldenV2Dir, Version2) }
+
+// TestGoldenV3 pins format v3 the same way: golden-v3/golden.cseg holds
+// the same events as golden-v2's, in a columnar body.
+func TestGoldenV3(t *testing.T) { testGolden(t, "testdata/golden-v3", Version3) }
+
+func testGolden(t *testing.T, goldenV2Dir string, version byte) {
 	cryptotest.SetGlobalRandom(t, 2026)
 	priv, pub, sk := v2Keys(t)
 	evs := events(5, 42)
-	name, b, plain := writeV2(t, evs, pub, sk)
+	name, b, plain := writeVersion(t, evs, pub, sk, version)
 	_, hb, _ := readHeaderV2(b[:preambleSize], bytes.NewReader(b[preambleSize:]))
 	head, _ := HeadLen(b)
 	vectors := []v2Vector{
@@ -241,7 +270,7 @@ func TestGoldenV2(t *testing.T) {
 	stored, err := os.ReadFile(filepath.Join(goldenV2Dir, "golden.cseg"))
 	must(t, err)
 	if !bytes.Equal(stored, b) {
-		t.Fatalf("v2 writer output differs from %s/golden.cseg (%d vs %d bytes): format v2 changed", goldenV2Dir, len(b), len(stored))
+		t.Fatalf("v%d writer output differs from %s/golden.cseg (%d vs %d bytes): format v%d changed", version, goldenV2Dir, len(b), len(stored), version)
 	}
 	// The reader, with the keyring files a third party would use.
 	privFile, err := os.ReadFile(filepath.Join(goldenV2Dir, "private-keyring.json"))
@@ -256,7 +285,7 @@ func TestGoldenV2(t *testing.T) {
 	want, err := os.ReadFile(filepath.Join(goldenV2Dir, "golden.jsonl"))
 	must(t, err)
 	if got, _, err := readV2(name, stored, ks); err != nil || got != string(want) {
-		t.Fatalf("golden v2 read: %v", err)
+		t.Fatalf("golden v%d read: %v", version, err)
 	}
 	mb, err := os.ReadFile(filepath.Join(goldenV2Dir, "invalid", "manifest.json"))
 	must(t, err)

@@ -97,7 +97,8 @@ type Writer struct {
 	name   string
 	meta   Meta
 	sw     *seal.Writer
-	zw     *zstd.Encoder
+	zw     *zstd.Encoder // v1, v2
+	cw     *columnWriter // v3
 	sha    hash.Hash
 	n      int64
 	lines  int64
@@ -184,7 +185,13 @@ func (w *Writer) Write(p []byte) (int, error) {
 	w.n += int64(len(p))
 	w.lines += int64(bytes.Count(p, []byte{'\n'}))
 	w.last = p[len(p)-1]
-	n, err := w.zw.Write(p)
+	var n int
+	var err error
+	if w.cw != nil {
+		n, err = w.cw.Write(p)
+	} else {
+		n, err = w.zw.Write(p)
+	}
 	if err != nil {
 		return n, fmt.Errorf("cannot write segment %s: %w", w.name, err)
 	}
@@ -198,9 +205,14 @@ func (w *Writer) Close() error {
 		return nil
 	}
 	w.closed = true
-	err := w.zw.Close()
-	w.zw.Reset(nil)
-	encoders.Put(w.zw)
+	var err error
+	if w.cw != nil {
+		err = w.cw.Close()
+	} else {
+		err = w.zw.Close()
+		w.zw.Reset(nil)
+		encoders.Put(w.zw)
+	}
 	if err != nil {
 		return fmt.Errorf("cannot write segment %s: %w", w.name, err)
 	}

@@ -1,0 +1,681 @@
+package columnar
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// ErrCorrupt is returned for a block that does not follow the format.
+// Blocks are read after their AEAD chunks authenticated, so only a broken
+// writer produces one; a reader must still never crash on it.
+var ErrCorrupt = errors.New("columnar: corrupt block")
+
+func corrupt(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrCorrupt, fmt.Sprintf(format, args...))
+}
+
+// frame locates one compressed payload inside a block.
+type frame struct{ raw, off, z int }
+
+// Column is one member name's directory entry in a block.
+type Column struct {
+	Key   []byte // raw key bytes, between the quotes
+	enc   byte
+	f     frame
+	count int // values, from the shapes
+}
+
+// Encoding names the column's value encoding (docs/FORMAT.md v3.5).
+func (c *Column) Encoding() string { return encNames[c.enc] }
+
+// Block is a parsed block directory. Its slices alias the source bytes.
+type Block struct {
+	Rows    int
+	shapes  [][]int // column indexes per shape; nil: verbatim
+	Columns []Column
+	width   int
+	ids     frame
+	verb    frame
+	src     []byte // the frames
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) uvarint(what string, max uint64) int {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = corrupt("cannot read %s", what)
+		return 0
+	}
+	if v > max {
+		r.err = corrupt("%s %d over the limit of %d", what, v, max)
+		return 0
+	}
+	r.b = r.b[n:]
+	return int(v)
+}
+
+func (r *reader) bytes(what string, n int) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if n > len(r.b) {
+		r.err = corrupt("%s: %d bytes, %d left", what, n, len(r.b))
+		return nil
+	}
+	v := r.b[:n]
+	r.b = r.b[n:]
+	return v
+}
+
+// Parse reads the block at the start of src and returns it with the
+// number of bytes it spans. It reads the directory only; columns are
+// decoded on demand by a Decoder.
+func Parse(src []byte) (*Block, int, error) {
+	r := &reader{b: src}
+	l := r.uvarint("block length", uint64(len(src)))
+	if r.err != nil {
+		return nil, 0, r.err
+	}
+	total := len(src) - len(r.b) + l
+	r.b = r.b[:l]
+	b := &Block{}
+	b.Rows = r.uvarint("rows", MaxRows)
+	if r.err == nil && b.Rows == 0 {
+		return nil, 0, corrupt("a block of no rows")
+	}
+	ns := r.uvarint("shapes", uint64(b.Rows))
+	if r.err == nil && ns == 0 {
+		return nil, 0, corrupt("a block of no shapes")
+	}
+	sh := make([][]int, 0, min(ns, 1024))
+	memberSlots := 0
+	for i := 0; i < ns && r.err == nil; i++ {
+		t := r.uvarint("shape length", MaxColumns+1)
+		if t == 0 {
+			sh = append(sh, nil)
+			continue
+		}
+		memberSlots += t - 1
+		if memberSlots > MaxColumnBytes {
+			return nil, 0, corrupt("shapes of %d members in all", memberSlots)
+		}
+		cols := make([]int, t-1)
+		for j := range cols {
+			cols[j] = r.uvarint("shape column", MaxColumns-1)
+		}
+		sh = append(sh, cols)
+	}
+	b.shapes = sh
+	nc := r.uvarint("columns", MaxColumns)
+	if r.err == nil {
+		w := r.bytes("shape ID width", 1)
+		if r.err == nil {
+			b.width = int(w[0])
+			if b.width != width(uint64(ns-1)) {
+				return nil, 0, corrupt("shape ID width %d for %d shapes", b.width, ns)
+			}
+		}
+	}
+	off := 0
+	fr := func(what string) frame {
+		f := frame{raw: r.uvarint(what+" size", MaxColumnBytes), off: off}
+		f.z = r.uvarint(what+" compressed size", MaxColumnBytes)
+		off += f.z
+		return f
+	}
+	b.ids = fr("shape IDs")
+	b.verb = fr("verbatim")
+	if r.err == nil && b.ids.raw != b.Rows*b.width {
+		return nil, 0, corrupt("shape IDs of %d bytes for %d rows of width %d", b.ids.raw, b.Rows, b.width)
+	}
+	b.Columns = make([]Column, 0, min(nc, 64))
+	for i := 0; i < nc && r.err == nil; i++ {
+		kl := r.uvarint("key length", MaxColumnBytes)
+		c := Column{Key: r.bytes("key", kl)}
+		if e := r.bytes("encoding", 1); e != nil {
+			c.enc = e[0]
+			if c.enc > encMax {
+				return nil, 0, corrupt("column %q: unknown encoding %d", c.Key, c.enc)
+			}
+		}
+		c.f = fr(fmt.Sprintf("column %q", c.Key))
+		b.Columns = append(b.Columns, c)
+	}
+	if r.err != nil {
+		return nil, 0, r.err
+	}
+	for _, s := range b.shapes {
+		for _, ci := range s {
+			if ci >= nc {
+				return nil, 0, corrupt("a shape names column %d of %d", ci, nc)
+			}
+		}
+	}
+	if off != len(r.b) {
+		return nil, 0, corrupt("frames of %d bytes, %d in the block", off, len(r.b))
+	}
+	b.src = r.b
+	return b, total, nil
+}
+
+// Decoder decodes blocks' columns and rows. It keeps scratch space between
+// calls; one per goroutine.
+type Decoder struct {
+	// MaxBytes caps the decoded text of one block: its lines together,
+	// and each column's values. NewDecoder sets DefaultMaxBytes.
+	MaxBytes int
+	z        *zstd.Decoder
+	ids      []uint32
+	cols     []decoded
+}
+
+// decoded is one column's values as JSON text: value i is
+// text[ends[i-1]:ends[i]].
+type decoded struct {
+	text []byte
+	ends []uint32
+	nums []int64 // a time column's values in Unix nanoseconds
+	// wide: a time beyond int64 nanoseconds (before 1678 or after
+	// 2262); such a column cannot be a reference.
+	wide bool
+}
+
+func (d *decoded) value(i int) []byte {
+	s := uint32(0)
+	if i > 0 {
+		s = d.ends[i-1]
+	}
+	return d.text[s:d.ends[i]]
+}
+
+// NewDecoder returns a Decoder.
+func NewDecoder() (*Decoder, error) {
+	z, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(32<<20), zstd.WithDecoderMaxMemory(MaxColumnBytes))
+	if err != nil {
+		return nil, fmt.Errorf("cannot create zstd decoder: %w", err)
+	}
+	return &Decoder{z: z, MaxBytes: DefaultMaxBytes}, nil
+}
+
+// DefaultMaxBytes is a Decoder's cap on one block's decoded size.
+const DefaultMaxBytes = 256 << 20
+
+// ErrTooLarge is returned for a block that decodes to more than the
+// Decoder's MaxBytes.
+var ErrTooLarge = errors.New("columnar: block decodes over the size cap")
+
+// Close releases the decoder's resources.
+func (d *Decoder) Close() { d.z.Close() }
+
+func (d *Decoder) inflate(b *Block, f frame, what string) ([]byte, error) {
+	if f.z == 0 {
+		if f.raw != 0 {
+			return nil, corrupt("%s: %d bytes in an empty frame", what, f.raw)
+		}
+		return nil, nil
+	}
+	out, err := d.z.DecodeAll(b.src[f.off:f.off+f.z], make([]byte, 0, f.raw))
+	if err != nil {
+		return nil, corrupt("%s: cannot decompress: %v", what, err)
+	}
+	if len(out) != f.raw {
+		return nil, corrupt("%s: %d bytes, the directory says %d", what, len(out), f.raw)
+	}
+	return out, nil
+}
+
+// AppendLines appends every row of b to dst as NDJSON (each line ending
+// in a newline), exactly as the lines were given to the Encoder.
+func (d *Decoder) AppendLines(dst []byte, b *Block) ([]byte, error) {
+	if err := d.load(b); err != nil {
+		return dst, err
+	}
+	start := len(dst)
+	cur := make([]int, len(b.Columns))
+	vi := 0
+	verb := d.cols[len(b.Columns)]
+	for _, id := range d.ids {
+		sh := b.shapes[id]
+		if sh == nil {
+			dst = append(append(dst, verb.value(vi)...), '\n')
+			vi++
+			continue
+		}
+		dst = append(dst, '{')
+		for j, ci := range sh {
+			if j > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, '"')
+			dst = append(dst, b.Columns[ci].Key...)
+			dst = append(dst, '"', ':')
+			dst = append(dst, d.cols[ci].value(cur[ci])...)
+			cur[ci]++
+		}
+		dst = append(dst, '}', '\n')
+		if len(dst)-start > d.MaxBytes {
+			return dst, ErrTooLarge
+		}
+	}
+	return dst, nil
+}
+
+// load decodes the shape IDs and every column of b.
+func (d *Decoder) load(b *Block) error {
+	raw, err := d.inflate(b, b.ids, "shape IDs")
+	if err != nil {
+		return err
+	}
+	d.ids = d.ids[:0]
+	counts := make([]int, len(b.Columns)+1)
+	for i := 0; i < b.Rows; i++ {
+		id := getUint(raw[i*b.width:], b.width)
+		if id >= uint64(len(b.shapes)) {
+			return corrupt("row %d has shape %d of %d", i, id, len(b.shapes))
+		}
+		d.ids = append(d.ids, uint32(id))
+		sh := b.shapes[id]
+		if sh == nil {
+			counts[len(b.Columns)]++
+		}
+		for _, ci := range sh {
+			counts[ci]++
+		}
+	}
+	d.cols = append(d.cols[:0], make([]decoded, len(b.Columns))...)
+	// Relative columns after the others: their reference must be decoded
+	// first.
+	for pass := 0; pass < 2; pass++ {
+		for i := range b.Columns {
+			c := &b.Columns[i]
+			rel := c.enc == encTimeRel || c.enc == encUUIDRel
+			if rel != (pass == 1) {
+				continue
+			}
+			c.count = counts[i]
+			p, err := d.inflate(b, c.f, fmt.Sprintf("column %q", c.Key))
+			if err != nil {
+				return err
+			}
+			var v decoded
+			if rel {
+				v, err = d.decodeRel(b, i, p)
+			} else {
+				v, err = decodeValues(c.enc, p, counts[i], d.MaxBytes)
+			}
+			if errors.Is(err, ErrTooLarge) {
+				return err
+			}
+			if err != nil {
+				return corrupt("column %q (%s): %v", c.Key, encNames[c.enc], err)
+			}
+			d.cols[i] = v
+		}
+	}
+	p, err := d.inflate(b, b.verb, "verbatim")
+	if err != nil {
+		return err
+	}
+	v, err := decodeValues(encRaw, p, counts[len(b.Columns)], d.MaxBytes)
+	if err != nil {
+		return corrupt("verbatim rows: %v", err)
+	}
+	d.cols = append(d.cols, v)
+	return nil
+}
+
+var errShort = errors.New("payload ends early")
+
+// decodeRel decodes column ci of a relative encoding from payload p.
+func (d *Decoder) decodeRel(b *Block, ci int, p []byte) (decoded, error) {
+	var out decoded
+	n := b.Columns[ci].count
+	if n == 0 || n > len(p) {
+		return out, fmt.Errorf("%d values in %d bytes", n, len(p))
+	}
+	r := &reader{b: p}
+	ref := r.uvarint("reference column", uint64(len(b.Columns)-1))
+	if r.err != nil {
+		return out, r.err
+	}
+	if b.Columns[ref].enc != encTime || d.cols[ref].wide {
+		return out, fmt.Errorf("reference column %d is not a time column within 1678-2262", ref)
+	}
+	rows, ok := refIndex(b.shapes, d.ids, ci, ref)
+	if !ok {
+		return out, fmt.Errorf("a row lacks the reference column %q", b.Columns[ref].Key)
+	}
+	refs := d.cols[ref].nums
+	xs, err := readOffsets(r, n)
+	if err != nil {
+		return out, err
+	}
+	out.ends = make([]uint32, 0, n)
+	switch b.Columns[ci].enc {
+	case encTimeRel:
+		for i, x := range xs {
+			t := refs[rows[i]] + x
+			sec, ns := floorDiv(t, 1e9), t-floorDiv(t, 1e9)*1e9
+			if sec < minSec || sec > maxSec {
+				return out, fmt.Errorf("time %d out of range", sec)
+			}
+			out.text = appendTime(out.text, sec, uint32(ns))
+			out.nums = append(out.nums, t)
+			out.ends = append(out.ends, uint32(len(out.text)))
+		}
+	case encUUIDRel:
+		tails := r.bytes("UUID tails", 10*n)
+		if r.err != nil {
+			return out, r.err
+		}
+		var u [16]byte
+		for i, x := range xs {
+			hi := floorDiv(refs[rows[i]], 1e6) + x
+			if hi < 0 || hi >= 1<<48 {
+				return out, fmt.Errorf("UUID prefix %d out of range", hi)
+			}
+			for j := 0; j < 6; j++ {
+				u[j] = byte(hi >> (40 - 8*j))
+			}
+			for j := 0; j < 10; j++ {
+				u[6+j] = tails[j*n+i]
+			}
+			out.text = appendUUID(out.text, u[:])
+			out.ends = append(out.ends, uint32(len(out.text)))
+		}
+	}
+	if len(r.b) != 0 {
+		return out, fmt.Errorf("%d bytes after the values", len(r.b))
+	}
+	return out, nil
+}
+
+// readOffsets reads encInt's body: width, minimum, n fixed-width offsets.
+func readOffsets(r *reader, n int) ([]int64, error) {
+	w := r.bytes("integer width", 1)
+	if r.err != nil {
+		return nil, r.err
+	}
+	wd := int(w[0])
+	if wd != 1 && wd != 2 && wd != 4 && wd != 8 {
+		return nil, fmt.Errorf("integer width %d", wd)
+	}
+	lo, k := binary.Uvarint(r.b)
+	if k <= 0 {
+		return nil, errShort
+	}
+	r.b = r.b[k:]
+	base := unzigzag(lo)
+	vs := r.bytes("integers", n*wd)
+	if r.err != nil {
+		return nil, r.err
+	}
+	return readPlanes(vs, n, wd, uint64(base)), nil
+}
+
+// readPlanes reverses appendPlanes.
+func readPlanes(vs []byte, n, wd int, base uint64) []int64 {
+	us := make([]uint64, n)
+	for j := 0; j < wd; j++ {
+		plane := vs[j*n : (j+1)*n]
+		for i, c := range plane {
+			us[i] = us[i]<<8 | uint64(c)
+		}
+	}
+	xs := make([]int64, n)
+	for i, u := range us {
+		// Wrapping addition, as the writer subtracted: any 64-bit
+		// pattern decodes to some integer, never a crash.
+		xs[i] = int64(base + u)
+	}
+	return xs
+}
+
+// decodeValues decodes n values of encoding enc from payload p, which
+// must be used up exactly.
+func decodeValues(enc byte, p []byte, n, limit int) (decoded, error) {
+	var d decoded
+	if n == 0 {
+		if len(p) != 0 {
+			return d, fmt.Errorf("%d bytes for no values", len(p))
+		}
+		return d, nil
+	}
+	// Every encoding spends at least a byte per value: this bounds what
+	// a broken directory can make the reader allocate.
+	if n > len(p) {
+		return d, fmt.Errorf("%d values in %d bytes", n, len(p))
+	}
+	d.ends = make([]uint32, 0, n)
+	r := &reader{b: p}
+	end := func() { d.ends = append(d.ends, uint32(len(d.text))) }
+	switch enc {
+	case encRaw:
+		lens, err := readLengths(r, n, "value")
+		if err != nil {
+			return d, err
+		}
+		d.text = r.b
+		for _, l := range lens {
+			d.ends = append(d.ends, uint32(len(d.text)-len(r.b)+l))
+			r.b = r.b[l:]
+		}
+	case encDict:
+		nd := r.uvarint("dictionary size", 1<<16)
+		if r.err == nil && nd == 0 {
+			return d, errors.New("an empty dictionary")
+		}
+		if r.err != nil {
+			return d, r.err
+		}
+		dict, err := decodeValues(encRaw, rawPrefix(r, nd), nd, limit)
+		if err != nil {
+			return d, fmt.Errorf("dictionary: %w", err)
+		}
+		w := r.bytes("index width", 1)
+		if r.err != nil {
+			return d, r.err
+		}
+		if int(w[0]) != width(uint64(nd-1)) {
+			return d, fmt.Errorf("index width %d for %d entries", w[0], nd)
+		}
+		idx := r.bytes("indexes", n*int(w[0]))
+		for i := 0; i < n && r.err == nil; i++ {
+			k := getUint(idx[i*int(w[0]):], int(w[0]))
+			if k >= uint64(nd) {
+				return d, fmt.Errorf("index %d of %d entries", k, nd)
+			}
+			d.text = append(d.text, dict.value(int(k))...)
+			if len(d.text) > limit {
+				return d, ErrTooLarge
+			}
+			end()
+		}
+	case encTime:
+		secs := make([]int64, n)
+		var prev int64
+		for i := range secs {
+			u, k := binary.Uvarint(r.b)
+			if k <= 0 {
+				return d, errShort
+			}
+			r.b = r.b[k:]
+			prev += unzigzag(u)
+			if prev < minSec || prev > maxSec {
+				return d, fmt.Errorf("time %d out of range", prev)
+			}
+			secs[i] = prev
+		}
+		nsb := r.bytes("nanoseconds", 4*n)
+		if r.err != nil {
+			return d, r.err
+		}
+		ns := readPlanes(nsb, n, 4, 0)
+		for i := 0; i < n; i++ {
+			v := uint32(ns[i])
+			if v >= 1e9 {
+				return d, fmt.Errorf("nanoseconds %d", v)
+			}
+			d.text = appendTime(d.text, secs[i], v)
+			if secs[i] < -9e9 || secs[i] > 9e9 {
+				d.wide = true
+			}
+			d.nums = append(d.nums, secs[i]*1e9+int64(v))
+			end()
+		}
+	case encUUID:
+		his := make([]int64, n)
+		var prev int64
+		for i := range his {
+			u, k := binary.Uvarint(r.b)
+			if k <= 0 {
+				return d, errShort
+			}
+			r.b = r.b[k:]
+			prev += unzigzag(u)
+			if prev < 0 || prev >= 1<<48 {
+				return d, fmt.Errorf("UUID prefix %d out of range", prev)
+			}
+			his[i] = prev
+		}
+		tails := r.bytes("UUID tails", 10*n)
+		var u [16]byte
+		for i := 0; i < n && r.err == nil; i++ {
+			for j := 0; j < 6; j++ {
+				u[j] = byte(his[i] >> (40 - 8*j))
+			}
+			for j := 0; j < 10; j++ {
+				u[6+j] = tails[j*n+i]
+			}
+			d.text = appendUUID(d.text, u[:])
+			end()
+		}
+	case encHex:
+		lens, err := readLengths(r, n, "hex value")
+		if err != nil {
+			return d, err
+		}
+		for _, l := range lens {
+			d.text = append(appendHex(append(d.text, '"'), r.b[:l]), '"')
+			r.b = r.b[l:]
+			end()
+		}
+	case encIP:
+		tags := r.bytes("address sizes", n)
+		for i := 0; i < n && r.err == nil; i++ {
+			var a netip.Addr
+			switch tags[i] {
+			case 4:
+				b := r.bytes("IPv4 address", 4)
+				if b != nil {
+					a = netip.AddrFrom4([4]byte(b))
+				}
+			case 16:
+				b := r.bytes("IPv6 address", 16)
+				if b != nil {
+					a = netip.AddrFrom16([16]byte(b))
+				}
+			default:
+				return d, fmt.Errorf("address size %d", tags[i])
+			}
+			d.text = append(a.AppendTo(append(d.text, '"')), '"')
+			end()
+		}
+	case encInt:
+		xs, err := readOffsets(r, n)
+		if err != nil {
+			return d, err
+		}
+		for _, x := range xs {
+			d.text = appendInt(d.text, x)
+			end()
+		}
+	}
+	if r.err != nil {
+		return d, r.err
+	}
+	if len(r.b) != 0 {
+		return d, fmt.Errorf("%d bytes after the values", len(r.b))
+	}
+	return d, nil
+}
+
+// readLengths reads n uvarint lengths whose sum must be exactly the rest
+// of the payload.
+func readLengths(r *reader, n int, what string) ([]int, error) {
+	lens := make([]int, n)
+	total := 0
+	for i := range lens {
+		lens[i] = r.uvarint(what+" length", MaxColumnBytes)
+		total += lens[i]
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	if total != len(r.b) {
+		return nil, fmt.Errorf("%ss of %d bytes, %d in the payload", what, total, len(r.b))
+	}
+	return lens, nil
+}
+
+// rawPrefix returns a reader's next nd raw-encoded values as one slice
+// (the lengths and the bytes), advancing past them.
+func rawPrefix(r *reader, nd int) []byte {
+	start := r.b
+	total := 0
+	for i := 0; i < nd && r.err == nil; i++ {
+		total += r.uvarint("dictionary entry length", MaxColumnBytes)
+	}
+	if r.err != nil {
+		return nil
+	}
+	hdr := len(start) - len(r.b)
+	r.bytes("dictionary entries", total)
+	if r.err != nil {
+		return nil
+	}
+	return start[:hdr+total]
+}
+
+func appendInt(dst []byte, x int64) []byte {
+	if x < 0 {
+		dst = append(dst, '-')
+		u := uint64(-x)
+		if x == -1<<63 {
+			u = 1 << 63
+		}
+		return appendUint(dst, u)
+	}
+	return appendUint(dst, uint64(x))
+}
+
+func appendUint(dst []byte, u uint64) []byte {
+	var b [20]byte
+	i := len(b)
+	for {
+		i--
+		b[i] = byte('0' + u%10)
+		u /= 10
+		if u == 0 {
+			break
+		}
+	}
+	return append(dst, b[i:]...)
+}
+
+// The range of times parseTime accepts: years 0000 to 9999.
+var (
+	minSec = civilToUnix(0, 1, 1)
+	maxSec = civilToUnix(9999, 12, 31) + 86399
+)

@@ -1,0 +1,193 @@
+package segment
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/custodylog/custody/archive/columnar"
+	"github.com/klauspost/compress/zstd"
+)
+
+// A v3 body block holds at most BlockRows lines or BlockBytes of them
+// (the line that crosses BlockBytes included). Larger blocks compress a
+// little better (docs/BENCHMARKS.md); these keep what a writer holds, and
+// a reader decodes at once, to a few megabytes.
+const (
+	BlockRows  = 16384
+	BlockBytes = 4 << 20
+	// maxBlock caps a stored block's size for a reader: a writer's
+	// blocks are far below it.
+	maxBlock = 256 << 20
+)
+
+var colEncoders = sync.Pool{New: func() any {
+	e, err := columnar.NewEncoder(zstd.SpeedDefault)
+	if err != nil {
+		panic(fmt.Sprintf("columnar encoder options are invalid: %v", err))
+	}
+	return e
+}}
+
+var colDecoders = sync.Pool{New: func() any {
+	d, err := columnar.NewDecoder()
+	if err != nil {
+		panic(fmt.Sprintf("columnar decoder options are invalid: %v", err))
+	}
+	return d
+}}
+
+// columnWriter turns a v3 body's lines into blocks written to dst. It
+// copies what it is given (io.Writer's contract) and holds up to a block.
+type columnWriter struct {
+	dst   io.Writer
+	enc   *columnar.Encoder
+	buf   []byte // pending lines, each with its newline, then a partial one
+	ends  []int  // offset of each complete line's newline in buf
+	lines [][]byte
+	out   []byte
+}
+
+func newColumnWriter(dst io.Writer) *columnWriter {
+	return &columnWriter{dst: dst, enc: colEncoders.Get().(*columnar.Encoder)}
+}
+
+func (c *columnWriter) Write(p []byte) (int, error) {
+	for rest := p; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			c.buf = append(c.buf, rest...)
+			break
+		}
+		c.buf = append(c.buf, rest[:i+1]...)
+		c.ends = append(c.ends, len(c.buf)-1)
+		rest = rest[i+1:]
+		if len(c.ends) >= BlockRows || len(c.buf) >= BlockBytes {
+			if err := c.flush(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return len(p), nil
+}
+
+// flush encodes and writes the complete lines held.
+func (c *columnWriter) flush() error {
+	if len(c.ends) == 0 {
+		return nil
+	}
+	c.lines = c.lines[:0]
+	start := 0
+	for _, e := range c.ends {
+		c.lines = append(c.lines, c.buf[start:e])
+		start = e + 1
+	}
+	var err error
+	if c.out, err = c.enc.AppendBlock(c.out[:0], c.lines); err != nil {
+		return err
+	}
+	if _, err := c.dst.Write(c.out); err != nil {
+		return err
+	}
+	c.buf = append(c.buf[:0], c.buf[start:]...)
+	c.ends = c.ends[:0]
+	return nil
+}
+
+// Close writes the last block and returns the encoder. A partial last
+// line is an error (the Writer reports it as ErrMismatch).
+func (c *columnWriter) Close() error {
+	defer func() {
+		if c.enc != nil {
+			colEncoders.Put(c.enc)
+			c.enc = nil
+		}
+	}()
+	if err := c.flush(); err != nil {
+		return err
+	}
+	if len(c.buf) > 0 {
+		return fmt.Errorf("%w: the body ends inside a line", ErrMismatch)
+	}
+	return nil
+}
+
+// columnReader reads a v3 body's blocks from the sealed stream (trailer
+// held back) and yields their lines.
+type columnReader struct {
+	r   *bufio.Reader
+	dec *columnar.Decoder
+	blk []byte
+	out []byte
+	off int
+}
+
+func newColumnReader(src io.Reader, maxPlaintext int64) (*columnReader, error) {
+	d := colDecoders.Get().(*columnar.Decoder)
+	d.MaxBytes = columnar.DefaultMaxBytes
+	if maxPlaintext > 0 && maxPlaintext < int64(d.MaxBytes) {
+		// One byte over the cap is enough for the body reader to see
+		// that the cap was passed.
+		d.MaxBytes = int(maxPlaintext) + 1
+	}
+	return &columnReader{r: bufio.NewReaderSize(src, 64<<10), dec: d}, nil
+}
+
+func (c *columnReader) close() {
+	if c.dec != nil {
+		colDecoders.Put(c.dec)
+		c.dec = nil
+	}
+}
+
+func (c *columnReader) Read(p []byte) (int, error) {
+	for c.off == len(c.out) {
+		if err := c.next(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, c.out[c.off:])
+	c.off += n
+	return n, nil
+}
+
+// next decodes the next block into out; io.EOF at the end of the stream
+// between blocks.
+func (c *columnReader) next() error {
+	l, err := binary.ReadUvarint(c.r)
+	if err == io.EOF {
+		return io.EOF
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("%w: the body ends inside a block length", ErrMismatch)
+	}
+	if err != nil {
+		return err
+	}
+	if l == 0 || l > maxBlock {
+		return fmt.Errorf("%w: a block of %d bytes", ErrMismatch, l)
+	}
+	c.blk = binary.AppendUvarint(c.blk[:0], l)
+	h := len(c.blk)
+	c.blk = append(c.blk, make([]byte, l)...)
+	if _, err := io.ReadFull(c.r, c.blk[h:]); err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			return fmt.Errorf("%w: the body ends inside a block", ErrMismatch)
+		}
+		return err
+	}
+	b, _, err := columnar.Parse(c.blk)
+	if err != nil {
+		return err
+	}
+	c.out, err = c.dec.AppendLines(c.out[:0], b)
+	c.off = 0
+	if errors.Is(err, columnar.ErrTooLarge) {
+		return ErrTooLarge
+	}
+	return err
+}

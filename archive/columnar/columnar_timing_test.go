@@ -58,8 +58,30 @@ func BenchmarkEncode(b *testing.B) {
 	}
 }
 
-// BenchmarkDecode: events per second back to NDJSON.
+// BenchmarkDecode: events per second back to NDJSON, against zstd
+// decompression of the same NDJSON (the v2 body).
 func BenchmarkDecode(b *testing.B) {
+	b.Run("columnar", benchDecodeColumnar)
+	b.Run("rows", func(b *testing.B) {
+		lines, raw := benchLines(32768)
+		z, _ := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault), zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(8<<20))
+		comp := z.EncodeAll(append(bytes.Join(lines, []byte("\n")), '\n'), nil)
+		d, _ := zstd.NewReader(nil, zstd.WithDecoderConcurrency(1))
+		defer d.Close()
+		var out []byte
+		var err error
+		b.SetBytes(int64(raw))
+		b.ReportAllocs()
+		for b.Loop() {
+			if out, err = d.DecodeAll(comp, out[:0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.N)*32768/b.Elapsed().Seconds(), "events/s")
+	})
+}
+
+func benchDecodeColumnar(b *testing.B) {
 	const rows = 32768
 	lines, raw := benchLines(rows)
 	e, _ := NewEncoder(zstd.SpeedDefault)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/klauspost/compress/zstd"
 )
@@ -86,6 +87,9 @@ func Parse(src []byte) (*Block, int, error) {
 	l := r.uvarint("block length", uint64(len(src)))
 	if r.err != nil {
 		return nil, 0, r.err
+	}
+	if l > len(r.b) {
+		return nil, 0, corrupt("block of %d bytes, %d present", l, len(r.b))
 	}
 	total := len(src) - len(r.b) + l
 	r.b = r.b[:l]
@@ -178,25 +182,44 @@ type Decoder struct {
 	z        *zstd.Decoder
 	ids      []uint32
 	cols     []decoded
+	raws     [][]byte // decompressed payloads: columns, verbatim, shape IDs
+	lead     []byte
 }
 
 // decoded is one column's values as JSON text: value i is
 // text[ends[i-1]:ends[i]].
+//
+// For a member column each value is stored after its lead, `,"key":`, so
+// that a row is rebuilt with one copy per member (the first member of a
+// row skips the comma). A dictionary column holds its entries that way and
+// idx, the entry of each value. size is the bytes of all values, leads
+// included.
 type decoded struct {
+	own  []byte // the buffer text is built in, when not the payload
 	text []byte
 	ends []uint32
+	idx  []uint32
+	size int
 	nums []int64 // a time column's values in Unix nanoseconds
 	// wide: a time beyond int64 nanoseconds (before 1678 or after
 	// 2262); such a column cannot be a reference.
 	wide bool
 }
 
-func (d *decoded) value(i int) []byte {
+func (d *decoded) reset() {
+	d.text, d.ends, d.idx, d.nums, d.wide, d.size = nil, d.ends[:0], d.idx[:0], d.nums[:0], false, 0
+}
+
+// span returns where value i (its lead included) lies in text.
+func (d *decoded) span(i uint32) (uint32, uint32) {
+	if len(d.idx) > 0 {
+		i = d.idx[i]
+	}
 	s := uint32(0)
 	if i > 0 {
 		s = d.ends[i-1]
 	}
-	return d.text[s:d.ends[i]]
+	return s, d.ends[i]
 }
 
 // NewDecoder returns a Decoder.
@@ -218,19 +241,25 @@ var ErrTooLarge = errors.New("columnar: block decodes over the size cap")
 // Close releases the decoder's resources.
 func (d *Decoder) Close() { d.z.Close() }
 
-func (d *Decoder) inflate(b *Block, f frame, what string) ([]byte, error) {
+// inflate decompresses frame f into buffer slot k of the decoder, which
+// keeps the memory for the next block. what names the frame in errors.
+func (d *Decoder) inflate(b *Block, f frame, k int, what func() string) ([]byte, error) {
 	if f.z == 0 {
 		if f.raw != 0 {
-			return nil, corrupt("%s: %d bytes in an empty frame", what, f.raw)
+			return nil, corrupt("%s: %d bytes in an empty frame", what(), f.raw)
 		}
 		return nil, nil
 	}
-	out, err := d.z.DecodeAll(b.src[f.off:f.off+f.z], make([]byte, 0, f.raw))
-	if err != nil {
-		return nil, corrupt("%s: cannot decompress: %v", what, err)
+	for len(d.raws) <= k {
+		d.raws = append(d.raws, nil)
 	}
+	out, err := d.z.DecodeAll(b.src[f.off:f.off+f.z], slices.Grow(d.raws[k][:0], f.raw))
+	if err != nil {
+		return nil, corrupt("%s: cannot decompress: %v", what(), err)
+	}
+	d.raws[k] = out
 	if len(out) != f.raw {
-		return nil, corrupt("%s: %d bytes, the directory says %d", what, len(out), f.raw)
+		return nil, corrupt("%s: %d bytes, the directory says %d", what(), len(out), f.raw)
 	}
 	return out, nil
 }
@@ -241,39 +270,48 @@ func (d *Decoder) AppendLines(dst []byte, b *Block) ([]byte, error) {
 	if err := d.load(b); err != nil {
 		return dst, err
 	}
-	start := len(dst)
-	cur := make([]int, len(b.Columns))
-	vi := 0
-	verb := d.cols[len(b.Columns)]
+	// The exact size of the lines: grow dst once, and refuse a block
+	// over the cap before writing any of it. Each member's lead counts a
+	// comma, which the first member of a row does without: the {} and
+	// newline fit in its place and two more bytes.
+	total := 2 * b.Rows
+	for i := range b.Columns {
+		total += d.cols[i].size
+	}
+	total += d.cols[len(b.Columns)].size
+	if total > d.MaxBytes {
+		return dst, ErrTooLarge
+	}
+	dst = slices.Grow(dst, total)
+	cur := make([]uint32, len(b.Columns)+1)
 	for _, id := range d.ids {
 		sh := b.shapes[id]
 		if sh == nil {
-			dst = append(append(dst, verb.value(vi)...), '\n')
-			vi++
+			verb := &d.cols[len(b.Columns)]
+			s, e := verb.span(cur[len(b.Columns)])
+			dst = append(append(dst, verb.text[s:e]...), '\n')
+			cur[len(b.Columns)]++
 			continue
 		}
 		dst = append(dst, '{')
 		for j, ci := range sh {
-			if j > 0 {
-				dst = append(dst, ',')
+			c := &d.cols[ci]
+			s, e := c.span(cur[ci])
+			if j == 0 {
+				s++ // no comma before the first member
 			}
-			dst = append(dst, '"')
-			dst = append(dst, b.Columns[ci].Key...)
-			dst = append(dst, '"', ':')
-			dst = append(dst, d.cols[ci].value(cur[ci])...)
+			dst = append(dst, c.text[s:e]...)
 			cur[ci]++
 		}
 		dst = append(dst, '}', '\n')
-		if len(dst)-start > d.MaxBytes {
-			return dst, ErrTooLarge
-		}
 	}
 	return dst, nil
 }
 
 // load decodes the shape IDs and every column of b.
 func (d *Decoder) load(b *Block) error {
-	raw, err := d.inflate(b, b.ids, "shape IDs")
+	nc := len(b.Columns)
+	raw, err := d.inflate(b, b.ids, nc+1, func() string { return "shape IDs" })
 	if err != nil {
 		return err
 	}
@@ -293,7 +331,11 @@ func (d *Decoder) load(b *Block) error {
 			counts[ci]++
 		}
 	}
-	d.cols = append(d.cols[:0], make([]decoded, len(b.Columns))...)
+	// Column i decodes into d.cols[i], the verbatim rows into
+	// d.cols[nc]; their buffers are kept for the next block.
+	for len(d.cols) <= nc {
+		d.cols = append(d.cols, decoded{})
+	}
 	// Relative columns after the others: their reference must be decoded
 	// first.
 	for pass := 0; pass < 2; pass++ {
@@ -304,15 +346,17 @@ func (d *Decoder) load(b *Block) error {
 				continue
 			}
 			c.count = counts[i]
-			p, err := d.inflate(b, c.f, fmt.Sprintf("column %q", c.Key))
+			p, err := d.inflate(b, c.f, i, func() string { return fmt.Sprintf("column %q", c.Key) })
 			if err != nil {
 				return err
 			}
-			var v decoded
+			v := &d.cols[i]
+			v.reset()
+			d.lead = append(append(append(d.lead[:0], ',', '"'), c.Key...), '"', ':')
 			if rel {
-				v, err = d.decodeRel(b, i, p)
+				err = d.decodeRel(b, i, p, v, d.lead)
 			} else {
-				v, err = decodeValues(c.enc, p, counts[i], d.MaxBytes)
+				err = decodeValues(c.enc, p, counts[i], d.MaxBytes, v, d.lead)
 			}
 			if errors.Is(err, ErrTooLarge) {
 				return err
@@ -320,70 +364,70 @@ func (d *Decoder) load(b *Block) error {
 			if err != nil {
 				return corrupt("column %q (%s): %v", c.Key, encNames[c.enc], err)
 			}
-			d.cols[i] = v
 		}
 	}
-	p, err := d.inflate(b, b.verb, "verbatim")
+	p, err := d.inflate(b, b.verb, nc, func() string { return "verbatim" })
 	if err != nil {
 		return err
 	}
-	v, err := decodeValues(encRaw, p, counts[len(b.Columns)], d.MaxBytes)
-	if err != nil {
+	v := &d.cols[nc]
+	v.reset()
+	if err := decodeValues(encRaw, p, counts[nc], d.MaxBytes, v, nil); err != nil {
 		return corrupt("verbatim rows: %v", err)
 	}
-	d.cols = append(d.cols, v)
 	return nil
 }
 
 var errShort = errors.New("payload ends early")
 
 // decodeRel decodes column ci of a relative encoding from payload p.
-func (d *Decoder) decodeRel(b *Block, ci int, p []byte) (decoded, error) {
-	var out decoded
+func (d *Decoder) decodeRel(b *Block, ci int, p []byte, out *decoded, lead []byte) error {
 	n := b.Columns[ci].count
 	if n == 0 || n > len(p) {
-		return out, fmt.Errorf("%d values in %d bytes", n, len(p))
+		return fmt.Errorf("%d values in %d bytes", n, len(p))
 	}
 	r := &reader{b: p}
 	ref := r.uvarint("reference column", uint64(len(b.Columns)-1))
 	if r.err != nil {
-		return out, r.err
+		return r.err
 	}
 	if b.Columns[ref].enc != encTime || d.cols[ref].wide {
-		return out, fmt.Errorf("reference column %d is not a time column within 1678-2262", ref)
+		return fmt.Errorf("reference column %d is not a time column within 1678-2262", ref)
 	}
 	rows, ok := refIndex(b.shapes, d.ids, ci, ref)
 	if !ok {
-		return out, fmt.Errorf("a row lacks the reference column %q", b.Columns[ref].Key)
+		return fmt.Errorf("a row lacks the reference column %q", b.Columns[ref].Key)
 	}
 	refs := d.cols[ref].nums
 	xs, err := readOffsets(r, n)
 	if err != nil {
-		return out, err
+		return err
 	}
-	out.ends = make([]uint32, 0, n)
+	out.own = slices.Grow(out.own[:0], n*(uuidLen+len(lead)))
+	out.text = out.own
 	switch b.Columns[ci].enc {
 	case encTimeRel:
+		var tf timeFormatter
 		for i, x := range xs {
 			t := refs[rows[i]] + x
 			sec, ns := floorDiv(t, 1e9), t-floorDiv(t, 1e9)*1e9
 			if sec < minSec || sec > maxSec {
-				return out, fmt.Errorf("time %d out of range", sec)
+				return fmt.Errorf("time %d out of range", sec)
 			}
-			out.text = appendTime(out.text, sec, uint32(ns))
+			out.text = tf.appendTime(append(out.text, lead...), sec, uint32(ns))
 			out.nums = append(out.nums, t)
 			out.ends = append(out.ends, uint32(len(out.text)))
 		}
 	case encUUIDRel:
 		tails := r.bytes("UUID tails", 10*n)
 		if r.err != nil {
-			return out, r.err
+			return r.err
 		}
 		var u [16]byte
 		for i, x := range xs {
 			hi := floorDiv(refs[rows[i]], 1e6) + x
 			if hi < 0 || hi >= 1<<48 {
-				return out, fmt.Errorf("UUID prefix %d out of range", hi)
+				return fmt.Errorf("UUID prefix %d out of range", hi)
 			}
 			for j := 0; j < 6; j++ {
 				u[j] = byte(hi >> (40 - 8*j))
@@ -391,14 +435,16 @@ func (d *Decoder) decodeRel(b *Block, ci int, p []byte) (decoded, error) {
 			for j := 0; j < 10; j++ {
 				u[6+j] = tails[j*n+i]
 			}
-			out.text = appendUUID(out.text, u[:])
+			out.text = appendUUID(append(out.text, lead...), u[:])
 			out.ends = append(out.ends, uint32(len(out.text)))
 		}
 	}
+	out.own = out.text
+	out.size = len(out.text)
 	if len(r.b) != 0 {
-		return out, fmt.Errorf("%d bytes after the values", len(r.b))
+		return fmt.Errorf("%d bytes after the values", len(r.b))
 	}
-	return out, nil
+	return nil
 }
 
 // readOffsets reads encInt's body: width, minimum, n fixed-width offsets.
@@ -444,90 +490,121 @@ func readPlanes(vs []byte, n, wd int, base uint64) []int64 {
 
 // decodeValues decodes n values of encoding enc from payload p, which
 // must be used up exactly.
-func decodeValues(enc byte, p []byte, n, limit int) (decoded, error) {
-	var d decoded
+func decodeValues(enc byte, p []byte, n, limit int, d *decoded, lead []byte) (err error) {
+	// Text the encoding builds goes into d.own, kept for the next block;
+	// raw text without leads is the payload itself.
+	aliased := enc == encRaw && len(lead) == 0
+	defer func() {
+		if !aliased {
+			d.own = d.text
+		}
+		if len(d.idx) == 0 {
+			d.size = len(d.text)
+		}
+	}()
+	d.text = d.own[:0]
 	if n == 0 {
 		if len(p) != 0 {
-			return d, fmt.Errorf("%d bytes for no values", len(p))
+			return fmt.Errorf("%d bytes for no values", len(p))
 		}
-		return d, nil
+		return nil
 	}
 	// Every encoding spends at least a byte per value: this bounds what
 	// a broken directory can make the reader allocate.
 	if n > len(p) {
-		return d, fmt.Errorf("%d values in %d bytes", n, len(p))
+		return fmt.Errorf("%d values in %d bytes", n, len(p))
 	}
-	d.ends = make([]uint32, 0, n)
 	r := &reader{b: p}
 	end := func() { d.ends = append(d.ends, uint32(len(d.text))) }
+	// lead starts every value; the value's text follows it.
+	text := func() []byte { return append(d.text, lead...) }
 	switch enc {
 	case encRaw:
-		lens, err := readLengths(r, n, "value")
+		lens, err := readLengths(r, n, "value length")
 		if err != nil {
-			return d, err
+			return err
 		}
-		d.text = r.b
+		if aliased {
+			d.text = r.b
+			for _, l := range lens {
+				d.ends = append(d.ends, uint32(len(d.text)-len(r.b)+l))
+				r.b = r.b[l:]
+			}
+			break
+		}
+		d.text = slices.Grow(d.text, len(r.b)+n*len(lead))
 		for _, l := range lens {
-			d.ends = append(d.ends, uint32(len(d.text)-len(r.b)+l))
+			d.text = append(text(), r.b[:l]...)
 			r.b = r.b[l:]
+			end()
 		}
 	case encDict:
 		nd := r.uvarint("dictionary size", 1<<16)
 		if r.err == nil && nd == 0 {
-			return d, errors.New("an empty dictionary")
+			return errors.New("an empty dictionary")
 		}
 		if r.err != nil {
-			return d, r.err
+			return r.err
 		}
-		dict, err := decodeValues(encRaw, rawPrefix(r, nd), nd, limit)
-		if err != nil {
-			return d, fmt.Errorf("dictionary: %w", err)
+		// The entries, each after its lead, are the column's text;
+		// idx says which one each value is.
+		if err := decodeValues(encRaw, rawPrefix(r, nd), nd, limit, d, lead); err != nil {
+			return fmt.Errorf("dictionary: %w", err)
 		}
+		if len(lead) == 0 {
+			// The entries alias the payload: copy them, as d.own must
+			// not be a buffer the decoder reuses for payloads.
+			d.text = append([]byte(nil), d.text...)
+		}
+		d.own = d.text
 		w := r.bytes("index width", 1)
 		if r.err != nil {
-			return d, r.err
+			return r.err
 		}
 		if int(w[0]) != width(uint64(nd-1)) {
-			return d, fmt.Errorf("index width %d for %d entries", w[0], nd)
+			return fmt.Errorf("index width %d for %d entries", w[0], nd)
 		}
 		idx := r.bytes("indexes", n*int(w[0]))
+		size := 0
 		for i := 0; i < n && r.err == nil; i++ {
 			k := getUint(idx[i*int(w[0]):], int(w[0]))
 			if k >= uint64(nd) {
-				return d, fmt.Errorf("index %d of %d entries", k, nd)
+				return fmt.Errorf("index %d of %d entries", k, nd)
 			}
-			d.text = append(d.text, dict.value(int(k))...)
-			if len(d.text) > limit {
-				return d, ErrTooLarge
+			d.idx = append(d.idx, uint32(k))
+			s, e := d.span(uint32(i))
+			if size += int(e - s); size > limit {
+				return ErrTooLarge
 			}
-			end()
 		}
+		d.size = size
 	case encTime:
+		var tf timeFormatter
 		secs := make([]int64, n)
 		var prev int64
 		for i := range secs {
 			u, k := binary.Uvarint(r.b)
 			if k <= 0 {
-				return d, errShort
+				return errShort
 			}
 			r.b = r.b[k:]
 			prev += unzigzag(u)
 			if prev < minSec || prev > maxSec {
-				return d, fmt.Errorf("time %d out of range", prev)
+				return fmt.Errorf("time %d out of range", prev)
 			}
 			secs[i] = prev
 		}
 		nsb := r.bytes("nanoseconds", 4*n)
 		if r.err != nil {
-			return d, r.err
+			return r.err
 		}
 		ns := readPlanes(nsb, n, 4, 0)
 		for i := 0; i < n; i++ {
 			v := uint32(ns[i])
 			if v >= 1e9 {
-				return d, fmt.Errorf("nanoseconds %d", v)
+				return fmt.Errorf("nanoseconds %d", v)
 			}
-			d.text = appendTime(d.text, secs[i], v)
+			d.text = tf.appendTime(text(), secs[i], v)
 			if secs[i] < -9e9 || secs[i] > 9e9 {
 				d.wide = true
 			}
@@ -540,12 +617,12 @@ func decodeValues(enc byte, p []byte, n, limit int) (decoded, error) {
 		for i := range his {
 			u, k := binary.Uvarint(r.b)
 			if k <= 0 {
-				return d, errShort
+				return errShort
 			}
 			r.b = r.b[k:]
 			prev += unzigzag(u)
 			if prev < 0 || prev >= 1<<48 {
-				return d, fmt.Errorf("UUID prefix %d out of range", prev)
+				return fmt.Errorf("UUID prefix %d out of range", prev)
 			}
 			his[i] = prev
 		}
@@ -558,16 +635,16 @@ func decodeValues(enc byte, p []byte, n, limit int) (decoded, error) {
 			for j := 0; j < 10; j++ {
 				u[6+j] = tails[j*n+i]
 			}
-			d.text = appendUUID(d.text, u[:])
+			d.text = appendUUID(text(), u[:])
 			end()
 		}
 	case encHex:
-		lens, err := readLengths(r, n, "hex value")
+		lens, err := readLengths(r, n, "hex value length")
 		if err != nil {
-			return d, err
+			return err
 		}
 		for _, l := range lens {
-			d.text = append(appendHex(append(d.text, '"'), r.b[:l]), '"')
+			d.text = append(appendHex(append(text(), '"'), r.b[:l]), '"')
 			r.b = r.b[l:]
 			end()
 		}
@@ -587,28 +664,28 @@ func decodeValues(enc byte, p []byte, n, limit int) (decoded, error) {
 					a = netip.AddrFrom16([16]byte(b))
 				}
 			default:
-				return d, fmt.Errorf("address size %d", tags[i])
+				return fmt.Errorf("address size %d", tags[i])
 			}
-			d.text = append(a.AppendTo(append(d.text, '"')), '"')
+			d.text = append(a.AppendTo(append(text(), '"')), '"')
 			end()
 		}
 	case encInt:
 		xs, err := readOffsets(r, n)
 		if err != nil {
-			return d, err
+			return err
 		}
 		for _, x := range xs {
-			d.text = appendInt(d.text, x)
+			d.text = appendInt(text(), x)
 			end()
 		}
 	}
 	if r.err != nil {
-		return d, r.err
+		return r.err
 	}
 	if len(r.b) != 0 {
-		return d, fmt.Errorf("%d bytes after the values", len(r.b))
+		return fmt.Errorf("%d bytes after the values", len(r.b))
 	}
-	return d, nil
+	return nil
 }
 
 // readLengths reads n uvarint lengths whose sum must be exactly the rest
@@ -617,14 +694,14 @@ func readLengths(r *reader, n int, what string) ([]int, error) {
 	lens := make([]int, n)
 	total := 0
 	for i := range lens {
-		lens[i] = r.uvarint(what+" length", MaxColumnBytes)
+		lens[i] = r.uvarint(what, MaxColumnBytes)
 		total += lens[i]
 	}
 	if r.err != nil {
 		return nil, r.err
 	}
 	if total != len(r.b) {
-		return nil, fmt.Errorf("%ss of %d bytes, %d in the payload", what, total, len(r.b))
+		return nil, fmt.Errorf("%ss add up to %d bytes, %d in the payload", what, total, len(r.b))
 	}
 	return lens, nil
 }

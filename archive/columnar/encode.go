@@ -25,8 +25,31 @@ const (
 // column is the values of one member name, in row order, while a block is
 // built.
 type column struct {
-	key    []byte   // raw key bytes, between the quotes
-	values [][]byte // raw JSON value text, aliasing the caller's lines
+	key []byte // raw key bytes, between the quotes
+	// The values' raw JSON text, copied while the line is in cache:
+	// value i is data[ends[i-1]:ends[i]]. Passes over one column then
+	// read memory in order instead of touching every line again.
+	data []byte
+	ends []uint32
+}
+
+func (c *column) add(v []byte) {
+	c.data = append(c.data, v...)
+	c.ends = append(c.ends, uint32(len(c.data)))
+}
+
+func (c *column) reset() {
+	c.data, c.ends = c.data[:0], c.ends[:0]
+}
+
+// views appends to dst a slice of each value.
+func (c *column) views(dst [][]byte) [][]byte {
+	start := uint32(0)
+	for _, e := range c.ends {
+		dst = append(dst, c.data[start:e:e])
+		start = e
+	}
+	return dst
 }
 
 // Encoder turns lines into blocks. It keeps scratch space between calls,
@@ -45,6 +68,7 @@ type Encoder struct {
 	sig     []byte
 	payload []byte
 	scratch []byte
+	vals    [][]byte // views of one column's values
 	verb    *column
 }
 
@@ -80,7 +104,7 @@ func (e *Encoder) AppendBlock(dst []byte, lines [][]byte) ([]byte, error) {
 
 func (e *Encoder) reset() {
 	for _, c := range e.cols {
-		c.values = c.values[:0]
+		c.reset()
 		e.free = append(e.free, c)
 	}
 	e.cols = e.cols[:0]
@@ -90,7 +114,7 @@ func (e *Encoder) reset() {
 	e.rowSh = e.rowSh[:0]
 	e.prev = -1
 	if e.verb != nil {
-		e.verb.values = e.verb.values[:0]
+		e.verb.reset()
 	}
 }
 
@@ -140,7 +164,7 @@ func (e *Encoder) add(line []byte) {
 		if e.verb == nil {
 			e.verb = &column{}
 		}
-		e.verb.values = append(e.verb.values, line)
+		e.verb.add(line)
 		e.rowSh = append(e.rowSh, e.shapeID(nil, true))
 		return
 	}
@@ -155,7 +179,7 @@ func (e *Encoder) add(line []byte) {
 			}
 			e.row[j] = ci
 		}
-		e.cols[ci].values = append(e.cols[ci].values, m.value)
+		e.cols[ci].add(m.value)
 	}
 	e.rowSh = append(e.rowSh, e.shapeID(e.row, false))
 }
@@ -222,8 +246,9 @@ func (e *Encoder) finish(dst []byte) ([]byte, error) {
 	}
 	var sizes [][]byte
 	sizes = append(sizes, compress(p))
-	if e.verb != nil {
-		p = appendRaw(p[:0], e.verb.values)
+	if e.verb != nil && len(e.verb.ends) > 0 {
+		e.vals = e.verb.views(e.vals[:0])
+		p = appendRaw(p[:0], e.vals)
 		sizes = append(sizes, compress(p))
 	} else {
 		sizes = append(sizes, []byte{0, 0})
@@ -233,8 +258,9 @@ func (e *Encoder) finish(dst []byte) ([]byte, error) {
 	times := make([][]int64, len(e.cols))
 	ref := -1
 	for i, c := range e.cols {
-		if len(c.values[0]) == timeLen {
-			if ts, ok := parseTimes(c.values); ok {
+		if c.ends[0] == timeLen {
+			e.vals = c.views(e.vals[:0])
+			if ts, ok := parseTimes(e.vals); ok {
 				times[i] = ts
 				if ref < 0 {
 					ref = i
@@ -288,7 +314,8 @@ func appendRaw(p []byte, vals [][]byte) []byte {
 // time column.
 func (e *Encoder) encodeColumn(p []byte, ci, ref int, times [][]int64) (byte, []byte) {
 	c := e.cols[ci]
-	vals := c.values
+	e.vals = c.views(e.vals[:0])
+	vals := e.vals
 	first := vals[0]
 	if ts := times[ci]; ts != nil {
 		if ci != ref {
@@ -441,24 +468,44 @@ func appendDict(p []byte, vals [][]byte) ([]byte, bool) {
 	if limit < 2 {
 		return p, false
 	}
-	ids := make(map[string]uint32, 64)
+	var ids map[string]uint32 // once order outgrows a linear search
 	idx := make([]uint32, len(vals))
-	var order [][]byte
+	order := make([][]byte, 0, 16)
 	for i, v := range vals {
 		// Runs of one value are common (a block of one tenant's
-		// events): compare with the previous value before hashing.
+		// events): compare with the previous value before anything.
 		if i > 0 && string(v) == string(vals[i-1]) {
 			idx[i] = idx[i-1]
 			continue
 		}
-		id, ok := ids[string(v)]
+		id, ok := uint32(0), false
+		if ids == nil {
+			// Most dictionary columns (kind, method, status,
+			// protocol…) hold a handful of values: comparing is
+			// cheaper than hashing.
+			for j, o := range order {
+				if string(o) == string(v) {
+					id, ok = uint32(j), true
+					break
+				}
+			}
+		} else {
+			id, ok = ids[string(v)]
+		}
 		if !ok {
 			if len(order) == limit || (i < 256 && len(order) > 64) {
 				return p, false
 			}
 			id = uint32(len(order))
-			ids[string(v)] = id
 			order = append(order, v)
+			if ids != nil {
+				ids[string(v)] = id
+			} else if len(order) > 16 {
+				ids = make(map[string]uint32, 64)
+				for j, o := range order {
+					ids[string(o)] = uint32(j)
+				}
+			}
 		}
 		idx[i] = id
 	}

@@ -151,25 +151,60 @@ func appendDigits(dst []byte, v, width int) []byte {
 	return dst
 }
 
+// timeFormatter formats times as appendTime does, remembering the last
+// day's date: the times of a block are mostly of one day, and the
+// calendar arithmetic is most of the cost.
+type timeFormatter struct {
+	day  int64
+	date [11]byte // `"YYYY-MM-DD`
+	ok   bool
+}
+
 // appendTime appends the canonical text of a time with its quotes. The
 // year must be 0..9999 (parseTime accepts no other).
+func (f *timeFormatter) appendTime(dst []byte, sec int64, nsec uint32) []byte {
+	day := floorDiv(sec, 86400)
+	if !f.ok || day != f.day {
+		y, m, d, _ := unixToCivil(sec)
+		b := append(f.date[:0], '"') // in place: f.date holds all 11 bytes
+		b = appendDigits(b, y, 4)
+		b = append(b, '-')
+		b = appendDigits(b, m, 2)
+		b = append(b, '-')
+		appendDigits(b, d, 2)
+		f.day, f.ok = day, true
+	}
+	rem := int(sec - day*86400)
+	n := len(dst)
+	dst = append(dst, f.date[:]...)
+	dst = append(dst, "THH:MM:SS.nnnnnnnnnZ\""...)
+	b := dst[n+11:]
+	put2(b[1:], rem/3600)
+	put2(b[4:], rem/60%60)
+	put2(b[7:], rem%60)
+	ns := int(nsec)
+	put2(b[17:], ns%100)
+	ns /= 100
+	put2(b[15:], ns%100)
+	ns /= 100
+	put2(b[13:], ns%100)
+	ns /= 100
+	put2(b[11:], ns%100)
+	b[10] = byte('0' + ns/100)
+	return dst
+}
+
+const twoDigits = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
+
+func put2(b []byte, v int) {
+	b[0], b[1] = twoDigits[2*v], twoDigits[2*v+1]
+}
+
+// appendTime formats one time (timeFormatter.appendTime without a
+// remembered day).
 func appendTime(dst []byte, sec int64, nsec uint32) []byte {
-	y, m, d, rem := unixToCivil(sec)
-	dst = append(dst, '"')
-	dst = appendDigits(dst, y, 4)
-	dst = append(dst, '-')
-	dst = appendDigits(dst, m, 2)
-	dst = append(dst, '-')
-	dst = appendDigits(dst, d, 2)
-	dst = append(dst, 'T')
-	dst = appendDigits(dst, rem/3600, 2)
-	dst = append(dst, ':')
-	dst = appendDigits(dst, rem/60%60, 2)
-	dst = append(dst, ':')
-	dst = appendDigits(dst, rem%60, 2)
-	dst = append(dst, '.')
-	dst = appendDigits(dst, int(nsec), 9)
-	return append(dst, 'Z', '"')
+	var f timeFormatter
+	return f.appendTime(dst, sec, nsec)
 }
 
 const hexDigits = "0123456789abcdef"

@@ -33,7 +33,9 @@ import (
 // process, default flush settings) from start until it has consumed them
 // all and, on SIGTERM, flushed and committed. It reports events/s, the
 // archiver's own CPU seconds per million events (getrusage of the child)
-// and stored bytes per event. Run with -benchtime 1x.
+// and stored bytes per event, for each segment format: v2 (zstd of JSON
+// lines) and v3 (columnar), on the same data in one run. Run with
+// -benchtime 1x.
 func BenchmarkArchive2M(b *testing.B) {
 	const total = 2000000
 	st := stacktest.Get(b)
@@ -45,12 +47,19 @@ func BenchmarkArchive2M(b *testing.B) {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
 	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
+	for _, format := range []int{2, 3} {
+		b.Run(fmt.Sprintf("v%d", format), func(b *testing.B) { benchArchive(b, st, bin, dir, ret, total, format) })
+	}
+}
+
+func benchArchive(b *testing.B, st stacktest.Stack, bin, dir string, ret archive.Retention, n, format int) {
+	total := float64(n)
 	for i := 0; i < b.N; i++ {
 		topic := stacktest.Topic(b, st, 6)
 		s, sc := archivetest.NewStore(b, st, ret)
 		kr := archivetest.Keyring(b)
 		crypto := kr.Save(b, dir)
-		rawBytes := produce(b, st, topic, total)
+		rawBytes := produce(b, st, topic, n)
 		cfg := filepath.Join(dir, "custody.yaml")
 		os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka:
   brokers: [%s]
@@ -61,10 +70,11 @@ s3:
 %sarchive:
   group_id: bench-%s
   metrics_listen: 127.0.0.1:19401
+  segment_format: %d
 retention:
   mode: GOVERNANCE
   classes: [{name: security, days: 30}]
-`, strings.Join(st.KafkaBrokers, ","), topic, topic, sc.Bucket, crypto, topic)), 0o600)
+`, strings.Join(st.KafkaBrokers, ","), topic, topic, sc.Bucket, crypto, topic, format)), 0o600)
 
 		b.ResetTimer()
 		start := time.Now()
@@ -103,8 +113,8 @@ retention:
 			stored += o.Size
 		}
 		got := archivetest.Read(b, s, kr)
-		if got.Events != total {
-			b.Fatalf("archive holds %d events; want %d", got.Events, total)
+		if got.Events != n {
+			b.Fatalf("archive holds %d events; want %d", got.Events, n)
 		}
 		b.ReportMetric(total/elapsed.Seconds(), "events/s")
 		b.ReportMetric(cpu/(total/1e6), "cpu-s/Mevents")
@@ -112,7 +122,7 @@ retention:
 		b.ReportMetric(float64(rawBytes)/float64(stored), "ratio")
 		b.ReportMetric(float64(ru.Maxrss)/1024, "maxrss-MiB")
 		b.ReportMetric(float64(rawBytes)/total, "raw-B/event")
-		b.Logf("%d events (%d raw bytes) archived in %s into %d segments: %.1f CPU-s, %d bytes stored", total, rawBytes, elapsed.Round(time.Millisecond), got.Segments, cpu, stored)
+		b.Logf("%d events (%d raw bytes) archived in %s into %d segments: %.1f CPU-s, %d bytes stored", n, rawBytes, elapsed.Round(time.Millisecond), got.Segments, cpu, stored)
 
 		// custody verify over the archive, as an auditor runs it (every
 		// checkpoint read, every segment's bytes hashed), then with --deep

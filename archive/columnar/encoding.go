@@ -200,12 +200,6 @@ func put2(b []byte, v int) {
 	b[0], b[1] = twoDigits[2*v], twoDigits[2*v+1]
 }
 
-// appendTime formats one time (timeFormatter.appendTime without a
-// remembered day).
-func appendTime(dst []byte, sec int64, nsec uint32) []byte {
-	var f timeFormatter
-	return f.appendTime(dst, sec, nsec)
-}
 
 const hexDigits = "0123456789abcdef"
 

@@ -200,7 +200,6 @@ func put2(b []byte, v int) {
 	b[0], b[1] = twoDigits[2*v], twoDigits[2*v+1]
 }
 
-
 const hexDigits = "0123456789abcdef"
 
 // unhexTable maps a lowercase hex digit to its value and anything else

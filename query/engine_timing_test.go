@@ -17,6 +17,7 @@ import (
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/internal/testkit/dataset"
 )
 
 // memObjects holds segments in memory, so the benchmarks measure the
@@ -250,5 +251,71 @@ func TestUnreachableStore(t *testing.T) {
 	_, err := eng.Run(context.Background(), Filter{From: day, To: day.Add(time.Hour)}, Options{}, func([]byte) error { return nil })
 	if err == nil || !strings.Contains(err.Error(), "connection refused") {
 		t.Fatalf("Run with an unreachable store: %v; want the listing error", err)
+	}
+}
+
+// BenchmarkFullScanFormats scans 1,000,000 events of the shared realistic
+// dataset (one hour of segments of up to 50,000 events each) written as
+// v2 (zstd of JSON lines) and as v3 (columnar), with a filter the index
+// cannot prune and nothing matches, on one core: the price of rebuilding
+// lines from columns.
+func BenchmarkFullScanFormats(b *testing.B) {
+	const n = 1000000
+	hour := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	priv, pub := keyring.NewPrivate(), keyring.NewPublic()
+	if _, err := keyring.GeneratePairs(pub, priv, hour, []string{"security"}, keyring.PeriodDay, hour, hour); err != nil {
+		b.Fatal(err)
+	}
+	sk, err := keyring.NewSigningKey("bench", hour)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pub.AddSigner(sk.Public())
+	pk, _ := pub.Current("security", hour)
+	g := dataset.New(dataset.Options{Seed: 1, Total: n, Start: hour, Span: time.Hour})
+	lines := make([][]byte, n)
+	for i := range lines {
+		e := g.Next()
+		e.Time = hour.Add(time.Duration(i) * time.Hour / n) // all in the hour: one segment key
+		lines[i] = event.AppendJSON(nil, e)
+	}
+	// The dataset's IPv4 addresses start with 1 to 223: nothing matches.
+	none := ptr(netip.MustParsePrefix("240.0.0.0/4"))
+	for _, v := range []int{2, 3} {
+		b.Run(fmt.Sprintf("v%d", v), func(b *testing.B) {
+			m := &memObjects{data: map[string][]byte{}}
+			for start := 0; start < n; start += 50000 {
+				cnt := min(50000, n-start)
+				meta := segment.Meta{Class: "security", Kind: "connection", Hour: hour, Topic: "bench", Partition: 0,
+					FirstOffset: int64(start), LastOffset: int64(start + cnt - 1), Count: int64(cnt),
+					MinTime: hour.Add(time.Duration(start) * time.Hour / n), MaxTime: hour.Add(time.Duration(start+cnt-1) * time.Hour / n)}
+				newWriter := segment.NewWriterV2
+				if v == 3 {
+					newWriter = segment.NewWriterV3
+				}
+				var seg bytes.Buffer
+				w, err := newWriter(&seg, meta, nil, pk, sk)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, l := range lines[start : start+cnt] {
+					w.Write(l)
+				}
+				if err := w.Close(); err != nil {
+					b.Fatal(err)
+				}
+				m.names = append(m.names, w.Name())
+				m.data[w.Name()] = seg.Bytes()
+			}
+			cfg := Defaults()
+			cfg.Concurrency = 1
+			eng := NewEngine(cfg, m, keyring.Set{Private: priv, Public: pub}, []string{"security"})
+			b.ReportAllocs()
+			st := benchRun(b, eng, Filter{From: hour, To: hour.Add(time.Hour), IP: none}, n)
+			if st.Scanned != st.Total || st.Matched != 0 {
+				b.Fatalf("scanned %d of %d, matched %d: the benchmark did not scan everything", st.Scanned, st.Total, st.Matched)
+			}
+			b.ReportMetric(float64(m.total())/n, "stored-B/event")
+		})
 	}
 }

@@ -472,18 +472,17 @@ func readOffsets(r *reader, n int) ([]int64, error) {
 
 // readPlanes reverses appendPlanes.
 func readPlanes(vs []byte, n, wd int, base uint64) []int64 {
-	us := make([]uint64, n)
+	xs := make([]int64, n)
 	for j := 0; j < wd; j++ {
 		plane := vs[j*n : (j+1)*n]
 		for i, c := range plane {
-			us[i] = us[i]<<8 | uint64(c)
+			xs[i] = int64(uint64(xs[i])<<8 | uint64(c))
 		}
 	}
-	xs := make([]int64, n)
-	for i, u := range us {
+	for i, x := range xs {
 		// Wrapping addition, as the writer subtracted: any 64-bit
 		// pattern decodes to some integer, never a crash.
-		xs[i] = int64(base + u)
+		xs[i] = int64(base + uint64(x))
 	}
 	return xs
 }

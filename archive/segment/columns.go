@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/custodylog/custody/archive/columnar"
@@ -33,12 +34,20 @@ var colEncoders = sync.Pool{New: func() any {
 	return e
 }}
 
-var colDecoders = sync.Pool{New: func() any {
+// colState is a v3 body reader's decoder and buffers, pooled together
+// so that reading many segments does not allocate each block anew.
+type colState struct {
+	dec *columnar.Decoder
+	blk []byte
+	out []byte
+}
+
+var colStates = sync.Pool{New: func() any {
 	d, err := columnar.NewDecoder()
 	if err != nil {
 		panic(fmt.Sprintf("columnar decoder options are invalid: %v", err))
 	}
-	return d
+	return &colState{dec: d}
 }}
 
 // columnWriter turns a v3 body's lines into blocks written to dst. It
@@ -120,37 +129,37 @@ func (c *columnWriter) Close() error {
 // held back) and yields their lines.
 type columnReader struct {
 	r   *bufio.Reader
-	dec *columnar.Decoder
-	blk []byte
-	out []byte
+	st  *colState
 	off int
 }
 
 func newColumnReader(src io.Reader, maxPlaintext int64) (*columnReader, error) {
-	d := colDecoders.Get().(*columnar.Decoder)
+	st := colStates.Get().(*colState)
+	st.out = st.out[:0]
+	d := st.dec
 	d.MaxBytes = columnar.DefaultMaxBytes
 	if maxPlaintext > 0 && maxPlaintext < int64(d.MaxBytes) {
 		// One byte over the cap is enough for the body reader to see
 		// that the cap was passed.
 		d.MaxBytes = int(maxPlaintext) + 1
 	}
-	return &columnReader{r: bufio.NewReaderSize(src, 64<<10), dec: d}, nil
+	return &columnReader{r: bufio.NewReaderSize(src, 64<<10), st: st}, nil
 }
 
 func (c *columnReader) close() {
-	if c.dec != nil {
-		colDecoders.Put(c.dec)
-		c.dec = nil
+	if c.st != nil {
+		colStates.Put(c.st)
+		c.st = nil
 	}
 }
 
 func (c *columnReader) Read(p []byte) (int, error) {
-	for c.off == len(c.out) {
+	for c.off == len(c.st.out) {
 		if err := c.next(); err != nil {
 			return 0, err
 		}
 	}
-	n := copy(p, c.out[c.off:])
+	n := copy(p, c.st.out[c.off:])
 	c.off += n
 	return n, nil
 }
@@ -171,20 +180,21 @@ func (c *columnReader) next() error {
 	if l == 0 || l > maxBlock {
 		return fmt.Errorf("%w: a block of %d bytes", ErrMismatch, l)
 	}
-	c.blk = binary.AppendUvarint(c.blk[:0], l)
-	h := len(c.blk)
-	c.blk = append(c.blk, make([]byte, l)...)
-	if _, err := io.ReadFull(c.r, c.blk[h:]); err != nil {
+	st := c.st
+	st.blk = binary.AppendUvarint(st.blk[:0], l)
+	h := len(st.blk)
+	st.blk = slices.Grow(st.blk, int(l))[:h+int(l)]
+	if _, err := io.ReadFull(c.r, st.blk[h:]); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			return fmt.Errorf("%w: the body ends inside a block", ErrMismatch)
 		}
 		return err
 	}
-	b, _, err := columnar.Parse(c.blk)
+	b, _, err := columnar.Parse(st.blk)
 	if err != nil {
 		return err
 	}
-	c.out, err = c.dec.AppendLines(c.out[:0], b)
+	st.out, err = st.dec.AppendLines(st.out[:0], b)
 	c.off = 0
 	if errors.Is(err, columnar.ErrTooLarge) {
 		return ErrTooLarge

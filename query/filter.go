@@ -233,6 +233,59 @@ func (f *Filter) match(line []byte, r *row) (time.Time, bool, error) {
 			return time.Time{}, false, fmt.Errorf("stored event is not JSON: %v", err)
 		}
 	}
+	return f.matchRow(r)
+}
+
+// columns are the members matchRow reads of a row with this filter, for
+// a columnar reader (time, kind and tenant always: the range, NotKinds
+// and the tenant scope). The ID is read from the lines that match.
+func (f *Filter) columns() []string {
+	keys := []string{"time", "kind", "tenant"}
+	for _, c := range []struct {
+		key string
+		set bool
+	}{{"ip", f.IP != nil}, {"login", f.Login != ""}, {"app", f.App != ""}, {"repo", f.Repo != ""}, {"session", f.Session != ""}} {
+		if c.set {
+			keys = append(keys, c.key)
+		}
+	}
+	return keys
+}
+
+// setColumn sets the row member of key to a string value's JSON text v,
+// false when v is not a string without escapes (the caller then parses
+// the whole line).
+func (r *row) setColumn(key string, v []byte) bool {
+	if v == nil {
+		return true
+	}
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' || bytes.IndexByte(v, '\\') >= 0 {
+		return false
+	}
+	s := unsafeString(v[1 : len(v)-1])
+	switch key {
+	case "time":
+		r.Time = s
+	case "kind":
+		r.Kind = s
+	case "tenant":
+		r.Tenant = s
+	case "ip":
+		r.IP = s
+	case "login":
+		r.Login = s
+	case "app":
+		r.App = s
+	case "repo":
+		r.Repo = s
+	case "session":
+		r.Session = s
+	}
+	return true
+}
+
+// matchRow is match for a row already read.
+func (f *Filter) matchRow(r *row) (time.Time, bool, error) {
 	t, err := event.ParseTime(r.Time)
 	if err != nil {
 		return time.Time{}, false, fmt.Errorf("stored event %s has time %q", r.ID, r.Time)

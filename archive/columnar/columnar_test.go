@@ -174,3 +174,70 @@ func TestDecodeBomb(t *testing.T) {
 		t.Fatalf("a 100 MB block under a 10 MB cap: %v", err)
 	}
 }
+
+// Rows gives the selected members of each row, and the whole line of any
+// row, byte for byte as AppendLines does, for every kind of line.
+func TestRows(t *testing.T) {
+	e, d := coders(t)
+	g := dataset.New(dataset.Options{Seed: 8, Total: 3000})
+	var lines [][]byte
+	for i := 0; i < 3000; i++ {
+		lines = append(lines, g.Line())
+	}
+	lines = append(lines, []byte(`not json`), []byte(`{"a":1,"a":2,"ip":"x"}`), []byte(`{}`), []byte(`{"ip":"1.2.3.4","time":"\u0032"}`))
+	blk, err := e.AppendBlock(nil, lines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := Parse(blk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := d.AppendLines(nil, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Split(all, []byte("\n"))
+	keys := []string{"ip", "time", "nosuch"}
+	rows, err := d.Rows(b, keys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	for rows.Next() {
+		line := lines[i]
+		for k, key := range keys {
+			got := rows.Value(k)
+			var wantV []byte
+			if ms, ok := split(nil, line); ok {
+				for _, m := range ms {
+					if string(m.key) == key {
+						wantV = m.value
+						break
+					}
+				}
+			}
+			if !bytes.Equal(got, wantV) {
+				t.Fatalf("row %d %s: %q, want %q", i, key, got, wantV)
+			}
+		}
+		if (rows.Verbatim() != nil) != bytes.Equal(line, []byte("not json")) {
+			t.Fatalf("row %d: verbatim %q", i, rows.Verbatim())
+		}
+		// Every 7th line rebuilt: the rebuild must not depend on
+		// having rebuilt the rows before it.
+		if i%7 == 0 || i >= 3000 {
+			l, err := rows.AppendLine(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(l, append(bytes.Clone(want[i]), '\n')) || !bytes.Equal(want[i], line) {
+				t.Fatalf("row %d:\n got %q\nwant %q", i, l, line)
+			}
+		}
+		i++
+	}
+	if i != len(lines) {
+		t.Fatalf("%d rows of %d", i, len(lines))
+	}
+}

@@ -183,7 +183,8 @@ type Decoder struct {
 	ids      []uint32
 	cols     []decoded
 	raws     [][]byte // decompressed payloads: columns, verbatim, shape IDs
-	lead     []byte
+	loaded   []bool   // which of cols hold the current block's values
+	nverb    int      // verbatim rows in the current block
 }
 
 // decoded is one column's values as JSON text: value i is
@@ -310,13 +311,27 @@ func (d *Decoder) AppendLines(dst []byte, b *Block) ([]byte, error) {
 
 // load decodes the shape IDs and every column of b.
 func (d *Decoder) load(b *Block) error {
+	if err := d.loadIDs(b); err != nil {
+		return err
+	}
+	for i := range b.Columns {
+		if err := d.loadColumn(b, i); err != nil {
+			return err
+		}
+	}
+	return d.loadColumn(b, len(b.Columns))
+}
+
+// loadIDs decodes the rows' shape IDs, counts each column's values and
+// marks every column not yet decoded.
+func (d *Decoder) loadIDs(b *Block) error {
 	nc := len(b.Columns)
 	raw, err := d.inflate(b, b.ids, nc+1, func() string { return "shape IDs" })
 	if err != nil {
 		return err
 	}
 	d.ids = d.ids[:0]
-	counts := make([]int, len(b.Columns)+1)
+	counts := make([]int, nc+1)
 	for i := 0; i < b.Rows; i++ {
 		id := getUint(raw[i*b.width:], b.width)
 		if id >= uint64(len(b.shapes)) {
@@ -325,56 +340,63 @@ func (d *Decoder) load(b *Block) error {
 		d.ids = append(d.ids, uint32(id))
 		sh := b.shapes[id]
 		if sh == nil {
-			counts[len(b.Columns)]++
+			counts[nc]++
 		}
 		for _, ci := range sh {
 			counts[ci]++
 		}
 	}
+	for i := range b.Columns {
+		b.Columns[i].count = counts[i]
+	}
+	d.nverb = counts[nc]
 	// Column i decodes into d.cols[i], the verbatim rows into
 	// d.cols[nc]; their buffers are kept for the next block.
 	for len(d.cols) <= nc {
 		d.cols = append(d.cols, decoded{})
 	}
-	// Relative columns after the others: their reference must be decoded
-	// first.
-	for pass := 0; pass < 2; pass++ {
-		for i := range b.Columns {
-			c := &b.Columns[i]
-			rel := c.enc == encTimeRel || c.enc == encUUIDRel
-			if rel != (pass == 1) {
-				continue
-			}
-			c.count = counts[i]
-			p, err := d.inflate(b, c.f, i, func() string { return fmt.Sprintf("column %q", c.Key) })
-			if err != nil {
-				return err
-			}
-			v := &d.cols[i]
-			v.reset()
-			d.lead = append(append(append(d.lead[:0], ',', '"'), c.Key...), '"', ':')
-			if rel {
-				err = d.decodeRel(b, i, p, v, d.lead)
-			} else {
-				err = decodeValues(c.enc, p, counts[i], d.MaxBytes, v, d.lead)
-			}
-			if errors.Is(err, ErrTooLarge) {
-				return err
-			}
-			if err != nil {
-				return corrupt("column %q (%s): %v", c.Key, encNames[c.enc], err)
-			}
-		}
+	d.loaded = append(d.loaded[:0], make([]bool, nc+1)...)
+	return nil
+}
+
+// loadColumn decodes column i (len(b.Columns): the verbatim rows) unless
+// it is decoded already. A relative column decodes its reference first.
+func (d *Decoder) loadColumn(b *Block, i int) error {
+	if d.loaded[i] {
+		return nil
 	}
-	p, err := d.inflate(b, b.verb, nc, func() string { return "verbatim" })
+	nc := len(b.Columns)
+	v := &d.cols[i]
+	v.reset()
+	if i == nc {
+		p, err := d.inflate(b, b.verb, nc, func() string { return "verbatim" })
+		if err != nil {
+			return err
+		}
+		if err := decodeValues(encRaw, p, d.nverb, d.MaxBytes, v, nil); err != nil {
+			return corrupt("verbatim rows: %v", err)
+		}
+		d.loaded[i] = true
+		return nil
+	}
+	c := &b.Columns[i]
+	p, err := d.inflate(b, c.f, i, func() string { return fmt.Sprintf("column %q", c.Key) })
 	if err != nil {
 		return err
 	}
-	v := &d.cols[nc]
-	v.reset()
-	if err := decodeValues(encRaw, p, counts[nc], d.MaxBytes, v, nil); err != nil {
-		return corrupt("verbatim rows: %v", err)
+	lead := append(append(append(make([]byte, 0, len(c.Key)+4), ',', '"'), c.Key...), '"', ':')
+	if c.enc == encTimeRel || c.enc == encUUIDRel {
+		err = d.decodeRel(b, i, p, v, lead)
+	} else {
+		err = decodeValues(c.enc, p, c.count, d.MaxBytes, v, lead)
 	}
+	if errors.Is(err, ErrTooLarge) {
+		return err
+	}
+	if err != nil {
+		return corrupt("column %q (%s): %v", c.Key, encNames[c.enc], err)
+	}
+	d.loaded[i] = true
 	return nil
 }
 
@@ -391,7 +413,13 @@ func (d *Decoder) decodeRel(b *Block, ci int, p []byte, out *decoded, lead []byt
 	if r.err != nil {
 		return r.err
 	}
-	if b.Columns[ref].enc != encTime || d.cols[ref].wide {
+	if b.Columns[ref].enc != encTime {
+		return fmt.Errorf("reference column %d is not a time column", ref)
+	}
+	if err := d.loadColumn(b, ref); err != nil {
+		return err
+	}
+	if d.cols[ref].wide {
 		return fmt.Errorf("reference column %d is not a time column within 1678-2262", ref)
 	}
 	rows, ok := refIndex(b.shapes, d.ids, ci, ref)

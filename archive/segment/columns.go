@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/custodylog/custody/archive/columnar"
+	"github.com/custodylog/custody/crypto/seal"
 	"github.com/klauspost/compress/zstd"
 )
 
@@ -167,18 +168,34 @@ func (c *columnReader) Read(p []byte) (int, error) {
 // next decodes the next block into out; io.EOF at the end of the stream
 // between blocks.
 func (c *columnReader) next() error {
-	l, err := binary.ReadUvarint(c.r)
-	if err == io.EOF {
-		return io.EOF
-	}
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("%w: the body ends inside a block length", ErrMismatch)
-	}
+	b, err := c.block()
 	if err != nil {
 		return err
 	}
+	st := c.st
+	st.out, err = st.dec.AppendLines(st.out[:0], b)
+	c.off = 0
+	if errors.Is(err, columnar.ErrTooLarge) {
+		return ErrTooLarge
+	}
+	return err
+}
+
+// block reads and parses the next block; io.EOF at the end of the
+// stream between blocks.
+func (c *columnReader) block() (*columnar.Block, error) {
+	l, err := binary.ReadUvarint(c.r)
+	if err == io.EOF {
+		return nil, io.EOF
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("%w: the body ends inside a block length", ErrMismatch)
+	}
+	if err != nil {
+		return nil, err
+	}
 	if l == 0 || l > maxBlock {
-		return fmt.Errorf("%w: a block of %d bytes", ErrMismatch, l)
+		return nil, fmt.Errorf("%w: a block of %d bytes", ErrMismatch, l)
 	}
 	st := c.st
 	st.blk = binary.AppendUvarint(st.blk[:0], l)
@@ -186,18 +203,83 @@ func (c *columnReader) next() error {
 	st.blk = slices.Grow(st.blk, int(l))[:h+int(l)]
 	if _, err := io.ReadFull(c.r, st.blk[h:]); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("%w: the body ends inside a block", ErrMismatch)
+			return nil, fmt.Errorf("%w: the body ends inside a block", ErrMismatch)
 		}
-		return err
+		return nil, err
 	}
 	b, _, err := columnar.Parse(st.blk)
+	return b, err
+}
+
+// ErrNotColumnar is Blocks' answer for a segment of format v1 or v2.
+var ErrNotColumnar = errors.New("segment body is not columnar (format v1 or v2)")
+
+// Blocks reads a v3 body block by block, for a reader that decodes only
+// the columns it needs (columnar.Decoder.Rows) and rebuilds only some
+// lines. fn gets each block and a decoder, valid until fn returns.
+//
+// Blocks returns nil only once the whole sealed stream authenticated to
+// its final chunk, the blocks held exactly the header's count of rows,
+// the trailer was there, and the signature verified: the segment is
+// complete and as its archiver wrote it. The trailer's SHA-256 of the
+// lines is not checked, since the lines are not all rebuilt; Body checks
+// it. Errors name the object. Blocks and Body exclude each other.
+func (r *Reader) Blocks(fn func(*columnar.Block, *columnar.Decoder) error) error {
+	if r.h.Version != Version3 {
+		return fmt.Errorf("segment %s: %w", r.name, ErrNotColumnar)
+	}
+	if r.begun {
+		return fmt.Errorf("segment %s: body already read", r.name)
+	}
+	r.begun = true
+	var prefix [seal.NoncePrefixSize]byte
+	copy(prefix[:], r.h.NoncePrefix)
+	sr, err := seal.NewReader(r.src, r.keys.body, prefix, r.aad)
 	if err != nil {
 		return err
 	}
-	st.out, err = st.dec.AppendLines(st.out[:0], b)
-	c.off = 0
-	if errors.Is(err, columnar.ErrTooLarge) {
-		return ErrTooLarge
+	hb := &holdback{r: sr, keep: trailerSize}
+	cr, err := newColumnReader(hb, r.opts.MaxPlaintext)
+	if err != nil {
+		return err
 	}
-	return err
+	defer cr.close()
+	fail := func(err error) error { return fmt.Errorf("segment %s: %w", r.name, r.mapErr(err)) }
+	var rows int64
+	for {
+		b, err := cr.block()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fail(err)
+		}
+		if rows += int64(b.Rows); rows > r.h.Count {
+			return fail(fmt.Errorf("%w: more events than the header's %d", ErrMismatch, r.h.Count))
+		}
+		if err := fn(b, cr.st.dec); err != nil {
+			if errors.Is(err, columnar.ErrTooLarge) {
+				return fail(ErrTooLarge)
+			}
+			if errors.Is(err, columnar.ErrCorrupt) {
+				return fail(err)
+			}
+			return err
+		}
+	}
+	if hb.err != nil && hb.err != io.EOF {
+		return fail(hb.err)
+	}
+	if len(hb.tail) != trailerSize {
+		return fail(fmt.Errorf("%w: trailer is %d bytes", ErrMismatch, len(hb.tail)))
+	}
+	if rows != r.h.Count {
+		return fail(fmt.Errorf("%w: %d events; header says %d", ErrMismatch, rows, r.h.Count))
+	}
+	if r.sig != nil {
+		if err := r.sig.verify(r.name, r.h.Signer, r.sigKeys); err != nil {
+			return fmt.Errorf("segment %s: %w", r.name, err)
+		}
+	}
+	return nil
 }

@@ -480,10 +480,9 @@ func (q *Engine) scanColumns(r *Stored, f Filter, keep func(time.Time, []byte, *
 					break
 				}
 			}
-			var t time.Time
-			match := false
 			if plain {
-				if t, match, err = f.matchRow(&rw); err != nil {
+				_, match, err := f.matchRow(&rw)
+				if err != nil {
 					return fmt.Errorf("segment %s: %v", r.Name(), err)
 				}
 				if !match {
@@ -496,7 +495,8 @@ func (q *Engine) scanColumns(r *Stored, f Filter, keep func(time.Time, []byte, *
 			l := line[:len(line)-1]
 			// The whole line: for the ID of a match (and everything of a
 			// row the columns could not give).
-			if t, match, err = f.match(l, &rw); err != nil {
+			t, match, err := f.match(l, &rw)
+			if err != nil {
 				return fmt.Errorf("segment %s: %v", r.Name(), err)
 			}
 			if match {

@@ -5,6 +5,7 @@
 package bench
 
 import (
+	"cmp"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -47,13 +49,20 @@ func BenchmarkArchive2M(b *testing.B) {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
 	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
-	for _, format := range []int{2, 3} {
+	// CUSTODY_BENCH_FORMATS=3 runs one format only; CUSTODY_BENCH_MEMORY_CAP
+	// sets archive.memory_cap (default 512MiB).
+	formats := []int{2, 3}
+	if v, err := strconv.Atoi(os.Getenv("CUSTODY_BENCH_FORMATS")); err == nil {
+		formats = []int{v}
+	}
+	for _, format := range formats {
 		b.Run(fmt.Sprintf("v%d", format), func(b *testing.B) { benchArchive(b, st, bin, dir, ret, total, format) })
 	}
 }
 
 func benchArchive(b *testing.B, st stacktest.Stack, bin, dir string, ret archive.Retention, n, format int) {
 	total := float64(n)
+	memCap := cmp.Or(os.Getenv("CUSTODY_BENCH_MEMORY_CAP"), "512MiB")
 	for i := 0; i < b.N; i++ {
 		topic := stacktest.Topic(b, st, 6)
 		s, sc := archivetest.NewStore(b, st, ret)
@@ -71,10 +80,11 @@ s3:
   group_id: bench-%s
   metrics_listen: 127.0.0.1:19401
   segment_format: %d
+  memory_cap: %s
 retention:
   mode: GOVERNANCE
   classes: [{name: security, days: 30}]
-`, strings.Join(st.KafkaBrokers, ","), topic, topic, sc.Bucket, crypto, topic, format)), 0o600)
+`, strings.Join(st.KafkaBrokers, ","), topic, topic, sc.Bucket, crypto, topic, format, memCap)), 0o600)
 
 		b.ResetTimer()
 		start := time.Now()

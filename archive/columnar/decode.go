@@ -184,6 +184,8 @@ type Decoder struct {
 	cols     []decoded
 	raws     [][]byte // decompressed payloads: columns, verbatim, shape IDs
 	loaded   []bool   // which of cols hold the current block's values
+	decoded  int      // bytes of values decoded for the current block
+	total    int64    // bytes decoded for earlier blocks
 	nverb    int      // verbatim rows in the current block
 }
 
@@ -356,6 +358,8 @@ func (d *Decoder) loadIDs(b *Block) error {
 		d.cols = append(d.cols, decoded{})
 	}
 	d.loaded = append(d.loaded[:0], make([]bool, nc+1)...)
+	d.total += int64(d.decoded)
+	d.decoded = 0
 	return nil
 }
 
@@ -376,8 +380,7 @@ func (d *Decoder) loadColumn(b *Block, i int) error {
 		if err := decodeValues(encRaw, p, d.nverb, d.MaxBytes, v, nil); err != nil {
 			return corrupt("verbatim rows: %v", err)
 		}
-		d.loaded[i] = true
-		return nil
+		return d.loadedBytes(i)
 	}
 	c := &b.Columns[i]
 	p, err := d.inflate(b, c.f, i, func() string { return fmt.Sprintf("column %q", c.Key) })
@@ -396,9 +399,24 @@ func (d *Decoder) loadColumn(b *Block, i int) error {
 	if err != nil {
 		return corrupt("column %q (%s): %v", c.Key, encNames[c.enc], err)
 	}
+	return d.loadedBytes(i)
+}
+
+// loadedBytes marks column i decoded and counts its text against the
+// block's cap, so that a reader decoding column by column is held to
+// MaxBytes as AppendLines is.
+func (d *Decoder) loadedBytes(i int) error {
 	d.loaded[i] = true
+	d.decoded += d.cols[i].size
+	if d.decoded > d.MaxBytes {
+		return ErrTooLarge
+	}
 	return nil
 }
+
+// Decoded is the number of bytes of values decoded since the Decoder was
+// made, for a caller that caps a stream of blocks.
+func (d *Decoder) Decoded() int64 { return d.total + int64(d.decoded) }
 
 var errShort = errors.New("payload ends early")
 

@@ -2,6 +2,7 @@ package columnar
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -70,7 +71,27 @@ func FuzzDecode(f *testing.F) {
 		if err != nil {
 			return
 		}
-		d.AppendLines(nil, b)
+		all, err := d.AppendLines(nil, b)
+		// The selective reader rebuilds the same lines, or fails where
+		// the whole-block reader failed.
+		rows, rerr := d.Rows(b, []string{"ip", "time"})
+		if rerr != nil {
+			if err == nil && !errors.Is(rerr, ErrTooLarge) {
+				t.Fatalf("Rows failed (%v) where AppendLines read the block", rerr)
+			}
+			return
+		}
+		var got []byte
+		for rows.Next() {
+			rows.Value(0)
+			rows.Value(1)
+			if got, rerr = rows.AppendLine(got); rerr != nil {
+				break
+			}
+		}
+		if err == nil && rerr == nil && !bytes.Equal(got, all) {
+			t.Fatalf("Rows rebuilt %q, AppendLines %q", got, all)
+		}
 	})
 }
 

@@ -245,6 +245,8 @@ func (r *Reader) Blocks(fn func(*columnar.Block, *columnar.Decoder) error) error
 	}
 	defer cr.close()
 	fail := func(err error) error { return fmt.Errorf("segment %s: %w", r.name, r.mapErr(err)) }
+	// The decoder is pooled: count from where this segment starts.
+	base := cr.st.dec.Decoded()
 	var rows int64
 	for {
 		b, err := cr.block()
@@ -265,6 +267,11 @@ func (r *Reader) Blocks(fn func(*columnar.Block, *columnar.Decoder) error) error
 				return fail(err)
 			}
 			return err
+		}
+		// What the columns decoded to, against the plaintext cap: a
+		// stream of small blocks that each expand is a bomb too.
+		if max := r.opts.MaxPlaintext; max > 0 && cr.st.dec.Decoded()-base > max {
+			return fail(fmt.Errorf("%w (%d bytes)", ErrTooLarge, max))
 		}
 	}
 	if hb.err != nil && hb.err != io.EOF {

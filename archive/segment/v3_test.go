@@ -171,3 +171,36 @@ func TestV3Blocks(t *testing.T) {
 		t.Errorf("v2: %v; want ErrNotColumnar", err)
 	}
 }
+
+// Blocks holds a segment to the reader's plaintext cap, counted over the
+// columns it decodes, across blocks.
+func TestV3BlocksCap(t *testing.T) {
+	priv, pub, sk := v2Keys(t)
+	evs := events(BlockRows+500, 2) // two blocks, ~7 MB of lines
+	name, b, _ := writeVersion(t, evs, pub, sk, Version3)
+	for _, c := range []struct {
+		max  int64
+		fail bool
+	}{{1 << 20, true}, {5 << 20, true}, {64 << 20, false}} {
+		r, err := Open(bytes.NewReader(b), name, keyring.Set{Private: priv, Public: pub}, ReaderOptions{MaxPlaintext: c.max})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = r.Blocks(func(b *columnar.Block, d *columnar.Decoder) error {
+			rows, err := d.Rows(b, []string{"ip"})
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				if _, err := rows.AppendLine(nil); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		r.Close()
+		if c.fail != errors.Is(err, ErrTooLarge) {
+			t.Errorf("cap %d: %v", c.max, err)
+		}
+	}
+}

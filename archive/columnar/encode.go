@@ -76,7 +76,7 @@ type Encoder struct {
 // given level.
 func NewEncoder(level zstd.EncoderLevel) (*Encoder, error) {
 	z, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(level), zstd.WithEncoderConcurrency(1),
-		zstd.WithWindowSize(8<<20), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
+		zstd.WithWindowSize(1<<20), zstd.WithZeroFrames(true), zstd.WithEncoderCRC(false))
 	if err != nil {
 		return nil, fmt.Errorf("cannot create zstd encoder: %w", err)
 	}

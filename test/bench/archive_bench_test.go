@@ -89,7 +89,7 @@ retention:
 		b.ResetTimer()
 		start := time.Now()
 		args := []string{"archive", "run", "--config", cfg, "--log-level", "warn"}
-		if os.Getenv("CUSTODY_BENCH_CPUPROFILE") != "" {
+		if os.Getenv("CUSTODY_BENCH_CPUPROFILE") != "" || os.Getenv("CUSTODY_BENCH_HEAPPROFILE") != "" {
 			args = append(args, "--pprof") // the profile endpoint is off by default
 		}
 		cmd := exec.Command(bin, args...)
@@ -99,11 +99,17 @@ retention:
 			b.Fatal(err)
 		}
 		profiled := os.Getenv("CUSTODY_BENCH_CPUPROFILE") == ""
+		heaped := os.Getenv("CUSTODY_BENCH_HEAPPROFILE") == ""
 		for consumed(19401) < total {
 			if !profiled && consumed(19401) > 0 {
 				// Optional: a CPU profile of the archiver mid-run.
 				profiled = true
 				go exec.Command("curl", "-s", "-o", os.Getenv("CUSTODY_BENCH_CPUPROFILE"), "http://127.0.0.1:19401/debug/pprof/profile?seconds=5").Run()
+			}
+			if !heaped && consumed(19401) > total/2 {
+				// Optional: the archiver's heap halfway through.
+				heaped = true
+				exec.Command("curl", "-s", "-o", os.Getenv("CUSTODY_BENCH_HEAPPROFILE"), "http://127.0.0.1:19401/debug/pprof/heap").Run()
 			}
 			time.Sleep(50 * time.Millisecond)
 		}

@@ -625,19 +625,9 @@ func decodeValues(enc byte, p []byte, n, limit int, d *decoded, lead []byte) (er
 		d.size = size
 	case encTime:
 		var tf timeFormatter
-		secs := make([]int64, n)
-		var prev int64
-		for i := range secs {
-			u, k := binary.Uvarint(r.b)
-			if k <= 0 {
-				return errShort
-			}
-			r.b = r.b[k:]
-			prev += unzigzag(u)
-			if prev < minSec || prev > maxSec {
-				return fmt.Errorf("time %d out of range", prev)
-			}
-			secs[i] = prev
+		secs, err := readDeltas(r, n, minSec, maxSec, "time")
+		if err != nil {
+			return err
 		}
 		nsb := r.bytes("nanoseconds", 4*n)
 		if r.err != nil {
@@ -657,19 +647,9 @@ func decodeValues(enc byte, p []byte, n, limit int, d *decoded, lead []byte) (er
 			end()
 		}
 	case encUUID:
-		his := make([]int64, n)
-		var prev int64
-		for i := range his {
-			u, k := binary.Uvarint(r.b)
-			if k <= 0 {
-				return errShort
-			}
-			r.b = r.b[k:]
-			prev += unzigzag(u)
-			if prev < 0 || prev >= 1<<48 {
-				return fmt.Errorf("UUID prefix %d out of range", prev)
-			}
-			his[i] = prev
+		his, err := readDeltas(r, n, 0, 1<<48-1, "UUID prefix")
+		if err != nil {
+			return err
 		}
 		tails := r.bytes("UUID tails", 10*n)
 		var u [16]byte
@@ -731,6 +711,26 @@ func decodeValues(enc byte, p []byte, n, limit int, d *decoded, lead []byte) (er
 		return fmt.Errorf("%d bytes after the values", len(r.b))
 	}
 	return nil
+}
+
+// readDeltas reads n zigzag uvarint deltas (the first from 0) and
+// returns their running sums, each of which must lie in [lo, hi].
+func readDeltas(r *reader, n int, lo, hi int64, what string) ([]int64, error) {
+	xs := make([]int64, n)
+	var prev int64
+	for i := range xs {
+		u, k := binary.Uvarint(r.b)
+		if k <= 0 {
+			return nil, errShort
+		}
+		r.b = r.b[k:]
+		prev += unzigzag(u)
+		if prev < lo || prev > hi {
+			return nil, fmt.Errorf("%s %d out of range", what, prev)
+		}
+		xs[i] = prev
+	}
+	return xs, nil
 }
 
 // readLengths reads n uvarint lengths whose sum must be exactly the rest

@@ -241,3 +241,54 @@ func FuzzOTLPLogs(f *testing.F) {
 		}
 	})
 }
+
+// A full spool refuses an OTLP request as retryable (503, Retry-After, a
+// google.rpc.Status of UNAVAILABLE), keeping nothing, as /v1/events does:
+// the exporter retries the same request, which gives the same IDs.
+func TestOTLPSpoolFull(t *testing.T) {
+	busy := &gateSink{err: ErrBusy}
+	s, err := NewServer(testConfig(), baseOptions(), busy, zaptest.NewLogger(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(s.Handler())
+	t.Cleanup(hs.Close)
+	body, err := proto.Marshal(testLogs(time.Now().UTC()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, b := postOTLP(t, hs.URL, "application/x-protobuf", body, false)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("status %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	// google.rpc.Status: code = 1, message = 2.
+	var code uint64
+	var msg string
+	for rest := b; len(rest) > 0; {
+		f, typ, n := protowire.ConsumeTag(rest)
+		if n < 0 {
+			t.Fatalf("body %q is not a google.rpc.Status", b)
+		}
+		rest = rest[n:]
+		switch {
+		case f == 1 && typ == protowire.VarintType:
+			code, n = protowire.ConsumeVarint(rest)
+		case f == 2 && typ == protowire.BytesType:
+			msg, n = protowire.ConsumeString(rest)
+		default:
+			n = protowire.ConsumeFieldValue(f, typ, rest)
+		}
+		if n < 0 {
+			t.Fatalf("body %q is not a google.rpc.Status", b)
+		}
+		rest = rest[n:]
+	}
+	if code != 14 || !strings.Contains(msg, "events not kept") {
+		t.Fatalf("status code %d, message %q; want UNAVAILABLE (14) naming why", code, msg)
+	}
+	busy.mu.Lock()
+	defer busy.mu.Unlock()
+	if len(busy.got) != 0 {
+		t.Fatalf("the sink kept %d records", len(busy.got))
+	}
+}

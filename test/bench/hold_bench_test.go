@@ -125,6 +125,7 @@ type segBuf struct {
 // buildArchive writes the segments of days × perDay dataset events from
 // d0 and returns how many segments fall in the range (the days from d0), how many
 // events, an IP of the stream, and its busiest tenant.
+// Segments are written in the current format (v3), as the archiver does.
 func buildArchive(b *testing.B, s *store.Store, kr archivetest.Keys, d0 time.Time, days, perDay, partitions int) (int, int, string, string) {
 	total := days * perDay
 	g := dataset.New(dataset.Options{Seed: 7, Start: d0, Span: time.Duration(days) * 24 * time.Hour, Total: total})
@@ -156,7 +157,7 @@ func buildArchive(b *testing.B, s *store.Store, kr archivetest.Keys, d0 time.Tim
 						return err
 					}
 					seg.Reset()
-					w, err := segment.NewWriterV2(&seg, m, j.buf.ix, pub, kr.Signer)
+					w, err := segment.NewWriterV3(&seg, m, j.buf.ix, pub, kr.Signer)
 					if err != nil {
 						return err
 					}

@@ -417,8 +417,12 @@ func (x *Exports) create(ctx context.Context, au announcer, id Identity, r expor
 	if err := x.write(ctx, exportDir(r.ID)+"request.json", r, false); err != nil {
 		return nil, err
 	}
+	// The runner starts once the export is read back for the answer, so
+	// the answer usually leaves first; a client that loses it anyway
+	// finds the export in its case's register.
+	e, err := x.Get(ctx, r.ID)
 	x.wake()
-	return x.Get(ctx, r.ID)
+	return e, err
 }
 
 // ErrSelfApproval and ErrApproved are the refusals of Approve.

@@ -464,7 +464,11 @@ func (q *Engine) scanSegment(ctx context.Context, f Filter, obj store.Object, st
 // match are rebuilt (docs/QUERY.md). A value that is not a plain string
 // (an escape, another JSON type) makes the row go the way of a v2 line.
 func (q *Engine) scanColumns(r *Stored, f Filter, keep func(time.Time, []byte, *row) error) error {
-	keys := f.columns()
+	cols := f.columns()
+	keys := make([]string, len(cols))
+	for i, c := range cols {
+		keys[i] = c.key
+	}
 	var line []byte
 	var rw row
 	return r.Blocks(func(b *columnar.Block, d *columnar.Decoder) error {
@@ -475,8 +479,8 @@ func (q *Engine) scanColumns(r *Stored, f Filter, keep func(time.Time, []byte, *
 		for rows.Next() {
 			rw = row{}
 			plain := rows.Verbatim() == nil
-			for k, key := range keys {
-				if plain = plain && rw.setColumn(key, rows.Value(k)); !plain {
+			for k, c := range cols {
+				if plain = plain && c.set(&rw, rows.Value(k)); !plain {
 					break
 				}
 			}

@@ -236,51 +236,50 @@ func (f *Filter) match(line []byte, r *row) (time.Time, bool, error) {
 	return f.matchRow(r)
 }
 
-// columns are the members matchRow reads of a row with this filter, for
-// a columnar reader (time, kind and tenant always: the range, NotKinds
-// and the tenant scope). The ID is read from the lines that match.
-func (f *Filter) columns() []string {
-	keys := []string{"time", "kind", "tenant"}
-	for _, c := range []struct {
-		key string
-		set bool
-	}{{"ip", f.IP != nil}, {"login", f.Login != ""}, {"app", f.App != ""}, {"repo", f.Repo != ""}, {"session", f.Session != ""}} {
-		if c.set {
-			keys = append(keys, c.key)
-		}
-	}
-	return keys
+// rowColumn is a member matchRow reads, for a columnar reader: its key,
+// whether the filter needs it, and the row field it sets.
+type rowColumn struct {
+	key   string
+	field func(*row) *string
 }
 
-// setColumn sets the row member of key to a string value's JSON text v,
-// false when v is not a string without escapes (the caller then parses
-// the whole line).
-func (r *row) setColumn(key string, v []byte) bool {
+// columns are the members matchRow reads of a row with this filter (time,
+// kind and tenant always: the range, NotKinds and the tenant scope). The
+// ID is read from the lines that match.
+func (f *Filter) columns() []rowColumn {
+	all := []struct {
+		c    rowColumn
+		need bool
+	}{
+		{rowColumn{"time", func(r *row) *string { return &r.Time }}, true},
+		{rowColumn{"kind", func(r *row) *string { return &r.Kind }}, true},
+		{rowColumn{"tenant", func(r *row) *string { return &r.Tenant }}, true},
+		{rowColumn{"ip", func(r *row) *string { return &r.IP }}, f.IP != nil},
+		{rowColumn{"login", func(r *row) *string { return &r.Login }}, f.Login != ""},
+		{rowColumn{"app", func(r *row) *string { return &r.App }}, f.App != ""},
+		{rowColumn{"repo", func(r *row) *string { return &r.Repo }}, f.Repo != ""},
+		{rowColumn{"session", func(r *row) *string { return &r.Session }}, f.Session != ""},
+	}
+	var cols []rowColumn
+	for _, c := range all {
+		if c.need {
+			cols = append(cols, c.c)
+		}
+	}
+	return cols
+}
+
+// set sets the column's row field to a string value's JSON text v (nil:
+// the row lacks the member), false when v is not a string without
+// escapes (the caller then parses the whole line).
+func (c rowColumn) set(r *row, v []byte) bool {
 	if v == nil {
 		return true
 	}
 	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' || bytes.IndexByte(v, '\\') >= 0 {
 		return false
 	}
-	s := unsafeString(v[1 : len(v)-1])
-	switch key {
-	case "time":
-		r.Time = s
-	case "kind":
-		r.Kind = s
-	case "tenant":
-		r.Tenant = s
-	case "ip":
-		r.IP = s
-	case "login":
-		r.Login = s
-	case "app":
-		r.App = s
-	case "repo":
-		r.Repo = s
-	case "session":
-		r.Session = s
-	}
+	*c.field(r) = unsafeString(v[1 : len(v)-1])
 	return true
 }
 

@@ -405,13 +405,17 @@ func (c *capture) OpenKey(id string, info, sealed []byte) ([]byte, error) {
 	return dek, err
 }
 
-// eachHour visits, per class, kind and hour in [from, to), the hour's
-// segment prefix (segment.HourPrefix) and the segments listed under it.
+// eachHour visits, per class and hour in [from, to), each segment prefix
+// of the hour (segment.HourPrefixes: each kind's and that of segments of
+// every kind) and the segments listed under it.
 func eachHour(ctx context.Context, st objects, classes []string, from, to time.Time, visit func(prefix string, objs []store.Object) error) error {
+	kinds := make([]string, len(event.Kinds))
+	for i, k := range event.Kinds {
+		kinds[i] = string(k)
+	}
 	for h := from.UTC().Truncate(time.Hour); h.Before(to); h = h.Add(time.Hour) {
 		for _, c := range classes {
-			for _, k := range event.Kinds {
-				prefix := segment.HourPrefix(c, string(k), h)
+			for _, prefix := range segment.HourPrefixes(c, kinds, h) {
 				var objs []store.Object
 				for o, err := range st.List(ctx, prefix) {
 					if err != nil {

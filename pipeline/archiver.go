@@ -11,6 +11,7 @@ import (
 	"iter"
 	"maps"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -269,6 +270,13 @@ type worker struct {
 	lastCommit time.Time
 	f          fields
 	ch         chainState
+	// every is whether this partition's segments hold every kind: the
+	// key scheme of its commit metadata, which the next owner follows,
+	// so that it reproduces a crashed owner's cuts and names. When the
+	// configured scheme differs, switchAt is where it changes (see
+	// switchScheme); 0 until the first record sets it.
+	every    bool
+	switchAt int64
 }
 
 // runPartition archives one partition until the generation ends or an
@@ -277,12 +285,19 @@ type worker struct {
 func (a *Archiver) runPartition(ctx context.Context, gen *kafka.Generation, partition int) (restart bool) {
 	log := a.log.With(zap.Int("partition", partition), zap.Int32("generation", gen.ID))
 	w := &worker{a: a, gen: gen, partition: partition, buffers: map[key]*buffer{}}
-	start, cov, md, err := a.fetchCommitted(ctx, partition)
+	start, cov, md, scheme, err := a.fetchCommitted(ctx, partition)
 	if err != nil {
 		log.Warn("cannot read committed offset; the partition restarts with the next generation", zap.Error(err))
 		return false
 	}
 	w.cov, w.next, w.committed, w.commitMD = cov, start, start, md
+	w.every = a.everyKind()
+	switch scheme {
+	case metadataKinds:
+		w.every = false
+	case metadataEvery:
+		w.every = true
+	}
 	if err := w.loadChain(ctx, md); err != nil {
 		a.uploadErr.Store(ptr(fmt.Sprintf("partition %d: %v", partition, err)))
 		log.Error("cannot find the head of the partition's chain; the partition restarts with the next generation", zap.Error(err))
@@ -381,31 +396,32 @@ func (w *worker) stop(ctx context.Context, log *zap.Logger, err error) bool {
 }
 
 // fetchCommitted reads the committed offset and coverage of a partition.
-func (a *Archiver) fetchCommitted(ctx context.Context, partition int) (int64, coverage, string, error) {
+// The scheme is the commit metadata's version ("" when it has none).
+func (a *Archiver) fetchCommitted(ctx context.Context, partition int) (offset int64, cov coverage, md, scheme string, err error) {
 	resp, err := a.client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: a.cfg.GroupID, Topics: map[string][]int{a.kafka.Topic: {partition}}})
 	if err != nil {
-		return 0, nil, "", err
+		return 0, nil, "", "", err
 	}
 	if resp.Error != nil {
-		return 0, nil, "", resp.Error
+		return 0, nil, "", "", resp.Error
 	}
 	for _, p := range resp.Topics[a.kafka.Topic] {
 		if p.Partition != partition {
 			continue
 		}
 		if p.Error != nil {
-			return 0, nil, "", p.Error
+			return 0, nil, "", "", p.Error
 		}
-		cov, err := decodeCoverage(p.Metadata)
+		cov, scheme, err := decodeCoverage(p.Metadata)
 		if err != nil {
 			// A corrupt hint is not fatal: the existence check before each
 			// buffer finds stored segments anyway.
 			a.log.Warn("ignoring commit metadata", zap.Int("partition", partition), zap.Error(err))
-			cov = coverage{}
+			cov, scheme = coverage{}, ""
 		}
-		return p.CommittedOffset, cov, p.Metadata, nil
+		return p.CommittedOffset, cov, p.Metadata, scheme, nil
 	}
-	return -1, coverage{}, "", nil
+	return -1, coverage{}, "", "", nil
 }
 
 func (w *worker) handle(ctx context.Context, m kafka.Message) error {
@@ -426,7 +442,17 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 		w.next = m.Offset + 1
 		return nil
 	}
+	if w.every != a.everyKind() && w.switchAt == 0 {
+		// The previous owner (and any stale one) read no further than
+		// the high watermark this fetch saw.
+		w.switchAt = max(m.HighWaterMark, m.Offset+1)
+		a.log.Info("segment key scheme changes once the partition reaches the high watermark", zap.Int("partition", w.partition),
+			zap.Bool("every_kind", a.everyKind()), zap.Int64("at_offset", w.switchAt))
+	}
 	k := key{class: w.f.Class, kind: w.f.Kind, hour: w.f.t.Truncate(time.Hour).Unix()}
+	if w.every {
+		k.kind = ""
+	}
 	if until := a.retention[k.class].RetainUntil(k.Hour()); until.Before(a.now().Add(expiryMargin)) {
 		// Past its retention already: storing it would keep it longer
 		// than the law allows, and object lock would refuse the date.
@@ -487,6 +513,45 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 			return err
 		}
 	}
+	return w.switchScheme(ctx)
+}
+
+// everyKind reports whether the configuration wants segments of every kind
+// (format v3) rather than one kind each.
+func (a *Archiver) everyKind() bool { return a.cfg.SegmentFormat >= 3 }
+
+// switchScheme changes the partition's key scheme to the configured one
+// once every record up to switchAt is handled. A replaying owner must cut
+// and name segments as the owner before it did, or it would store again
+// what that owner stored past the last commit under other names; that
+// owner read nothing at or past the high watermark the first fetch here
+// saw. So the partition keeps the committed scheme up to there, then cuts
+// every buffer, and commits with the new scheme's metadata: past that
+// commit nothing is stored, by any owner, under the old names.
+func (w *worker) switchScheme(ctx context.Context) error {
+	if w.switchAt == 0 || w.next < w.switchAt {
+		return nil
+	}
+	for k := range w.buffers {
+		if err := w.flush(ctx, k); err != nil {
+			return err
+		}
+	}
+	// Flushes committed; what coverage is left lies below w.next.
+	w.cov = coverage{}
+	w.every = w.a.everyKind()
+	if err := w.commit(ctx); err != nil {
+		w.every = !w.every
+		return err
+	}
+	if w.committed != w.next || !strings.HasPrefix(w.commitMD, w.cov.encode(w.next, w.every)) {
+		// Not committed (the chain could not account for it yet): no
+		// segment may be stored under the new names before it is.
+		w.every = !w.every
+		return nil
+	}
+	w.switchAt = 0
+	w.a.log.Info("segment key scheme changed", zap.Int("partition", w.partition), zap.Bool("every_kind", w.every), zap.Int64("offset", w.next))
 	return nil
 }
 
@@ -661,8 +726,10 @@ func (w *worker) flush(ctx context.Context, k key) error {
 				return err
 			}
 			seg.Reset()
+			// Segments of every kind are v3 only: a buffer of the old
+			// scheme, cut while a partition switches to format 2, is too.
 			newWriter := segment.NewWriterV3
-			if a.cfg.SegmentFormat == 2 {
+			if a.cfg.SegmentFormat == 2 && k.kind != "" {
 				newWriter = segment.NewWriterV2
 			}
 			sw, err := newWriter(seg, m, b.ix, pub, a.keys.Signer)
@@ -759,7 +826,7 @@ func (w *worker) commit(ctx context.Context) error {
 		c = min(c, b.first)
 	}
 	w.cov.prune(c)
-	md := w.cov.encode(c)
+	md := w.cov.encode(c, w.every)
 	if len(md) > maxMetadata && len(w.buffers) > 0 {
 		// Too many keys stored past the oldest open buffer: cut it so the
 		// commit offset can move on (flush commits again).

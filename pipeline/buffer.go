@@ -14,7 +14,8 @@ import (
 )
 
 // key is what a buffer (and so a segment) holds: one retention class, one
-// event kind and one event hour, of one partition.
+// event kind and one event hour, of one partition. The kind is empty when
+// segments hold every kind (format v3, docs/FORMAT.md v3.10).
 type key struct {
 	class, kind string
 	hour        int64 // Unix seconds of the hour's start
@@ -22,7 +23,8 @@ type key struct {
 
 func (k key) Hour() time.Time { return time.Unix(k.hour, 0).UTC() }
 
-// String is the key's form in the commit metadata: class/kind/yyyymmddhh.
+// String is the key's form in the commit metadata and the chain's counts:
+// class/kind/yyyymmddhh, with kind empty for a segment of every kind.
 func (k key) String() string {
 	return k.class + "/" + k.kind + "/" + k.Hour().Format("2006010215")
 }
@@ -57,6 +59,8 @@ type buffer struct {
 	// cum is the chain's per-key counts just before the first record
 	// (chainState); nil when unknown (dropThrough).
 	cum map[key]int64
+	// kinds counts the events of each kind, for a key of every kind.
+	kinds map[string]int64
 }
 
 // bodyChunk is the size of the body's pieces. A buffer grows by whole
@@ -105,6 +109,12 @@ func (b *buffer) add(offset int64, value []byte, f *fields) {
 	b.offsets = append(b.offsets, offset)
 	b.last = offset
 	b.count++
+	if b.key.kind == "" {
+		if b.kinds == nil {
+			b.kinds = map[string]int64{}
+		}
+		b.kinds[f.Kind]++
+	}
 	b.ix.AddIP(f.IP)
 	b.ix.Add(segment.FieldLogin, f.Login)
 	b.ix.Add(segment.FieldSession, f.Session)
@@ -146,7 +156,7 @@ func (b *buffer) writeBody(w io.Writer) error {
 func (b *buffer) meta(topic string, partition int) segment.Meta {
 	return segment.Meta{
 		Class: b.key.class, Kind: b.key.kind, Hour: b.key.Hour(), Topic: topic, Partition: int32(partition),
-		FirstOffset: b.first, LastOffset: b.last, Count: b.count, MinTime: b.minTime, MaxTime: b.maxTime,
+		FirstOffset: b.first, LastOffset: b.last, Count: b.count, MinTime: b.minTime, MaxTime: b.maxTime, Kinds: b.kinds,
 	}
 }
 
@@ -183,11 +193,24 @@ func (b *buffer) dropThrough(offset int64) *buffer {
 // offset, is in a stored segment.
 type coverage map[key]int64
 
+// Commit metadata versions: the key scheme of the partition's segments.
+// "v1": one kind per segment; "v2": segments of every kind.
+const (
+	metadataKinds = "v1"
+	metadataEvery = "v2"
+)
+
 // encode renders the coverage still relevant at commit offset c (entries
-// at or above it) as commit metadata: "v1 class/kind/yyyymmddhh=offset ...".
-func (cv coverage) encode(c int64) string {
+// at or above it) as commit metadata: "v1 class/kind/yyyymmddhh=offset ..."
+// for segments of one kind, "v2 class//yyyymmddhh=offset ..." for
+// segments of every kind.
+func (cv coverage) encode(c int64, every bool) string {
 	var b strings.Builder
-	b.WriteString("v1")
+	if every {
+		b.WriteString(metadataEvery)
+	} else {
+		b.WriteString(metadataKinds)
+	}
 	for k, off := range cv {
 		if off < c {
 			continue
@@ -209,14 +232,16 @@ func (cv coverage) prune(c int64) {
 	}
 }
 
-func decodeCoverage(s string) (coverage, error) {
+// decodeCoverage parses commit metadata: the coverage, and the key scheme
+// its writer used ("" when there is no metadata).
+func decodeCoverage(s string) (coverage, string, error) {
 	cv := coverage{}
 	if s == "" {
-		return cv, nil
+		return cv, "", nil
 	}
 	f := strings.Fields(s)
-	if f[0] != "v1" {
-		return nil, fmt.Errorf("commit metadata %q is not v1", s)
+	if f[0] != metadataKinds && f[0] != metadataEvery {
+		return nil, "", fmt.Errorf("commit metadata %q is not v1 or v2", s)
 	}
 	for _, e := range f[1:] {
 		if strings.HasPrefix(e, chain.HintPrefix) {
@@ -224,17 +249,20 @@ func decodeCoverage(s string) (coverage, error) {
 		}
 		ks, os, ok := strings.Cut(e, "=")
 		if !ok {
-			return nil, fmt.Errorf("commit metadata entry %q has no =", e)
+			return nil, "", fmt.Errorf("commit metadata entry %q has no =", e)
 		}
 		k, err := parseKey(ks)
 		if err != nil {
-			return nil, err
+			return nil, "", err
+		}
+		if (k.kind == "") != (f[0] == metadataEvery) {
+			return nil, "", fmt.Errorf("commit metadata entry %q does not fit a %s key", e, f[0])
 		}
 		off, err := strconv.ParseInt(os, 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("commit metadata entry %q: %v", e, err)
+			return nil, "", fmt.Errorf("commit metadata entry %q: %v", e, err)
 		}
 		cv[k] = off
 	}
-	return cv, nil
+	return cv, f[0], nil
 }

@@ -63,7 +63,7 @@ func TestLateStreamSegmentsBounded(t *testing.T) {
 	a.committer = c
 	now := start
 	a.now = func() time.Time { return now }
-	w := &worker{a: a, gen: &kafka.Generation{}, partition: 0, buffers: map[key]*buffer{}, cov: coverage{}}
+	w := &worker{a: a, gen: &kafka.Generation{}, partition: 0, buffers: map[key]*buffer{}, cov: coverage{}, every: a.everyKind()}
 	lateHour := start.Add(-72 * time.Hour)
 	ctx := context.Background()
 	const minutes = 600
@@ -124,7 +124,7 @@ func TestStaleWriterFenced(t *testing.T) {
 		}
 		a.committer = &okCommitter{}
 		a.now = func() time.Time { return now }
-		return &worker{a: a, gen: &kafka.Generation{MemberID: member}, buffers: map[key]*buffer{}, cov: coverage{}}
+		return &worker{a: a, gen: &kafka.Generation{MemberID: member}, buffers: map[key]*buffer{}, cov: coverage{}, every: a.everyKind()}
 	}
 	msg := func(off int) kafka.Message {
 		e := event.Event{ID: fmt.Sprintf("r-%d", off), Time: now.Add(-time.Duration(30-off) * time.Second), Kind: event.KindLogin, Class: "security", Tenant: "t"}
@@ -154,12 +154,12 @@ func TestStaleWriterFenced(t *testing.T) {
 	// worker from the group's commit, and the chain's head.
 	restart := func(w *worker) *worker {
 		t.Helper()
-		cov, err := decodeCoverage(group.md)
+		cov, scheme, err := decodeCoverage(group.md)
 		if err != nil {
 			t.Fatal(err)
 		}
 		c := group.offsets[len(group.offsets)-1]
-		nw := &worker{a: w.a, gen: w.gen, buffers: map[key]*buffer{}, cov: cov, next: c, committed: c, commitMD: group.md}
+		nw := &worker{a: w.a, gen: w.gen, buffers: map[key]*buffer{}, cov: cov, next: c, committed: c, commitMD: group.md, every: scheme == metadataEvery}
 		if err := nw.loadChain(ctx, group.md); err != nil {
 			t.Fatal(err)
 		}
@@ -257,7 +257,7 @@ func TestPlantedSegmentNeverTrusted(t *testing.T) {
 	}
 	a.committer = &okCommitter{}
 	a.now = func() time.Time { return now }
-	w := &worker{a: a, gen: &kafka.Generation{}, buffers: map[key]*buffer{}, cov: coverage{}}
+	w := &worker{a: a, gen: &kafka.Generation{}, buffers: map[key]*buffer{}, cov: coverage{}, every: a.everyKind()}
 	e := event.Event{ID: "planted", Time: now.Add(-time.Minute), Kind: event.KindLogin, Class: "security", Tenant: "t"}
 	hour := e.Time.Truncate(time.Hour)
 	line := event.AppendJSON(nil, &e)
@@ -270,9 +270,9 @@ func TestPlantedSegmentNeverTrusted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := segment.Meta{Class: "security", Kind: "login", Hour: hour, Topic: a.kafka.Topic, Partition: 0, FirstOffset: 0, LastOffset: 100, Count: 1, MinTime: e.Time, MaxTime: e.Time}
+	m := segment.Meta{Class: "security", Kinds: map[string]int64{"login": 1}, Hour: hour, Topic: a.kafka.Topic, Partition: 0, FirstOffset: 0, LastOffset: 100, Count: 1, MinTime: e.Time, MaxTime: e.Time}
 	var seg bytes.Buffer
-	sw, err := segment.NewWriterV2(&seg, m, nil, pk, rogue)
+	sw, err := segment.NewWriterV3(&seg, m, nil, pk, rogue)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -305,13 +305,14 @@ func TestPlantedSegmentNeverTrusted(t *testing.T) {
 	}
 }
 
-// checkChain verifies ms's chains and segments (archive/chain.Verify) and
+// checkChain verifies ms's chains and segments (archive/chain.Verify),
+// deeply (each segment's events against its header and checkpoint), and
 // wants no finding, and the partition's chain to account for [0, upTo)
 // (upTo < 0: anything).
 func checkChain(t *testing.T, ms *memstore.Store, kr archivetest.Keys, topic string, partition int32, upTo int64) {
 	t.Helper()
 	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
-	rep, err := chain.Verify(context.Background(), ms, chain.Options{Trusted: kr.Read().Public, Retention: ret, Now: time.Now(), Concurrency: 2})
+	rep, err := chain.Verify(context.Background(), ms, chain.Options{Trusted: kr.Read().Public, Deep: kr.Read(), Retention: ret, Now: time.Now(), Concurrency: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -341,7 +342,7 @@ func TestChainGoesOnPastAMissingHead(t *testing.T) {
 	ctx := context.Background()
 	gone := strings.Repeat("ab", 32) // the SHA-256 of checkpoint 4, which is not in the bucket
 	md := "v1 chain=4:" + gone
-	w := &worker{a: a, gen: &kafka.Generation{MemberID: "m"}, buffers: map[key]*buffer{}, cov: coverage{}, next: 50, committed: 50, commitMD: md}
+	w := &worker{a: a, gen: &kafka.Generation{MemberID: "m"}, buffers: map[key]*buffer{}, cov: coverage{}, next: 50, committed: 50, commitMD: md, every: a.everyKind()}
 	if err := w.loadChain(ctx, md); err != nil {
 		t.Fatal(err)
 	}
@@ -405,7 +406,7 @@ func TestCheckpointRetryAndRefusal(t *testing.T) {
 	a.committer = cm
 	a.now = func() time.Time { return now }
 	ctx := context.Background()
-	w := &worker{a: a, gen: &kafka.Generation{MemberID: "m"}, buffers: map[key]*buffer{}, cov: coverage{}}
+	w := &worker{a: a, gen: &kafka.Generation{MemberID: "m"}, buffers: map[key]*buffer{}, cov: coverage{}, every: a.everyKind()}
 	if err := w.loadChain(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -496,7 +497,7 @@ func TestReplayAfterUncommittedCheckpoints(t *testing.T) {
 			a.now = func() time.Time { return now }
 			ctx := context.Background()
 			newWorker := func() *worker {
-				w := &worker{a: a, gen: &kafka.Generation{MemberID: "m"}, buffers: map[key]*buffer{}, cov: coverage{}, next: -1, committed: -1}
+				w := &worker{a: a, gen: &kafka.Generation{MemberID: "m"}, buffers: map[key]*buffer{}, cov: coverage{}, next: -1, committed: -1, every: a.everyKind()}
 				if err := w.loadChain(ctx, ""); err != nil {
 					t.Fatal(err)
 				}

@@ -248,8 +248,9 @@ type hourResult struct {
 func (q *Engine) readHour(ctx context.Context, f Filter, opts Options, kinds []string, h time.Time, budget int64, st *counters) hourResult {
 	var objs []store.Object
 	for _, c := range q.classes {
-		for _, k := range kinds {
-			prefix := segment.HourPrefix(c, k, h)
+		// Each kind's own segments, then those of every kind (their
+		// headers rule out the kinds they do not hold).
+		for _, prefix := range segment.HourPrefixes(c, kinds, h) {
 			listed := map[string]bool{}
 			for o, err := range q.src.List(ctx, prefix) {
 				if err != nil {

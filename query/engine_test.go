@@ -562,3 +562,120 @@ func TestColumnarMatchesLines(t *testing.T) {
 		}
 	}
 }
+
+// Segments of every kind (format v3's archiver) answer as segments of one
+// kind each do, and their headers' kinds rule them out for a kind they do
+// not hold without reading their bodies.
+func TestEveryKindMatchesOneKind(t *testing.T) {
+	hour := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
+	priv, pub := keyring.NewPrivate(), keyring.NewPublic()
+	if _, err := keyring.GeneratePairs(pub, priv, hour, []string{"security"}, keyring.PeriodDay, hour, hour); err != nil {
+		t.Fatal(err)
+	}
+	sk, _ := keyring.NewSigningKey("test", hour)
+	pub.AddSigner(sk.Public())
+	pk, _ := pub.Current("security", hour)
+	const n = 20000
+	g := dataset.New(dataset.Options{Seed: 7, Total: n, Start: hour, Span: time.Hour})
+	var evs []*event.Event
+	for i := 0; i < n; i++ {
+		e := g.Next()
+		e.Time = hour.Add(time.Duration(i) * time.Hour / n)
+		e.Class = "security"
+		evs = append(evs, e)
+	}
+	// write stores evs[from:to] of the kinds wanted as one segment: of
+	// one kind, or (kind "") of every kind it holds.
+	write := func(m *memObjects, kind string, from, to int, keep func(*event.Event) bool) {
+		meta := segment.Meta{Class: "security", Kind: kind, Hour: hour, Topic: "t", FirstOffset: int64(from), MinTime: hour, MaxTime: hour.Add(time.Hour - 1)}
+		ix := segment.NewIndexBuilder()
+		var body [][]byte
+		kinds := map[string]int64{}
+		for _, e := range evs[from:to] {
+			if !keep(e) {
+				continue
+			}
+			ix.AddIP(e.IP.String())
+			ix.Add(segment.FieldLogin, e.Login)
+			ix.Add(segment.FieldTenant, e.Tenant)
+			body = append(body, event.AppendJSON(nil, e))
+			kinds[string(e.Kind)]++
+		}
+		meta.Count, meta.LastOffset = int64(len(body)), int64(to-1)
+		if kind == "" {
+			meta.Kinds = kinds
+		}
+		var seg bytes.Buffer
+		w, err := segment.NewWriterV3(&seg, meta, ix, pk, sk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range body {
+			w.Write(l)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		m.names = append(m.names, w.Name())
+		m.data[w.Name()] = seg.Bytes()
+	}
+	one, every := &memObjects{data: map[string][]byte{}}, &memObjects{data: map[string][]byte{}}
+	for start := 0; start < n; start += 5000 {
+		for _, k := range []event.Kind{event.KindConnection, event.KindLogin, event.KindSourceChange} {
+			write(one, string(k), start, start+5000, func(e *event.Event) bool { return e.Kind == k })
+		}
+		write(every, "", start, start+5000, func(*event.Event) bool { return true })
+	}
+	run := func(m *memObjects, f Filter) ([]string, Stats) {
+		eng := NewEngine(Defaults(), m, keyring.Set{Private: priv, Public: pub}, []string{"security"})
+		var out []string
+		st, err := eng.Run(context.Background(), f, Options{}, func(l []byte) error { out = append(out, string(l)); return nil })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out, st
+	}
+	day := Filter{From: hour, To: hour.Add(time.Hour)}
+	filters := map[string]Filter{"all": day}
+	for _, k := range []string{"connection", "login", "source_change"} {
+		f := day
+		f.Kind = k
+		filters["kind "+k] = f
+		f = day
+		f.NotKinds = []string{k}
+		filters["not kind "+k] = f
+	}
+	f := day
+	f.IP = ptr(netip.PrefixFrom(evs[1234].IP, evs[1234].IP.BitLen()))
+	filters["ip"] = f
+	f = day
+	f.Login, f.Kind = evs[4321].Login, string(evs[4321].Kind)
+	filters["login and kind"] = f
+	for name, f := range filters {
+		a, _ := run(one, f)
+		b, st := run(every, f)
+		if len(a) == 0 {
+			t.Errorf("%s: no match at all: the test checks nothing", name)
+		}
+		if !slices.Equal(a, b) {
+			t.Errorf("%s: one kind per segment %d lines, every kind %d lines, or not the same", name, len(a), len(b))
+		}
+		if st.Total != 4 {
+			t.Errorf("%s: %d segments listed; want the 4 of every kind", name, st.Total)
+		}
+	}
+
+	// A segment of every kind without source changes is ruled out by its
+	// header for them, and for everything but them.
+	partial := &memObjects{data: map[string][]byte{}}
+	write(partial, "", 0, 5000, func(e *event.Event) bool { return e.Kind != event.KindSourceChange })
+	for name, f := range map[string]Filter{"kind source_change": {From: hour, To: hour.Add(time.Hour), Kind: "source_change"},
+		"not connection or login": {From: hour, To: hour.Add(time.Hour), NotKinds: []string{"connection", "login"}}} {
+		if out, st := run(partial, f); len(out) != 0 || st.Total != 1 || st.Pruned != 1 || st.Scanned != 0 {
+			t.Errorf("%s: %d lines, stats %+v; want the one segment pruned by its header", name, len(out), st)
+		}
+	}
+	if out, st := run(partial, Filter{From: hour, To: hour.Add(time.Hour), Kind: "login"}); len(out) == 0 || st.Pruned != 0 {
+		t.Errorf("kind login: %d lines, stats %+v; want matches from the one segment", len(out), st)
+	}
+}

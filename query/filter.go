@@ -97,6 +97,19 @@ func (f *Filter) Validate() error {
 	return nil
 }
 
+// keepsAKind reports whether a segment holds a kind f does not exclude.
+func (f *Filter) keepsAKind(h *segment.Header) bool {
+	if h.Kind != "" {
+		return !slices.Contains(f.NotKinds, h.Kind)
+	}
+	for k := range h.Kinds {
+		if !slices.Contains(f.NotKinds, k) {
+			return true
+		}
+	}
+	return false
+}
+
 // RulesOut reports whether a segment's header and index rule it out: no
 // event in it can match.
 func (f *Filter) RulesOut(h *segment.Header, ix *segment.Index) bool {
@@ -104,7 +117,10 @@ func (f *Filter) RulesOut(h *segment.Header, ix *segment.Index) bool {
 	if h.MinTime.Compare(f.To) >= 0 || h.MaxTime.Before(f.From) {
 		return true
 	}
-	if f.Kind != "" && h.Kind != f.Kind || slices.Contains(f.NotKinds, h.Kind) {
+	if f.Kind != "" && !h.Has(f.Kind) {
+		return true
+	}
+	if len(f.NotKinds) > 0 && !f.keepsAKind(h) {
 		return true
 	}
 	for _, c := range []struct {

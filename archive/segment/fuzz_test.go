@@ -92,9 +92,20 @@ func TestParseName(t *testing.T) {
 	if err != nil || got.Class != m.Class || got.Kind != m.Kind || !got.Hour.Equal(m.Hour) || got.Topic != m.Topic || got.Partition != 3 || got.FirstOffset != 990 {
 		t.Fatalf("ParseName(Name(m)) = %+v, %v", got, err)
 	}
+	// A segment of every kind: no kind in the name.
+	m.Kind = ""
+	if name := Name(&m); name != "security/2026/11/29/05/custody.events+3+00000000000000000990.cseg" {
+		t.Fatalf("Name of a segment of every kind = %q", name)
+	}
+	got, err = ParseName("security/2026/11/29/05/custody.events+3+00000000000000000990.cseg")
+	if err != nil || got.Class != "security" || got.Kind != "" || !got.Hour.Equal(m.Hour) || got.Topic != m.Topic || got.Partition != 3 || got.FirstOffset != 990 {
+		t.Fatalf("ParseName of a segment of every kind = %+v, %v", got, err)
+	}
 	for _, bad := range []string{"security/login/2026/11/29/05/custody.events+3+990.cseg", "security/login/2026/11/29/05/custody.events+3+00000000000000000990",
 		"security/login/2026/11/29/25/custody.events+3+00000000000000000990.cseg", "security/login/2026/11/29/05/+3+00000000000000000990.cseg",
-		"security/login/2026/11/29/05/custody.events+-3+00000000000000000990.cseg", "security/2026/11/29/05/custody.events+3+00000000000000000990.cseg"} {
+		"security/login/2026/11/29/05/custody.events+-3+00000000000000000990.cseg", "security//2026/11/29/05/custody.events+3+00000000000000000990.cseg",
+		"security/2026/11/29/05/custody.events+3+990.cseg", "2026/11/29/05/custody.events+3+00000000000000000990.cseg",
+		"security/login/extra/2026/11/29/05/custody.events+3+00000000000000000990.cseg"} {
 		if _, err := ParseName(bad); err == nil {
 			t.Errorf("ParseName(%q) accepted it", bad)
 		}

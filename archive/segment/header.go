@@ -57,6 +57,26 @@ type Meta struct {
 	MinTime     time.Time `json:"min_time"`
 	MaxTime     time.Time `json:"max_time"`
 	Count       int64     `json:"count"`
+	// Kinds, in a segment that holds every kind of its class and hour
+	// (format v3; Kind is then empty), is the number of events of each
+	// kind present. A single-kind segment has Kind and no Kinds.
+	Kinds map[string]int64 `json:"kinds,omitempty"`
+}
+
+// Has reports whether the segment may hold events of kind k: its one kind,
+// or one of its Kinds.
+func (m *Meta) Has(k string) bool {
+	if m.Kind != "" {
+		return m.Kind == k
+	}
+	return m.Kinds[k] > 0
+}
+
+// Key is the segment's place in the chain's accounting (docs/CHAIN.md
+// §2): "<class>/<kind>/<yyyymmddhh>", the kind empty for a segment of
+// every kind.
+func (m *Meta) Key() string {
+	return m.Class + "/" + m.Kind + "/" + m.Hour.UTC().Format("2006010215")
 }
 
 // Header is the cleartext header: Meta plus what a reader needs to open
@@ -89,8 +109,16 @@ func (h *Header) Validate() error {
 	switch {
 	case !classPattern.MatchString(m.Class):
 		return fmt.Errorf("class %q is not a retention class name", m.Class)
-	case !kindPattern.MatchString(m.Kind):
+	case m.Kind != "" && !kindPattern.MatchString(m.Kind):
 		return fmt.Errorf("kind %q is not an event kind", m.Kind)
+	case m.Kind != "" && len(m.Kinds) > 0:
+		return fmt.Errorf("kind %q and kinds are both set: a segment holds one kind or lists its kinds", m.Kind)
+	case m.Kind == "" && h.Version < Version3:
+		return fmt.Errorf("kind is empty: only a format v3 segment may hold every kind (format v%d)", max(h.Version, Version))
+	case m.Kind == "":
+		if err := validKinds(m.Kinds, m.Count); err != nil {
+			return err
+		}
 	case m.Hour.IsZero() || !m.Hour.Equal(m.Hour.Truncate(time.Hour)) || m.Hour.Location() != time.UTC:
 		return fmt.Errorf("hour %s is not a whole UTC hour", m.Hour.Format(time.RFC3339Nano))
 	case !topicPattern.MatchString(m.Topic) || m.Topic == "." || m.Topic == "..":
@@ -115,6 +143,28 @@ func (h *Header) Validate() error {
 		return fmt.Errorf("chunk_size %d is not %d", h.ChunkSize, seal.ChunkSize)
 	case h.Compression != compressionZst:
 		return fmt.Errorf("compression %q is not zstd", h.Compression)
+	}
+	return nil
+}
+
+// validKinds checks the kinds of a segment of every kind: at least one,
+// each an event kind name with a positive count, adding up to count.
+func validKinds(kinds map[string]int64, count int64) error {
+	if len(kinds) == 0 {
+		return errors.New("kind is empty and kinds lists none")
+	}
+	var sum int64
+	for k, n := range kinds {
+		if !kindPattern.MatchString(k) {
+			return fmt.Errorf("kinds: %q is not an event kind", k)
+		}
+		if n < 1 {
+			return fmt.Errorf("kinds: %s has count %d", k, n)
+		}
+		sum += n
+	}
+	if sum != count {
+		return fmt.Errorf("kinds add up to %d events; count is %d", sum, count)
 	}
 	return nil
 }

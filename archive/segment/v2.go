@@ -68,18 +68,20 @@ type headerV2 struct {
 	FirstOffset int64     `json:"first_offset"`
 	LastOffset  int64     `json:"last_offset"`
 	Count       int64     `json:"count"`
-	KeyID       string    `json:"key_id"`
-	SealedKey   []byte    `json:"sealed_key"`
-	NoncePrefix []byte    `json:"nonce_prefix"`
-	ChunkSize   int       `json:"chunk_size"`
-	Compression string    `json:"compression"`
-	Signer      string    `json:"signer"`
-	version     byte      // from the preamble: Version2 or Version3
+	// Kinds: format v3 only, when Kind is empty (Meta.Kinds).
+	Kinds       map[string]int64 `json:"kinds,omitempty"`
+	KeyID       string           `json:"key_id"`
+	SealedKey   []byte           `json:"sealed_key"`
+	NoncePrefix []byte           `json:"nonce_prefix"`
+	ChunkSize   int              `json:"chunk_size"`
+	Compression string           `json:"compression"`
+	Signer      string           `json:"signer"`
+	version     byte             // from the preamble: Version2 or Version3
 }
 
 func (h *headerV2) header() *Header {
 	return &Header{
-		Meta:  Meta{Class: h.Class, Kind: h.Kind, Hour: h.Hour, Topic: h.Topic, Partition: h.Partition, FirstOffset: h.FirstOffset, LastOffset: h.LastOffset, Count: h.Count},
+		Meta:  Meta{Class: h.Class, Kind: h.Kind, Hour: h.Hour, Topic: h.Topic, Partition: h.Partition, FirstOffset: h.FirstOffset, LastOffset: h.LastOffset, Count: h.Count, Kinds: h.Kinds},
 		KeyID: h.KeyID, NoncePrefix: h.NoncePrefix, ChunkSize: h.ChunkSize, Compression: h.Compression,
 		Version: int(h.version), SealedKey: h.SealedKey, Signer: h.Signer,
 	}
@@ -166,7 +168,7 @@ func NewWriterV3(dst io.Writer, m Meta, ix *IndexBuilder, pub keyring.PublicKey,
 
 func newWriterV2(dst io.Writer, m Meta, ix *IndexBuilder, pub keyring.PublicKey, signer keyring.SigningKey, version byte) (*Writer, error) {
 	m.Hour, m.MinTime, m.MaxTime = m.Hour.UTC(), m.MinTime.UTC(), m.MaxTime.UTC()
-	if err := (&Header{Meta: m, KeyID: pub.ID, WrappedKey: make([]byte, keyring.WrappedSize), NoncePrefix: make([]byte, seal.NoncePrefixSize), ChunkSize: seal.ChunkSize, Compression: compressionZst}).Validate(); err != nil {
+	if err := (&Header{Meta: m, KeyID: pub.ID, WrappedKey: make([]byte, keyring.WrappedSize), NoncePrefix: make([]byte, seal.NoncePrefixSize), ChunkSize: seal.ChunkSize, Compression: compressionZst, Version: int(version)}).Validate(); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrHeader, err)
 	}
 	name := Name(&m)
@@ -183,7 +185,7 @@ func newWriterV2(dst io.Writer, m Meta, ix *IndexBuilder, pub keyring.PublicKey,
 		return nil, fmt.Errorf("segment %s: cannot seal the data key to %s: %w", name, pub.ID, err)
 	}
 	h := headerV2{Class: m.Class, Kind: m.Kind, Hour: m.Hour, Topic: m.Topic, Partition: m.Partition, FirstOffset: m.FirstOffset,
-		LastOffset: m.LastOffset, Count: m.Count, KeyID: pub.ID, SealedKey: sealed, NoncePrefix: prefix[:],
+		LastOffset: m.LastOffset, Count: m.Count, Kinds: m.Kinds, KeyID: pub.ID, SealedKey: sealed, NoncePrefix: prefix[:],
 		ChunkSize: seal.ChunkSize, Compression: compressionZst, Signer: signer.ID}
 	if version == Version3 {
 		h.Compression = compressionColumnar

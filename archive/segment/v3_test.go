@@ -204,3 +204,72 @@ func TestV3BlocksCap(t *testing.T) {
 		}
 	}
 }
+
+// A v3 segment may hold every kind of its class and hour: its name has no
+// kind, its header counts each kind, and it reads back like any other.
+// Neither v2 nor an inconsistent count of kinds is accepted.
+func TestV3EveryKind(t *testing.T) {
+	priv, pub, sk := v2Keys(t)
+	evs := events(300, 5)
+	kinds := map[string]int64{}
+	var plain strings.Builder
+	for i := range evs {
+		k := []string{"connection", "login", "source_change"}[i%3]
+		evs[i].line = strings.Replace(evs[i].line, `"kind":"connection"`, `"kind":"`+k+`"`, 1)
+		kinds[k]++
+		plain.WriteString(evs[i].line)
+	}
+	m := metaFor(evs)
+	m.Kind, m.Kinds = "", kinds
+	pk, _ := pub.Current(m.Class, m.Hour)
+	var buf bytes.Buffer
+	w, err := NewWriterV3(&buf, m, nil, pk, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "security/2026/11/29/05/custody.events+3+00000000000000001000.cseg"; w.Name() != want {
+		t.Fatalf("name %s; want %s", w.Name(), want)
+	}
+	io.WriteString(w, plain.String())
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, r, err := readV2(w.Name(), buf.Bytes(), keyring.Set{Private: priv, Public: pub})
+	if err != nil || got != plain.String() {
+		t.Fatalf("read back: %v (same body: %v)", err, got == plain.String())
+	}
+	h := r.Header()
+	if h.Kind != "" || len(h.Kinds) != 3 || h.Kinds["login"] != 100 || !h.Has("source_change") || h.Has("activity") {
+		t.Fatalf("header kind %q kinds %v", h.Kind, h.Kinds)
+	}
+	if h.Key() != "security//2026112905" {
+		t.Fatalf("key %q", h.Key())
+	}
+	// Verify (what the archiver checks) accepts it too.
+	if _, err := Verify(bytes.NewReader(buf.Bytes()), w.Name(), pub); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+
+	for what, c := range map[string]struct {
+		kind  string
+		kinds map[string]int64
+		v2    bool
+	}{
+		"format v2":            {kinds: kinds, v2: true},
+		"no kinds":             {},
+		"kinds short of count": {kinds: map[string]int64{"login": 100, "connection": 100}},
+		"a zero count":         {kinds: map[string]int64{"login": 300, "connection": 0}},
+		"not a kind name":      {kinds: map[string]int64{"Login!": 300}},
+		"kind and kinds":       {kind: "login", kinds: map[string]int64{"login": 300}},
+	} {
+		m := metaFor(evs)
+		m.Kind, m.Kinds = c.kind, c.kinds
+		newWriter := NewWriterV3
+		if c.v2 {
+			newWriter = NewWriterV2
+		}
+		if _, err := newWriter(io.Discard, m, nil, pk, sk); !errors.Is(err, ErrHeader) {
+			t.Errorf("%s: writer = %v; want ErrHeader", what, err)
+		}
+	}
+}

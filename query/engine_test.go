@@ -310,7 +310,7 @@ func TestQueryBadSegments(t *testing.T) {
 // set a read waits for its context to end.
 type gate struct {
 	*store.Store
-	hour     []string // the hour's prefixes, one per kind
+	hour     []string // the hour's prefixes: each kind's, and every kind's
 	block    bool
 	once     sync.Once
 	entered  chan struct{}
@@ -319,9 +319,11 @@ type gate struct {
 
 func newGate(s *store.Store, h time.Time, block bool) *gate {
 	g := &gate{Store: s, block: block, entered: make(chan struct{})}
+	var kinds []string
 	for _, k := range event.Kinds {
-		g.hour = append(g.hour, segment.HourPrefix("security", string(k), h))
+		kinds = append(kinds, string(k))
 	}
+	g.hour = segment.HourPrefixes("security", kinds, h)
 	return g
 }
 

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"testing/cryptotest"
 
 	"github.com/custodylog/custody/archive/columnar"
 	"github.com/custodylog/custody/crypto/keyring"
@@ -271,5 +274,74 @@ func TestV3EveryKind(t *testing.T) {
 		if _, err := newWriter(io.Discard, m, nil, pk, sk); !errors.Is(err, ErrHeader) {
 			t.Errorf("%s: writer = %v; want ErrHeader", what, err)
 		}
+	}
+}
+
+// TestGoldenV3EveryKind pins a v3 segment of every kind (FORMAT.md v3.10)
+// byte for byte: golden-v3/every-kind.cseg holds golden.cseg's events with
+// three kinds among them, under the same keys (the keyring files there).
+func TestGoldenV3EveryKind(t *testing.T) {
+	const dir = "testdata/golden-v3"
+	cryptotest.SetGlobalRandom(t, 2026)
+	_, pub, sk := v2Keys(t)
+	evs := events(5, 42)
+	kinds := map[string]int64{}
+	var plain strings.Builder
+	for i := range evs {
+		k := []string{"connection", "login", "connection", "source_change", "login"}[i]
+		evs[i].line = strings.Replace(evs[i].line, `"kind":"connection"`, `"kind":"`+k+`"`, 1)
+		kinds[k]++
+		plain.WriteString(evs[i].line)
+	}
+	m := metaFor(evs)
+	m.Kind, m.Kinds = "", kinds
+	ix := NewIndexBuilder()
+	for _, e := range evs {
+		ix.AddIP(e.ip)
+		ix.Add(FieldLogin, e.login)
+	}
+	pk, err := pub.Current(m.Class, m.Hour)
+	must(t, err)
+	var buf bytes.Buffer
+	w, err := NewWriterV3(&buf, m, ix, pk, sk)
+	must(t, err)
+	io.WriteString(w, plain.String())
+	must(t, w.Close())
+	if *update {
+		must(t, os.WriteFile(filepath.Join(dir, "every-kind.cseg"), buf.Bytes(), 0o644))
+		must(t, os.WriteFile(filepath.Join(dir, "every-kind.name"), []byte(w.Name()+"\n"), 0o644))
+		must(t, os.WriteFile(filepath.Join(dir, "every-kind.jsonl"), []byte(plain.String()), 0o644))
+	}
+	stored, err := os.ReadFile(filepath.Join(dir, "every-kind.cseg"))
+	must(t, err)
+	if !bytes.Equal(stored, buf.Bytes()) {
+		t.Fatalf("v3 writer output differs from %s/every-kind.cseg (%d vs %d bytes): format v3 changed", dir, buf.Len(), len(stored))
+	}
+	nb, err := os.ReadFile(filepath.Join(dir, "every-kind.name"))
+	must(t, err)
+	name := strings.TrimSpace(string(nb))
+	if name != w.Name() || !strings.HasPrefix(name, "security/2026/") {
+		t.Fatalf("every-kind.name %q; the writer names it %q", name, w.Name())
+	}
+	privFile, err := os.ReadFile(filepath.Join(dir, "private-keyring.json"))
+	must(t, err)
+	pubFile, err := os.ReadFile(filepath.Join(dir, "public-keyring.json"))
+	must(t, err)
+	rpriv, err := keyring.ParsePrivate(privFile)
+	must(t, err)
+	rpub, err := keyring.ParsePublic(pubFile)
+	must(t, err)
+	want, err := os.ReadFile(filepath.Join(dir, "every-kind.jsonl"))
+	must(t, err)
+	got, r, err := readV2(name, stored, keyring.Set{Private: rpriv, Public: rpub})
+	if err != nil || got != string(want) {
+		t.Fatalf("golden every-kind read: %v", err)
+	}
+	if h := r.Header(); h.Kind != "" || h.Kinds["connection"] != 2 || h.Kinds["login"] != 2 || h.Kinds["source_change"] != 1 {
+		t.Fatalf("header kind %q kinds %v", h.Kind, h.Kinds)
+	}
+	// Under another name (one kind's), the same bytes are refused.
+	if _, _, err := readV2(strings.Replace(name, "security/", "security/login/", 1), stored, keyring.Set{Private: rpriv, Public: rpub}); err == nil {
+		t.Fatal("read under a one-kind name")
 	}
 }

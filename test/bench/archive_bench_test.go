@@ -138,6 +138,7 @@ retention:
 		b.ReportMetric(float64(rawBytes)/float64(stored), "ratio")
 		b.ReportMetric(float64(ru.Maxrss)/1024, "maxrss-MiB")
 		b.ReportMetric(float64(rawBytes)/total, "raw-B/event")
+		b.ReportMetric(float64(got.Segments)/(total/1e6), "objects/Mevents")
 		b.Logf("%d events (%d raw bytes) archived in %s into %d segments: %.1f CPU-s, %d bytes stored", n, rawBytes, elapsed.Round(time.Millisecond), got.Segments, cpu, stored)
 
 		// custody verify over the archive, as an auditor runs it (every

@@ -489,7 +489,7 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 			w.next = m.Offset + 1
 			return nil
 		}
-		b = newBuffer(k, m.Offset, a.now())
+		b = newBuffer(k, m.Offset, a.now(), a.columnar(k))
 		// The chain's counts just before this buffer's first record: what
 		// a checkpoint needs when the commit offset is this buffer's.
 		b.cum = maps.Clone(w.ch.cum)
@@ -498,7 +498,9 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 	}
 	w.count(m.Offset, k, false)
 	before := b.size()
-	b.add(m.Offset, m.Value, &w.f)
+	if err := b.add(m.Offset, m.Value, &w.f); err != nil {
+		return err
+	}
 	w.next = m.Offset + 1
 	a.mem.Add(b.size() - before)
 	a.m.bufferBytes.Set(float64(a.mem.Load()))
@@ -515,6 +517,11 @@ func (w *worker) handle(ctx context.Context, m kafka.Message) error {
 	}
 	return w.switchScheme(ctx)
 }
+
+// columnar reports whether a buffer of k becomes a format v3 segment:
+// under format 3, and for a key of every kind (v3 only) whatever the
+// format, which a partition switching to format 2 still cuts.
+func (a *Archiver) columnar(k key) bool { return a.cfg.SegmentFormat >= 3 || k.kind == "" }
 
 // everyKind reports whether the configuration wants segments of every kind
 // (format v3) rather than one kind each.
@@ -726,11 +733,9 @@ func (w *worker) flush(ctx context.Context, k key) error {
 				return err
 			}
 			seg.Reset()
-			// Segments of every kind are v3 only: a buffer of the old
-			// scheme, cut while a partition switches to format 2, is too.
-			newWriter := segment.NewWriterV3
-			if a.cfg.SegmentFormat == 2 && k.kind != "" {
-				newWriter = segment.NewWriterV2
+			newWriter := segment.NewWriterV2
+			if a.columnar(k) {
+				newWriter = segment.NewWriterV3
 			}
 			sw, err := newWriter(seg, m, b.ix, pub, a.keys.Signer)
 			if err != nil {
@@ -771,8 +776,11 @@ func (w *worker) flush(ctx context.Context, k key) error {
 			}
 			a.m.skipped.Add(float64(min(b.count, countThrough(b, last))))
 			old := b
-			b = b.dropThrough(last)
+			b, err = b.dropThrough(last)
 			old.release()
+			if err != nil {
+				return err
+			}
 			continue
 		}
 		if err != nil {

@@ -3,7 +3,6 @@ package pipeline
 import (
 	"bytes"
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,14 +41,17 @@ func parseKey(s string) (key, error) {
 }
 
 // buffer accumulates one key's records, in offset order, until it is cut
-// into a segment. It holds the records' bytes as they came from Kafka.
+// into a segment. For format v3 it holds them encoded (col: columnar
+// blocks, a tenth of the bytes, and one open block of lines), otherwise
+// the records' bytes as they came from Kafka (body).
 type buffer struct {
 	key     key
 	first   int64 // offset of the first record: the segment's name
 	last    int64
 	count   int64
+	col     *segment.Body
 	body    [][]byte // canonical events, one per line, in chunks up to bodyChunk
-	bodyLen int
+	bodyLen int      // bytes of lines, either way
 	bodyCap int
 	offsets []int64
 	ix      *segment.IndexBuilder
@@ -71,17 +73,50 @@ const bodyChunk = 1 << 20
 // firstChunk is the size of a buffer's first chunk.
 const firstChunk = 16 << 10
 
-func newBuffer(k key, first int64, now time.Time) *buffer {
-	return &buffer{key: k, first: first, ix: segment.NewIndexBuilder(), opened: now}
+// newBuffer opens a buffer; columnar for a format v3 segment.
+func newBuffer(k key, first int64, now time.Time, columnar bool) *buffer {
+	b := &buffer{key: k, first: first, ix: segment.NewIndexBuilder(), opened: now}
+	if columnar {
+		b.col = segment.NewBody()
+	}
+	return b
 }
 
-func (b *buffer) add(offset int64, value []byte, f *fields) {
+func (b *buffer) add(offset int64, value []byte, f *fields) error {
+	if b.col != nil {
+		if err := b.col.Add(value); err != nil {
+			return fmt.Errorf("cannot buffer record %d: %w", offset, err)
+		}
+	} else {
+		b.addLine(value)
+	}
 	if b.count == 0 || f.t.Before(b.minTime) {
 		b.minTime = f.t
 	}
 	if b.count == 0 || f.t.After(b.maxTime) {
 		b.maxTime = f.t
 	}
+	b.bodyLen += len(value) + 1
+	b.offsets = append(b.offsets, offset)
+	b.last = offset
+	b.count++
+	if b.key.kind == "" {
+		if b.kinds == nil {
+			b.kinds = map[string]int64{}
+		}
+		b.kinds[f.Kind]++
+	}
+	b.ix.AddIP(f.IP)
+	b.ix.Add(segment.FieldLogin, f.Login)
+	b.ix.Add(segment.FieldSession, f.Session)
+	b.ix.Add(segment.FieldRepo, f.Repo)
+	b.ix.Add(segment.FieldTenant, f.Tenant)
+	b.ix.Add(segment.FieldApp, f.App)
+	return nil
+}
+
+// addLine appends one line to the raw body.
+func (b *buffer) addLine(value []byte) {
 	n := len(value) + 1
 	if len(b.body) == 0 || cap(b.body[len(b.body)-1])-len(b.body[len(b.body)-1]) < n {
 		// Chunks start small and double up to bodyChunk, so that hundreds of
@@ -105,27 +140,15 @@ func (b *buffer) add(offset int64, value []byte, f *fields) {
 	c := &b.body[len(b.body)-1]
 	*c = append(*c, value...)
 	*c = append(*c, '\n')
-	b.bodyLen += n
-	b.offsets = append(b.offsets, offset)
-	b.last = offset
-	b.count++
-	if b.key.kind == "" {
-		if b.kinds == nil {
-			b.kinds = map[string]int64{}
-		}
-		b.kinds[f.Kind]++
-	}
-	b.ix.AddIP(f.IP)
-	b.ix.Add(segment.FieldLogin, f.Login)
-	b.ix.Add(segment.FieldSession, f.Session)
-	b.ix.Add(segment.FieldRepo, f.Repo)
-	b.ix.Add(segment.FieldTenant, f.Tenant)
-	b.ix.Add(segment.FieldApp, f.App)
 }
 
 // size is the memory the buffer holds, for the memory cap.
 func (b *buffer) size() int64 {
-	return int64(b.bodyCap + 8*cap(b.offsets) + b.ix.Size())
+	n := int64(b.bodyCap + 8*cap(b.offsets) + b.ix.Size())
+	if b.col != nil {
+		n += b.col.Size()
+	}
+	return n
 }
 
 // chunks recycles body chunks: a fresh megabyte costs page faults and
@@ -140,11 +163,14 @@ func (b *buffer) release() {
 			chunks.Put(&c)
 		}
 	}
-	b.body = nil
+	b.body, b.col = nil, nil
 }
 
-// writeBody writes the body to w, chunk by chunk.
-func (b *buffer) writeBody(w io.Writer) error {
+// writeBody writes the body to a fresh segment writer.
+func (b *buffer) writeBody(w *segment.Writer) error {
+	if b.col != nil {
+		return w.WriteBody(b.col)
+	}
 	for _, c := range b.body {
 		if _, err := w.Write(c); err != nil {
 			return err
@@ -162,20 +188,29 @@ func (b *buffer) meta(topic string, partition int) segment.Meta {
 
 // dropThrough removes the records at or below offset (already stored by
 // someone else) and returns what is left, or nil.
-func (b *buffer) dropThrough(offset int64) *buffer {
+func (b *buffer) dropThrough(offset int64) (*buffer, error) {
 	if b.last <= offset {
-		return nil
+		return nil, nil
 	}
 	// Rebuild from the kept lines: rare (a fenced duplicate upload), so
 	// simplicity beats speed here.
-	lines := strings.SplitAfter(string(bytes.Join(b.body, nil)), "\n")
-	nb := &buffer{key: b.key, ix: segment.NewIndexBuilder(), opened: b.opened}
+	var lines [][]byte
+	if b.col != nil {
+		if err := b.col.Lines(func(l []byte) error { lines = append(lines, bytes.Clone(l)); return nil }); err != nil {
+			return nil, err
+		}
+	} else {
+		for _, l := range strings.SplitAfter(string(bytes.Join(b.body, nil)), "\n") {
+			lines = append(lines, []byte(strings.TrimSuffix(l, "\n")))
+		}
+	}
+	nb := newBuffer(b.key, 0, b.opened, b.col != nil)
 	for i, off := range b.offsets {
 		if off <= offset {
 			continue
 		}
 		var f fields
-		v := []byte(strings.TrimSuffix(lines[i], "\n"))
+		v := lines[i]
 		if err := extract(v, map[string]bool{b.key.class: true}, &f); err != nil {
 			// It was valid when added; the bytes did not change.
 			panic(fmt.Sprintf("pipeline: buffered record %d no longer parses: %v", off, err))
@@ -183,9 +218,11 @@ func (b *buffer) dropThrough(offset int64) *buffer {
 		if nb.count == 0 {
 			nb.first = off
 		}
-		nb.add(off, v, &f)
+		if err := nb.add(off, v, &f); err != nil {
+			return nil, err
+		}
 	}
-	return nb
+	return nb, nil
 }
 
 // coverage maps each key to the highest offset known to be stored for it.

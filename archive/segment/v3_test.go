@@ -6,9 +6,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"testing/cryptotest"
+	"time"
 
 	"github.com/custodylog/custody/archive/columnar"
 	"github.com/custodylog/custody/crypto/keyring"
@@ -343,5 +345,101 @@ func TestGoldenV3EveryKind(t *testing.T) {
 	// Under another name (one kind's), the same bytes are refused.
 	if _, _, err := readV2(strings.Replace(name, "security/", "security/login/", 1), stored, keyring.Set{Private: rpriv, Public: rpub}); err == nil {
 		t.Fatal("read under a one-kind name")
+	}
+}
+
+// A Body built line by line ahead of its segment becomes the same body
+// as lines written to the Writer, holds a fraction of the lines' bytes
+// while it waits, gives its lines back, and can be written again (an
+// upload retried under a new data key).
+func TestV3Body(t *testing.T) {
+	priv, pub, sk := v2Keys(t)
+	ks := keyring.Set{Private: priv, Public: pub}
+	g := dataset.New(dataset.Options{Seed: 3, Total: 2*BlockRows + 100, Start: testHour, Span: time.Hour})
+	body := NewBody()
+	var plain strings.Builder
+	var lines []string
+	for i := 0; i < 2*BlockRows+100; i++ {
+		e := g.Next()
+		e.Time = testHour.Add(time.Duration(i) * time.Millisecond)
+		l := event.AppendJSON(nil, e)
+		plain.Write(l)
+		lines = append(lines, string(l[:len(l)-1]))
+		if err := body.Add(l[:len(l)-1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if body.Count() != int64(len(lines)) || body.Len() != int64(plain.Len()) {
+		t.Fatalf("count %d, len %d; want %d, %d", body.Count(), body.Len(), len(lines), plain.Len())
+	}
+	// What waits is the sealed blocks, a fraction of the lines, and one
+	// open block of lines.
+	if sealed := body.Size() - int64(cap(body.open)+8*cap(body.ends)); sealed > int64(plain.Len())/5 || body.Size() > sealed+2*BlockBytes {
+		t.Errorf("the body holds %d bytes (%d sealed) for %d of lines; want the sealed part under a fifth", body.Size(), sealed, plain.Len())
+	}
+	if err := body.Add([]byte("a\nb")); !errors.Is(err, ErrMismatch) {
+		t.Errorf("a line with a newline: %v", err)
+	}
+	var back []string
+	if err := body.Lines(func(l []byte) error { back = append(back, string(l)); return nil }); err != nil || !slices.Equal(back, lines) {
+		t.Fatalf("Lines: %v (%d lines back of %d)", err, len(back), len(lines))
+	}
+	m := Meta{Class: "security", Kind: "connection", Hour: testHour, Topic: "custody.events", Partition: 3, FirstOffset: 1000,
+		LastOffset: 1000 + int64(len(lines)) - 1, Count: int64(len(lines)), MinTime: testHour, MaxTime: testHour.Add(time.Duration(len(lines)) * time.Millisecond)}
+	pk, _ := pub.Current(m.Class, m.Hour)
+	countBlocks := func(name string, b []byte) int {
+		r, err := Open(bytes.NewReader(b), name, ks, ReaderOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		if err := r.Blocks(func(*columnar.Block, *columnar.Decoder) error { n++; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// The Writer's own cut of the same lines.
+	var ref bytes.Buffer
+	rw, err := NewWriterV3(&ref, m, nil, pk, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(rw, plain.String())
+	if err := rw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	want := countBlocks(rw.Name(), ref.Bytes())
+	for attempt := 0; attempt < 2; attempt++ {
+		var buf bytes.Buffer
+		w, err := NewWriterV3(&buf, m, nil, pk, sk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := w.WriteBody(body); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := w.Write([]byte("x\n")); err == nil {
+			t.Fatal("Write after WriteBody was accepted")
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		got, _, err := readV2(w.Name(), buf.Bytes(), ks)
+		if err != nil || got != plain.String() {
+			t.Fatalf("attempt %d: read back: %v (same body: %v)", attempt, err, got == plain.String())
+		}
+		if n := countBlocks(w.Name(), buf.Bytes()); n != want || n < 3 {
+			t.Errorf("attempt %d: %d blocks; the Writer cuts the same lines into %d", attempt, n, want)
+		}
+	}
+	// A count that is not the header's is refused at Close.
+	m.Count--
+	m.LastOffset--
+	w, _ := NewWriterV3(io.Discard, m, nil, pk, sk)
+	if err := w.WriteBody(body); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); !errors.Is(err, ErrMismatch) {
+		t.Errorf("Close with one line more than the header: %v", err)
 	}
 }

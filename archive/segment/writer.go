@@ -104,6 +104,7 @@ type Writer struct {
 	lines  int64
 	last   byte
 	closed bool
+	whole  bool         // the body came whole (WriteBody)
 	sign   func() error // v2: appends the signature after the body
 }
 
@@ -175,8 +176,8 @@ func (w *Writer) Name() string { return w.name }
 
 // Write adds body bytes.
 func (w *Writer) Write(p []byte) (int, error) {
-	if w.closed {
-		return 0, fmt.Errorf("segment %s: write after close", w.name)
+	if w.closed || w.whole {
+		return 0, fmt.Errorf("segment %s: write after close or WriteBody", w.name)
 	}
 	if len(p) == 0 {
 		return 0, nil

@@ -460,13 +460,7 @@ func TestQueryContributed(t *testing.T) {
 // members from columns and rebuilds only the lines that match.
 func TestColumnarMatchesLines(t *testing.T) {
 	hour := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
-	priv, pub := keyring.NewPrivate(), keyring.NewPublic()
-	if _, err := keyring.GeneratePairs(pub, priv, hour, []string{"security"}, keyring.PeriodDay, hour, hour); err != nil {
-		t.Fatal(err)
-	}
-	sk, _ := keyring.NewSigningKey("test", hour)
-	pub.AddSigner(sk.Public())
-	pk, _ := pub.Current("security", hour)
+	priv, pub, sk, pk := writerKeys(t, hour)
 	const n = 30000
 	g := dataset.New(dataset.Options{Seed: 4, Total: n, Start: hour, Span: time.Hour})
 	var lines [][]byte
@@ -570,13 +564,7 @@ func TestColumnarMatchesLines(t *testing.T) {
 // not hold without reading their bodies.
 func TestEveryKindMatchesOneKind(t *testing.T) {
 	hour := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
-	priv, pub := keyring.NewPrivate(), keyring.NewPublic()
-	if _, err := keyring.GeneratePairs(pub, priv, hour, []string{"security"}, keyring.PeriodDay, hour, hour); err != nil {
-		t.Fatal(err)
-	}
-	sk, _ := keyring.NewSigningKey("test", hour)
-	pub.AddSigner(sk.Public())
-	pk, _ := pub.Current("security", hour)
+	priv, pub, sk, pk := writerKeys(t, hour)
 	const n = 20000
 	g := dataset.New(dataset.Options{Seed: 7, Total: n, Start: hour, Span: time.Hour})
 	var evs []*event.Event
@@ -680,4 +668,24 @@ func TestEveryKindMatchesOneKind(t *testing.T) {
 	if out, st := run(partial, Filter{From: hour, To: hour.Add(time.Hour), Kind: "login"}); len(out) == 0 || st.Pruned != 0 {
 		t.Errorf("kind login: %d lines, stats %+v; want matches from the one segment", len(out), st)
 	}
+}
+
+// writerKeys are a class "security" key pair for hour's day and a signer
+// the public keyring trusts: what a test needs to write segments.
+func writerKeys(t *testing.T, hour time.Time) (*keyring.PrivateKeyring, *keyring.PublicKeyring, keyring.SigningKey, keyring.PublicKey) {
+	t.Helper()
+	priv, pub := keyring.NewPrivate(), keyring.NewPublic()
+	if _, err := keyring.GeneratePairs(pub, priv, hour, []string{"security"}, keyring.PeriodDay, hour, hour); err != nil {
+		t.Fatal(err)
+	}
+	sk, err := keyring.NewSigningKey("test", hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub.AddSigner(sk.Public())
+	pk, err := pub.Current("security", hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv, pub, sk, pk
 }

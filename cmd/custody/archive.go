@@ -104,8 +104,10 @@ point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
 			if os.Getenv("GOMEMLIMIT") == "" {
 				// Open buffers are capped at archive.memory_cap; this keeps the
 				// whole heap (buffers, segments being built, fetch buffers and
-				// garbage) within a fixed margin of it.
-				debug.SetMemoryLimit(int64(cfg.Archive.MemoryCap) + 512<<20)
+				// garbage) within a fixed margin of it: with format 3, the
+				// process's RSS within memory_cap + 128 MiB (the rest is the
+				// runtime's own).
+				debug.SetMemoryLimit(memoryLimit(cfg.Archive))
 			}
 			return runService(cmd.Context(), log, g, cfg.Archive.MetricsListen, func(ctx context.Context, tel *telemetry.Server) error {
 				kc, err := cfg.Kafka.NewClient()
@@ -192,4 +194,15 @@ func watchPublicKeyring(ctx context.Context, log *zap.Logger, path string, a *pi
 		last = b
 		log.Info("public keyring reloaded", zap.String("path", path), zap.Int("keys", len(kr.Keys())))
 	}
+}
+
+// memoryLimit is the archiver's Go memory limit: memory_cap plus 96 MiB
+// for format 3, whose buffers are encoded blocks, plus 512 MiB for format
+// 2, whose buffers hold raw lines: a tight limit over those cost 23-45%
+// more CPU in garbage collection (docs/BENCHMARKS.md).
+func memoryLimit(c pipeline.Config) int64 {
+	if c.SegmentFormat == 2 {
+		return int64(c.MemoryCap) + 512<<20
+	}
+	return int64(c.MemoryCap) + 96<<20
 }

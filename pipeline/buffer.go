@@ -163,6 +163,9 @@ func (b *buffer) release() {
 			chunks.Put(&c)
 		}
 	}
+	if b.col != nil {
+		b.col.Release()
+	}
 	b.body, b.col = nil, nil
 }
 

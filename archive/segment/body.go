@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"sync"
 
 	"github.com/custodylog/custody/archive/columnar"
 )
@@ -34,6 +35,7 @@ func (b *Body) Add(line []byte) error {
 	if len(line) == 0 || bytes.IndexByte(line, '\n') >= 0 {
 		return fmt.Errorf("%w: a body line is empty or holds a newline", ErrMismatch)
 	}
+	b.grow(len(line) + 1)
 	b.open = append(b.open, line...)
 	b.open = append(b.open, '\n')
 	b.ends = append(b.ends, len(b.open)-1)
@@ -44,6 +46,43 @@ func (b *Body) Add(line []byte) error {
 		return b.seal()
 	}
 	return nil
+}
+
+// openMax is the capacity of a full open block's buffer: BlockBytes and
+// room for the line that crosses it.
+const openMax = BlockBytes + 256<<10
+
+// openBlocks recycles full-size open block buffers between bodies: a
+// buffer cut into a segment hands its one to the next.
+var openBlocks = sync.Pool{New: func() any { b := make([]byte, 0, openMax); return &b }}
+
+// grow makes room for n more bytes in the open block. It doubles from
+// 16 KiB (append's growth of large slices, a quarter at a time, copied a
+// block five times over) up to a pooled buffer of openMax, so bodies
+// that stay small (late hours) stay cheap and busy ones copy little.
+func (b *Body) grow(n int) {
+	need := len(b.open) + n
+	if need <= cap(b.open) {
+		return
+	}
+	size := max(2*cap(b.open), 16<<10, need)
+	var nb []byte
+	if size >= openMax && need <= openMax {
+		nb = (*openBlocks.Get().(*[]byte))[:0]
+	} else {
+		nb = make([]byte, 0, size)
+	}
+	b.open = append(nb, b.open...)
+}
+
+// Release hands the body's open block buffer back for reuse; b must not
+// be used after.
+func (b *Body) Release() {
+	if cap(b.open) == openMax {
+		o := b.open[:0]
+		openBlocks.Put(&o)
+	}
+	b.open, b.ends, b.blocks = nil, nil, nil
 }
 
 // seal encodes the open block.

@@ -31,8 +31,9 @@ import (
 // BenchmarkHoldPlace30d measures `custody hold place` over a 30-day range
 // of 1,000,000 events a day (issue 10 §7): 30M events of the shared
 // realistic dataset, cut into segments as the archiver cuts them (per
-// event hour, kind and one of 6 partitions, late events in their own
-// hour's segments), sealed and signed as format v2 and stored in MinIO.
+// event hour and one of 6 partitions, every kind in one, late events in
+// their own hour's segments), sealed and signed as format v3 and stored in
+// MinIO.
 // Building that archive is not timed. Then it times two holds, each a
 // separate process from start to exit (its CPU from getrusage):
 //
@@ -108,10 +109,10 @@ func BenchmarkHoldPlace30d(b *testing.B) {
 	}
 }
 
-// segKey is one segment the archiver would cut.
+// segKey is one segment the archiver would cut: every kind of an hour
+// and partition (format v3, docs/FORMAT.md v3.10).
 type segKey struct {
 	hour      time.Time
-	kind      event.Kind
 	partition int
 }
 
@@ -119,6 +120,7 @@ type segBuf struct {
 	body     bytes.Buffer
 	ix       *segment.IndexBuilder
 	n        int64
+	kinds    map[string]int64
 	min, max time.Time
 }
 
@@ -149,7 +151,7 @@ func buildArchive(b *testing.B, s *store.Store, kr archivetest.Keys, d0 time.Tim
 			defer wg.Done()
 			var seg bytes.Buffer
 			for j := range jobs {
-				m := segment.Meta{Class: "security", Kind: string(j.k.kind), Hour: j.k.hour, Topic: "bench", Partition: int32(j.k.partition),
+				m := segment.Meta{Class: "security", Kinds: j.buf.kinds, Hour: j.k.hour, Topic: "bench", Partition: int32(j.k.partition),
 					FirstOffset: j.off, LastOffset: j.off + j.buf.n - 1, Count: j.buf.n, MinTime: j.buf.min, MaxTime: j.buf.max}
 				err := func() error {
 					pub, err := kr.Public.Current("security", j.k.hour)
@@ -201,12 +203,13 @@ func buildArchive(b *testing.B, s *store.Store, kr archivetest.Keys, d0 time.Tim
 		tenants[e.Tenant]++
 		h.Reset()
 		h.Write([]byte(e.Tenant))
-		k := segKey{e.Time.Truncate(time.Hour), e.Kind, int(h.Sum32() % uint32(partitions))}
+		k := segKey{e.Time.Truncate(time.Hour), int(h.Sum32() % uint32(partitions))}
 		buf := open[k]
 		if buf == nil {
-			buf = &segBuf{ix: segment.NewIndexBuilder(), min: e.Time, max: e.Time}
+			buf = &segBuf{ix: segment.NewIndexBuilder(), kinds: map[string]int64{}, min: e.Time, max: e.Time}
 			open[k] = buf
 		}
+		buf.kinds[string(e.Kind)]++
 		line = event.AppendJSON(line[:0], e)
 		buf.body.Write(line)
 		buf.n++

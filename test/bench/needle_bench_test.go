@@ -1,0 +1,91 @@
+//go:build benchend
+
+package bench
+
+import (
+	"context"
+	"os"
+	"sort"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/internal/testkit/archivetest"
+	"github.com/custodylog/custody/internal/testkit/stacktest"
+	"github.com/custodylog/custody/query"
+)
+
+// BenchmarkNeedle30d measures issue 16's needle goal on the real MinIO:
+// one client address over 30 days × 1,000,000 events a day of the shared
+// dataset (the archive of BenchmarkHoldPlace30d, cut as the archiver cuts
+// it), against the full scan of the same range, both with the in-process
+// engine and its default configuration. Besides wall and CPU time it
+// reports the stored bytes the engine fetched (query.Stats.Bytes): a
+// needle fetches segment heads and the bodies of the segments its index
+// cannot rule out, a full scan everything.
+//
+// make bench-needle; it needs about 2 GB in MinIO's data directory.
+func BenchmarkNeedle30d(b *testing.B) {
+	const days, partitions = 30, 6
+	perDay := 1000000
+	if v, err := strconv.Atoi(os.Getenv("CUSTODY_BENCH_NEEDLE_PER_DAY")); err == nil && v > 0 {
+		perDay = v // a quick check of the harness; figures come from the default
+	}
+	st := stacktest.Get(b)
+	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 400}}}
+	s, _ := archivetest.NewStore(b, st, ret)
+	d0 := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -days-1)
+	kr := archivetest.KeysAt(b, d0.AddDate(0, 0, days))
+	start := time.Now()
+	segs, events, ip, _ := buildArchive(b, s, kr, d0, days, perDay, partitions)
+	b.Logf("archive of %d events in %d segments built in %s", events, segs, time.Since(start).Round(time.Second))
+
+	eng := query.NewEngine(query.Defaults(), s, kr.Read(), []string{"security"})
+	p, err := query.ParseIP(ip)
+	if err != nil {
+		b.Fatal(err)
+	}
+	needle := query.Filter{From: d0, To: d0.AddDate(0, 0, days), IP: &p}
+	full := query.Filter{From: d0, To: d0.AddDate(0, 0, days)}
+	run := func(f query.Filter) (int64, query.Stats, time.Duration, time.Duration) {
+		c0, t0 := selfCPU(b), time.Now()
+		var n int64
+		stats, err := eng.Run(context.Background(), f, query.Options{}, func([]byte) error { n++; return nil })
+		if err != nil {
+			b.Fatal(err)
+		}
+		return n, stats, time.Since(t0), selfCPU(b) - c0
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// The needle five times (its median), the full scan once: it
+		// reads every body of the range, a minute or more.
+		var walls []time.Duration
+		var nn int64
+		var ns query.Stats
+		var ncpu time.Duration
+		for r := 0; r < 5; r++ {
+			n, stats, wall, cpu := run(needle)
+			walls = append(walls, wall)
+			nn, ns, ncpu = n, stats, cpu
+		}
+		sort.Slice(walls, func(i, j int) bool { return walls[i] < walls[j] })
+		nw := walls[len(walls)/2]
+		fn, fs, fw, fcpu := run(full)
+		if nn == 0 || fn < int64(events)*9/10 || fs.Scanned != fs.Total {
+			b.Fatalf("needle %d events, full scan %d of %d (%d of %d segments read)", nn, fn, events, fs.Scanned, fs.Total)
+		}
+		b.ReportMetric(nw.Seconds(), "needle-s")
+		b.ReportMetric(ncpu.Seconds(), "needle-cpu-s")
+		b.ReportMetric(float64(ns.Bytes)/1e6, "needle-fetched-MB")
+		b.ReportMetric(float64(ns.Scanned), "needle-bodies")
+		b.ReportMetric(fw.Seconds(), "full-s")
+		b.ReportMetric(fcpu.Seconds(), "full-cpu-s")
+		b.ReportMetric(float64(fs.Bytes)/1e6, "full-fetched-MB")
+		b.ReportMetric(fw.Seconds()/nw.Seconds(), "speedup")
+		b.Logf("needle (one IP, 30 days): %d events in %s median of 5 (%s CPU), %d of %d segments' bodies read, %.1f MB fetched; full scan: %d events in %s (%s CPU), %.1f MB fetched: %.0f× faster",
+			nn, nw.Round(time.Millisecond), ncpu.Round(time.Millisecond), ns.Scanned, ns.Total, float64(ns.Bytes)/1e6,
+			fn, fw.Round(time.Millisecond), fcpu.Round(time.Millisecond), float64(fs.Bytes)/1e6, fw.Seconds()/nw.Seconds())
+	}
+}

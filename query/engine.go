@@ -194,7 +194,8 @@ func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]by
 	}()
 	pctx, pcancel := context.WithCancel(ctx)
 	defer pcancel()
-	cur := q.readHour(ctx, f, opts, kinds, hours[0], budget, st)
+	days := &dayLister{now: time.Now()}
+	cur := q.readHour(ctx, f, opts, kinds, hours[0], budget, st, days)
 	emitted := 0
 	for i := range hours {
 		if cur.err != nil {
@@ -206,7 +207,7 @@ func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]by
 		if held := cur.hits.memBytes(); i+1 < len(hours) && (budget <= 0 || held <= budget/2) {
 			next = make(chan hourResult, 1)
 			go func(h time.Time, budget int64) {
-				next <- q.readHour(pctx, f, opts, kinds, h, budget, st)
+				next <- q.readHour(pctx, f, opts, kinds, h, budget, st, days)
 			}(hours[i+1], max(budget-held, 0))
 		}
 		err := cur.hits.each(func(x hit) error {
@@ -231,7 +232,7 @@ func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]by
 		if next != nil {
 			cur, next = <-next, nil
 		} else {
-			cur = q.readHour(ctx, f, opts, kinds, hours[i+1], budget, st)
+			cur = q.readHour(ctx, f, opts, kinds, hours[i+1], budget, st, days)
 		}
 	}
 	return nil
@@ -245,17 +246,18 @@ type hourResult struct {
 
 // readHour lists the hour's segments (including held versions that
 // lifecycle hid) and scans them.
-func (q *Engine) readHour(ctx context.Context, f Filter, opts Options, kinds []string, h time.Time, budget int64, st *counters) hourResult {
+func (q *Engine) readHour(ctx context.Context, f Filter, opts Options, kinds []string, h time.Time, budget int64, st *counters, days *dayLister) hourResult {
 	var objs []store.Object
 	for _, c := range q.classes {
 		// Each kind's own segments, then those of every kind (their
 		// headers rule out the kinds they do not hold).
 		for _, prefix := range segment.HourPrefixes(c, kinds, h) {
 			listed := map[string]bool{}
-			for o, err := range q.src.List(ctx, prefix) {
-				if err != nil {
-					return hourResult{err: err}
-				}
+			got, err := days.list(ctx, q.src, prefix, h)
+			if err != nil {
+				return hourResult{err: err}
+			}
+			for _, o := range got {
 				objs = append(objs, o)
 				listed[o.Name] = true
 			}
@@ -279,6 +281,66 @@ func (q *Engine) readHour(ctx context.Context, f Filter, opts Options, kinds []s
 	st.total.Add(int64(len(objs)))
 	hits, err := q.scanHour(ctx, f, opts, objs, budget, st)
 	return hourResult{hits: hits, err: err}
+}
+
+// dayLister lists a query's hour prefixes. A day that ended before the
+// present's flush windows (dayListAfter) is listed once per prefix family
+// (each kind's, every kind's) and its hours taken from that listing: one
+// LIST instead of 24, most of a needle query's time over many days once
+// segments are few per hour. Hours of more recent days are listed one at
+// a time, when they are reached, so segments stored while the query runs
+// are seen as before. A query reads its hours one at a time, in order;
+// mu guards the cache all the same (the read-ahead runs in a goroutine).
+type dayLister struct {
+	now   time.Time
+	mu    sync.Mutex
+	day   time.Time
+	cache map[string][]store.Object // day prefix -> its segments
+}
+
+// dayListAfter is how long after a day ends its listing is taken to be
+// complete: the archiver's flush windows for the day's last hours.
+const dayListAfter = 2 * time.Hour
+
+func (l *dayLister) list(ctx context.Context, src objects, prefix string, h time.Time) ([]store.Object, error) {
+	day := h.UTC().Truncate(24 * time.Hour)
+	if l == nil || !day.Add(24*time.Hour+dayListAfter).Before(l.now) {
+		return collect(src.List(ctx, prefix))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.day.Equal(day) {
+		l.day, l.cache = day, map[string][]store.Object{}
+	}
+	// HourPrefix ends ".../<yyyy>/<mm>/<dd>/<hh>/": the day's prefix
+	// drops "<hh>/".
+	dp := prefix[:len(prefix)-3]
+	objs, ok := l.cache[dp]
+	if !ok {
+		var err error
+		if objs, err = collect(src.List(ctx, dp)); err != nil {
+			return nil, err
+		}
+		l.cache[dp] = objs
+	}
+	var out []store.Object
+	for _, o := range objs {
+		if strings.HasPrefix(o.Name, prefix) {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+func collect(seq iter.Seq2[store.Object, error]) ([]store.Object, error) {
+	var out []store.Object
+	for o, err := range seq {
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, o)
+	}
+	return out, nil
 }
 
 // scanHour reads the hour's segments in parallel and collects matches.

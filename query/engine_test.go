@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"maps"
 	"net/netip"
 	"slices"
@@ -688,4 +689,83 @@ func writerKeys(t *testing.T, hour time.Time) (*keyring.PrivateKeyring, *keyring
 		t.Fatal(err)
 	}
 	return priv, pub, sk, pk
+}
+
+// countingLists counts the LIST requests a query makes.
+type countingLists struct {
+	*memObjects
+	lists atomic.Int64
+}
+
+func (c *countingLists) List(ctx context.Context, prefix string) iter.Seq2[store.Object, error] {
+	c.lists.Add(1)
+	return c.memObjects.List(ctx, prefix)
+}
+
+// Days that ended before the present's flush windows are listed once per
+// prefix (each kind's, every kind's), not once per hour; today's hours
+// still one at a time. Every segment is found either way.
+func TestDaysListedOnce(t *testing.T) {
+	d0 := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -2) // the day before yesterday
+	priv, pub, sk, _ := writerKeys(t, d0)
+	if _, err := keyring.GeneratePairs(pub, priv, d0, []string{"security"}, keyring.PeriodDay, d0, d0.AddDate(0, 0, 3)); err != nil {
+		t.Fatal(err)
+	}
+	m := &countingLists{memObjects: &memObjects{data: map[string][]byte{}}}
+	// One segment of every kind in hours 1, 7 and 23 of the two past
+	// days and of today, those of today's that have begun.
+	want := 0
+	for d := 0; d < 3; d++ {
+		for _, hh := range []int{1, 7, 23} {
+			h := d0.AddDate(0, 0, d).Add(time.Duration(hh) * time.Hour)
+			if h.After(time.Now()) {
+				continue
+			}
+			pk, err := pub.Current("security", h)
+			if err != nil {
+				t.Fatal(err)
+			}
+			e := event.Event{ID: "e-" + h.Format("2006010215"), Time: h, Kind: event.KindLogin, Class: "security", Tenant: "t"}
+			meta := segment.Meta{Class: "security", Kinds: map[string]int64{"login": 1}, Hour: h, Topic: "t", Count: 1, MinTime: e.Time, MaxTime: e.Time}
+			var seg bytes.Buffer
+			w, err := segment.NewWriterV3(&seg, meta, segment.NewIndexBuilder(), pk, sk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.Write(event.AppendJSON(nil, &e))
+			if err := w.Close(); err != nil {
+				t.Fatal(err)
+			}
+			m.names = append(m.names, w.Name())
+			m.data[w.Name()] = seg.Bytes()
+			want++
+		}
+	}
+	eng := NewEngine(Defaults(), m, keyring.Set{Private: priv, Public: pub}, []string{"security"})
+	to := time.Now().UTC().Truncate(time.Hour).Add(time.Hour)
+	var n int
+	st, err := eng.Run(context.Background(), Filter{From: d0, To: to}, Options{}, func([]byte) error { n++; return nil })
+	if err != nil || len(st.Failed) > 0 {
+		t.Fatalf("run: %v, failed %v", err, st.Failed)
+	}
+	if n != want || int(st.Total) != want {
+		t.Errorf("%d events from %d segments listed; want %d", n, st.Total, want)
+	}
+	// Per prefix family (each kind's and every kind's): a day that ended
+	// more than dayListAfter ago once, others hour by hour (today's, and
+	// yesterday's just after midnight).
+	var perFamily int64
+	for d := d0; d.Before(to); d = d.AddDate(0, 0, 1) {
+		if d.Add(24*time.Hour + dayListAfter).Before(time.Now()) {
+			perFamily++
+		} else {
+			perFamily += int64(min(to.Sub(d), 24*time.Hour) / time.Hour)
+		}
+	}
+	if perFamily >= 24+24 {
+		t.Fatalf("%d listings per family: no day was listed whole", perFamily)
+	}
+	if got, wantLists := m.lists.Load(), int64(len(event.Kinds)+1)*perFamily; got != wantLists {
+		t.Errorf("%d LIST requests; want %d", got, wantLists)
+	}
 }

@@ -49,7 +49,7 @@ func BenchmarkConsoleFirstRow(b *testing.B) {
 	kr := archivetest.KeysAt(b, d0.AddDate(0, 0, days))
 	crypto := kr.Save(b, dir)
 	t0 := time.Now()
-	segs, events, ip, _ := buildArchive(b, s, kr, d0, days, perDay, partitions)
+	segs, events, ip, _, _ := buildArchive(b, s, kr, d0, days, perDay, partitions)
 	b.Logf("archive: %d events in %d segments over %d days, built in %s", events, segs, days, time.Since(t0).Round(time.Second))
 
 	const invTok, legalTok = "cst_bench_investigator_0123456789abcdef", "cst_bench_legal_0123456789abcdef0123"

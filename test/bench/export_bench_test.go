@@ -45,7 +45,7 @@ func BenchmarkExport(b *testing.B) {
 		total = v
 	}
 	buildStart := time.Now()
-	segs, _, _, _ := buildArchive(b, s, kr, d0, 1, total, 6)
+	segs, _, _, _, _ := buildArchive(b, s, kr, d0, 1, total, 6)
 	b.Logf("archive: %d events in %d segments, built in %s", total, segs, time.Since(buildStart).Round(time.Second))
 
 	const legalTok = "cst_bench_legal_0123456789abcdef0123"

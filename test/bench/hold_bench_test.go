@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,7 +68,7 @@ func BenchmarkHoldPlace30d(b *testing.B) {
 	topic := stacktest.Topic(b, st, 1)
 
 	start := time.Now()
-	segs, events, ip, tenant := buildArchive(b, s, kr, d0, days, perDay, partitions)
+	segs, events, ip, tenant, _ := buildArchive(b, s, kr, d0, days, perDay, partitions)
 	b.Logf("archive of %d events in %d segments built in %s", events, segs, time.Since(start).Round(time.Second))
 
 	cfg := filepath.Join(dir, "custody.yaml")
@@ -126,14 +127,16 @@ type segBuf struct {
 
 // buildArchive writes the segments of days × perDay dataset events from
 // d0 and returns how many segments fall in the range (the days from d0), how many
-// events, an IP of the stream, and its busiest tenant.
+// events, an IP of the stream, its busiest tenant, and a rare IP (one of
+// those with the fewest events, two at least: a needle).
 // Segments are written in the current format (v3), as the archiver does.
-func buildArchive(b *testing.B, s *store.Store, kr archivetest.Keys, d0 time.Time, days, perDay, partitions int) (int, int, string, string) {
+func buildArchive(b *testing.B, s *store.Store, kr archivetest.Keys, d0 time.Time, days, perDay, partitions int) (int, int, string, string, string) {
 	total := days * perDay
 	g := dataset.New(dataset.Options{Seed: 7, Start: d0, Span: time.Duration(days) * 24 * time.Hour, Total: total})
 	open := map[segKey]*segBuf{}
 	offsets := make([]int64, partitions)
 	tenants := map[string]int{}
+	ips := map[netip.Addr]int{}
 	var ip string
 	type job struct {
 		k   segKey
@@ -201,6 +204,7 @@ func buildArchive(b *testing.B, s *store.Store, kr archivetest.Keys, d0 time.Tim
 			ip = e.IP.String()
 		}
 		tenants[e.Tenant]++
+		ips[e.IP]++
 		h.Reset()
 		h.Write([]byte(e.Tenant))
 		k := segKey{e.Time.Truncate(time.Hour), int(h.Sum32() % uint32(partitions))}
@@ -237,7 +241,13 @@ func buildArchive(b *testing.B, s *store.Store, kr archivetest.Keys, d0 time.Tim
 			busiest, most = t, n
 		}
 	}
-	return segs, total, ip, busiest
+	var rare netip.Addr
+	for a, n := range ips {
+		if m := ips[rare]; n >= 2 && (!rare.IsValid() || n < m || n == m && a.Less(rare)) {
+			rare = a
+		}
+	}
+	return segs, total, ip, busiest, rare.String()
 }
 
 func minT(a, b time.Time) time.Time {

@@ -65,7 +65,7 @@ func BenchmarkServe(b *testing.B) {
 	if v, err := strconv.Atoi(os.Getenv("CUSTODY_BENCH_SERVE_EVENTS")); err == nil && v > 0 {
 		perDay = v
 	}
-	segs, _, ip, _ := buildArchive(b, s, kr, d0, 1, perDay, 6)
+	segs, _, ip, _, _ := buildArchive(b, s, kr, d0, 1, perDay, 6)
 	caFile, certFile, keyFile := writeCerts(b, dir)
 	// CUSTODY_BENCH_SERVE_PLAIN=1: plain HTTP on loopback, to tell the
 	// cost of TLS from the rest.

@@ -617,12 +617,16 @@ func OpenStored(ctx context.Context, src ranger, obj store.Object, ks any, opts 
 			return nil, err
 		}
 		defer rc.Close()
-		b, err := io.ReadAll(io.LimitReader(rc, n))
-		fetched += int64(len(b))
-		if err != nil {
+		// One allocation of the range's size (io.ReadAll grows from 512
+		// bytes, a dozen allocations per head); a shorter answer is what
+		// the object holds.
+		b := make([]byte, n)
+		m, err := io.ReadFull(rc, b)
+		fetched += int64(m)
+		if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("cannot read segment %s: %w", name, err)
 		}
-		return b, nil
+		return b[:m], nil
 	}
 	head, err := get(0, min(headProbe, obj.Size))
 	if err != nil {

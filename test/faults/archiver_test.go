@@ -60,6 +60,12 @@ func newArchiveRig(t *testing.T, partitions int) *archiveRig {
 // config writes a configuration for one archiver process; each gets its
 // own metrics port.
 func (r *archiveRig) config(t *testing.T, metricsPort int) string {
+	return r.configFormat(t, metricsPort, 3)
+}
+
+// configFormat is config with archive.segment_format set (its file named
+// by both).
+func (r *archiveRig) configFormat(t *testing.T, metricsPort, format int) string {
 	doc := fmt.Sprintf(`kafka:
   brokers: [%s]
   topic: %s
@@ -72,14 +78,15 @@ func (r *archiveRig) config(t *testing.T, metricsPort int) string {
   flush_age: 1s
   late_flush_age: 2s
   shutdown_timeout: 30s
+  segment_format: %d
 retention:
   default_class: security
   mode: GOVERNANCE
   classes:
     - name: security
       days: 120
-`, strings.Join(r.st.KafkaBrokers, ", "), r.topic, r.topic, r.st.ReplicationFactor, r.crypto, r.group, metricsPort)
-	p := filepath.Join(r.dir, fmt.Sprintf("archiver-%d.yaml", metricsPort))
+`, strings.Join(r.st.KafkaBrokers, ", "), r.topic, r.topic, r.st.ReplicationFactor, r.crypto, r.group, metricsPort, format)
+	p := filepath.Join(r.dir, fmt.Sprintf("archiver-%d-v%d.yaml", metricsPort, format))
 	if err := os.WriteFile(p, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -151,6 +158,70 @@ func TestArchiverKill9(t *testing.T) {
 	p := r.start(t, cfg)
 	got := r.finish(t, p)
 	t.Logf("24 kill -9: %d events in %d segments, exactly as sent", got.Events, got.Segments)
+}
+
+// TestArchiverKill9FormatSwitch kills the archiver with SIGKILL 16 times
+// while events arrive, and restarts it with archive.segment_format set to
+// 2 and 3 in turn: each restart changes the key scheme (one kind per
+// segment, or every kind), so every replay starts under the scheme of the
+// owner before, which the kill interrupted (docs/PIPELINE.md §3). The
+// archive must hold exactly the events sent, by ID, in both kinds of
+// segment.
+func TestArchiverKill9FormatSwitch(t *testing.T) {
+	r := newArchiveRig(t, 6)
+	cfgs := map[int]string{2: r.configFormat(t, 19302, 2), 3: r.configFormat(t, 19302, 3)}
+	r.produce(t, 10000, "a")
+	// Events arrive throughout, so that a run that reaches the high
+	// watermark of its first fetch, and switches, writes under the new
+	// scheme before the next kill.
+	stop := make(chan struct{})
+	var producing sync.WaitGroup
+	producing.Add(1)
+	go func() {
+		defer producing.Done()
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+			r.produce(t, 1000, fmt.Sprintf("b%d", i))
+		}
+	}()
+	for i := 0; i < 16; i++ {
+		p := r.start(t, cfgs[2+i%2])
+		time.Sleep(time.Duration(1000+rand.IntN(2500)) * time.Millisecond)
+		p.cmd.Process.Signal(syscall.SIGKILL)
+		p.cmd.Wait()
+	}
+	close(stop)
+	producing.Wait()
+	// The last run catches up (under the scheme each partition's commit
+	// names, then its own), and more events arrive after that.
+	p := r.start(t, cfgs[3])
+	for deadline := time.Now().Add(90 * time.Second); !stacktest.CaughtUp(r.st, r.group, r.topic); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the last run did not catch up\n%s", tail(p.stderr.String()))
+		}
+	}
+	r.produce(t, 3000, "c")
+	got := r.finish(t, p)
+	// Both schemes were written: names with a kind and names without.
+	var oneKind, everyKind int
+	for o, err := range r.store.List(t.Context(), "security/") {
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(o.Name, "security/2") {
+			everyKind++
+		} else {
+			oneKind++
+		}
+	}
+	if oneKind == 0 || everyKind == 0 {
+		t.Fatalf("%d segments of one kind, %d of every kind: the scheme never changed", oneKind, everyKind)
+	}
+	t.Logf("16 kill -9 across format 2 and 3: %d events in %d segments (%d of one kind, %d of every kind), exactly as sent", got.Events, got.Segments, oneKind, everyKind)
 }
 
 // TestArchiverChainCrashPoints kills the archiver at each step of the

@@ -544,22 +544,19 @@ func (w *worker) switchScheme(ctx context.Context) error {
 			return err
 		}
 	}
-	// Flushes committed; what coverage is left lies below w.next.
-	w.cov = coverage{}
+	// No buffer is open: the commit is at w.next, and prunes every
+	// coverage entry (all below it).
 	w.every = w.a.everyKind()
-	if err := w.commit(ctx); err != nil {
-		w.every = !w.every
-		return err
-	}
-	if w.committed != w.next || !strings.HasPrefix(w.commitMD, w.cov.encode(w.next, w.every)) {
-		// Not committed (the chain could not account for it yet): no
-		// segment may be stored under the new names before it is.
-		w.every = !w.every
+	err := w.commit(ctx)
+	if err == nil && w.committed == w.next && strings.HasPrefix(w.commitMD, metadataVersion(w.every)) {
+		w.switchAt = 0
+		w.a.log.Info("segment key scheme changed", zap.Int("partition", w.partition), zap.Bool("every_kind", w.every), zap.Int64("offset", w.next))
 		return nil
 	}
-	w.switchAt = 0
-	w.a.log.Info("segment key scheme changed", zap.Int("partition", w.partition), zap.Bool("every_kind", w.every), zap.Int64("offset", w.next))
-	return nil
+	// Not committed (an error, or the chain could not account for it
+	// yet): no segment may be stored under the new names before it is.
+	w.every = !w.every
+	return err
 }
 
 func (w *worker) oldest() key {

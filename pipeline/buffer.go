@@ -240,17 +240,21 @@ const (
 	metadataEvery = "v2"
 )
 
+// metadataVersion is the commit metadata version of a key scheme.
+func metadataVersion(every bool) string {
+	if every {
+		return metadataEvery
+	}
+	return metadataKinds
+}
+
 // encode renders the coverage still relevant at commit offset c (entries
 // at or above it) as commit metadata: "v1 class/kind/yyyymmddhh=offset ..."
 // for segments of one kind, "v2 class//yyyymmddhh=offset ..." for
 // segments of every kind.
 func (cv coverage) encode(c int64, every bool) string {
 	var b strings.Builder
-	if every {
-		b.WriteString(metadataEvery)
-	} else {
-		b.WriteString(metadataKinds)
-	}
+	b.WriteString(metadataVersion(every))
 	for k, off := range cv {
 		if off < c {
 			continue

@@ -304,7 +304,7 @@ const dayListAfter = 2 * time.Hour
 
 func (l *dayLister) list(ctx context.Context, src objects, prefix string, h time.Time) ([]store.Object, error) {
 	day := h.UTC().Truncate(24 * time.Hour)
-	if l == nil || !day.Add(24*time.Hour+dayListAfter).Before(l.now) {
+	if !day.Add(24*time.Hour + dayListAfter).Before(l.now) {
 		return collect(src.List(ctx, prefix))
 	}
 	l.mu.Lock()

@@ -673,7 +673,7 @@ func TestEveryKindMatchesOneKind(t *testing.T) {
 
 // writerKeys are a class "security" key pair for hour's day and a signer
 // the public keyring trusts: what a test needs to write segments.
-func writerKeys(t *testing.T, hour time.Time) (*keyring.PrivateKeyring, *keyring.PublicKeyring, keyring.SigningKey, keyring.PublicKey) {
+func writerKeys(t testing.TB, hour time.Time) (*keyring.PrivateKeyring, *keyring.PublicKeyring, keyring.SigningKey, keyring.PublicKey) {
 	t.Helper()
 	priv, pub := keyring.NewPrivate(), keyring.NewPublic()
 	if _, err := keyring.GeneratePairs(pub, priv, hour, []string{"security"}, keyring.PeriodDay, hour, hour); err != nil {

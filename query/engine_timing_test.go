@@ -262,16 +262,7 @@ func TestUnreachableStore(t *testing.T) {
 func BenchmarkFullScanFormats(b *testing.B) {
 	const n = 1000000
 	hour := time.Date(2026, 11, 28, 0, 0, 0, 0, time.UTC)
-	priv, pub := keyring.NewPrivate(), keyring.NewPublic()
-	if _, err := keyring.GeneratePairs(pub, priv, hour, []string{"security"}, keyring.PeriodDay, hour, hour); err != nil {
-		b.Fatal(err)
-	}
-	sk, err := keyring.NewSigningKey("bench", hour)
-	if err != nil {
-		b.Fatal(err)
-	}
-	pub.AddSigner(sk.Public())
-	pk, _ := pub.Current("security", hour)
+	priv, pub, sk, pk := writerKeys(b, hour)
 	g := dataset.New(dataset.Options{Seed: 1, Total: n, Start: hour, Span: time.Hour})
 	lines := make([][]byte, n)
 	for i := range lines {

@@ -3,7 +3,6 @@ package segment
 import (
 	"bytes"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"hash"
 	"sync"
@@ -126,8 +125,11 @@ func (b *Body) Lines(fn func(line []byte) error) error {
 	defer colStates.Put(st)
 	for i, blk := range b.blocks {
 		cb, n, err := columnar.Parse(blk)
-		if err != nil || n != len(blk) {
-			return fmt.Errorf("body block %d: %v", i, errors.Join(err, errors.New("does not parse as one block")))
+		if err != nil {
+			return fmt.Errorf("body block %d: %w", i, err)
+		}
+		if n != len(blk) {
+			return fmt.Errorf("body block %d: %d of its %d bytes parse as a block", i, n, len(blk))
 		}
 		if st.out, err = st.dec.AppendLines(st.out[:0], cb); err != nil {
 			return fmt.Errorf("body block %d: %w", i, err)

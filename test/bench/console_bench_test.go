@@ -19,8 +19,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/custodylog/custody/archive"
-	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/testkit/browsertest"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 	"github.com/custodylog/custody/serve"
@@ -38,19 +36,10 @@ func BenchmarkConsoleFirstRow(b *testing.B) {
 	st := stacktest.Get(b)
 	dir := b.TempDir()
 	bin := buildCustody(b, dir)
-	const days, partitions = 30, 6
-	perDay := 1000000
-	if v, err := strconv.Atoi(os.Getenv("CUSTODY_BENCH_CONSOLE_EVENTS")); err == nil && v > 0 {
-		perDay = v
-	}
-	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 400}}}
-	s, sc := archivetest.NewStore(b, st, ret)
-	d0 := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -days-1)
-	kr := archivetest.KeysAt(b, d0.AddDate(0, 0, days))
-	crypto := kr.Save(b, dir)
-	t0 := time.Now()
-	segs, events, ip, _, _ := buildArchive(b, s, kr, d0, days, perDay, partitions)
-	b.Logf("archive: %d events in %d segments over %d days, built in %s", events, segs, days, time.Since(t0).Round(time.Second))
+	const days = monthDays
+	m := buildMonth(b, st, "CUSTODY_BENCH_CONSOLE_EVENTS")
+	d0, segs, ip := m.d0, m.segs, m.ip
+	crypto := m.kr.Save(b, dir)
 
 	const invTok, legalTok = "cst_bench_investigator_0123456789abcdef", "cst_bench_legal_0123456789abcdef0123"
 	listen, metrics := stacktest.FreePort(b), stacktest.FreePort(b)
@@ -69,7 +58,7 @@ serve:
   tokens:
     - {name: bench-inv, sha256: %s, role: investigator}
     - {name: bench-legal, sha256: %s, role: legal}
-`, strings.Join(st.KafkaBrokers, ","), stacktest.Topic(b, st, 1), sc.Bucket, crypto, listen, metrics, serve.HashToken(invTok), serve.HashToken(legalTok))), 0o600)
+`, strings.Join(st.KafkaBrokers, ","), stacktest.Topic(b, st, 1), m.bucket, crypto, listen, metrics, serve.HashToken(invTok), serve.HashToken(legalTok))), 0o600)
 	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-level", "warn")
 	cmd.Env = os.Environ()
 	var logs bytes.Buffer

@@ -47,11 +47,7 @@ import (
 //
 // make bench-hold; it needs about 3 GB in MinIO's data directory.
 func BenchmarkHoldPlace30d(b *testing.B) {
-	const days, partitions = 30, 6
-	perDay := 1000000
-	if v, err := strconv.Atoi(os.Getenv("CUSTODY_BENCH_HOLD_PER_DAY")); err == nil && v > 0 {
-		perDay = v // a quick check of the harness; figures come from the default
-	}
+	const days = monthDays
 	st := stacktest.Get(b)
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
@@ -60,20 +56,14 @@ func BenchmarkHoldPlace30d(b *testing.B) {
 	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cmd", "custody")).CombinedOutput(); err != nil {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
-	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 400}}}
-	s, sc := archivetest.NewStore(b, st, ret)
-	d0 := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -days-1)
-	kr := archivetest.KeysAt(b, d0.AddDate(0, 0, days))
-	crypto := kr.Save(b, dir)
+	m := buildMonth(b, st, "CUSTODY_BENCH_HOLD_PER_DAY")
+	d0, segs, ip, tenant := m.d0, m.segs, m.ip, m.tenant
+	crypto := m.kr.Save(b, dir)
 	topic := stacktest.Topic(b, st, 1)
-
-	start := time.Now()
-	segs, events, ip, tenant, _ := buildArchive(b, s, kr, d0, days, perDay, partitions)
-	b.Logf("archive of %d events in %d segments built in %s", events, segs, time.Since(start).Round(time.Second))
 
 	cfg := filepath.Join(dir, "custody.yaml")
 	os.WriteFile(cfg, []byte(fmt.Sprintf("kafka:\n  brokers: [%s]\n  topic: %s\ns3:\n  bucket: %s\n%sagent:\n  outbox_dir: %s/outbox\nretention:\n  mode: GOVERNANCE\n  classes: [{name: security, days: 400}]\n",
-		strings.Join(st.KafkaBrokers, ","), topic, sc.Bucket, crypto, dir)), 0o600)
+		strings.Join(st.KafkaBrokers, ","), topic, m.bucket, crypto, dir)), 0o600)
 	from, to := d0.Format("2006-01-02"), d0.AddDate(0, 0, days-1).Format("2006-01-02")
 	held := regexp.MustCompile(`(\d+) segments held \((\d+) new\), (\d+) data keys escrowed, (\d+) ruled out`)
 	b.ResetTimer()
@@ -262,4 +252,37 @@ func maxT(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// month is the 30-day archive of the hold, console and needle figures:
+// monthDays × perDay events of the shared dataset on 6 partitions
+// (buildArchive), ending yesterday, in a bucket of its own whose class
+// keeps 400 days.
+type month struct {
+	store            *store.Store
+	bucket           string
+	kr               archivetest.Keys
+	d0               time.Time // the first day
+	segs, events     int
+	ip, tenant, rare string // buildArchive's
+}
+
+const monthDays = 30
+
+// buildMonth builds the month; perDayEnv names the variable that may set
+// fewer events a day, for a quick check of a benchmark's harness (figures
+// come from the default, 1,000,000).
+func buildMonth(b *testing.B, st stacktest.Stack, perDayEnv string) month {
+	perDay := 1000000
+	if v, err := strconv.Atoi(os.Getenv(perDayEnv)); err == nil && v > 0 {
+		perDay = v
+	}
+	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 400}}}
+	s, sc := archivetest.NewStore(b, st, ret)
+	m := month{store: s, bucket: sc.Bucket, d0: time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -monthDays-1)}
+	m.kr = archivetest.KeysAt(b, m.d0.AddDate(0, 0, monthDays))
+	start := time.Now()
+	m.segs, m.events, m.ip, m.tenant, m.rare = buildArchive(b, s, m.kr, m.d0, monthDays, perDay, 6)
+	b.Logf("archive of %d events in %d segments over %d days built in %s", m.events, m.segs, monthDays, time.Since(start).Round(time.Second))
+	return m
 }

@@ -7,12 +7,9 @@ import (
 	"os"
 	"runtime/pprof"
 	"sort"
-	"strconv"
 	"testing"
 	"time"
 
-	"github.com/custodylog/custody/archive"
-	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 	"github.com/custodylog/custody/query"
 )
@@ -29,22 +26,10 @@ import (
 //
 // make bench-needle; it needs about 2 GB in MinIO's data directory.
 func BenchmarkNeedle30d(b *testing.B) {
-	const days, partitions = 30, 6
-	perDay := 1000000
-	if v, err := strconv.Atoi(os.Getenv("CUSTODY_BENCH_NEEDLE_PER_DAY")); err == nil && v > 0 {
-		perDay = v // a quick check of the harness; figures come from the default
-	}
-	st := stacktest.Get(b)
-	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 400}}}
-	s, _ := archivetest.NewStore(b, st, ret)
-	d0 := time.Now().UTC().Truncate(24*time.Hour).AddDate(0, 0, -days-1)
-	kr := archivetest.KeysAt(b, d0.AddDate(0, 0, days))
-	start := time.Now()
-	segs, events, _, _, ip := buildArchive(b, s, kr, d0, days, perDay, partitions)
-	b.Logf("archive of %d events in %d segments built in %s", events, segs, time.Since(start).Round(time.Second))
-
-	eng := query.NewEngine(query.Defaults(), s, kr.Read(), []string{"security"})
-	p, err := query.ParseIP(ip)
+	m := buildMonth(b, stacktest.Get(b), "CUSTODY_BENCH_NEEDLE_PER_DAY")
+	d0, days, events := m.d0, monthDays, m.events
+	eng := query.NewEngine(query.Defaults(), m.store, m.kr.Read(), []string{"security"})
+	p, err := query.ParseIP(m.rare)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -8,7 +8,7 @@ GOTESTSUM := $(GO) run gotest.tools/gotestsum@v1.13.0
 # The stack's addresses and generated credentials, exported for the command.
 WITH_STACK := set -a; . .stack/env; set +a;
 
-.PHONY: build test test-unit test-faults test-cluster run bench bench-archive bench-hold bench-serve bench-export bench-console bench-needle lint stack-up stack-down stack-status clean
+.PHONY: build test test-unit test-faults test-cluster run bench bench-archive bench-hold bench-serve bench-export bench-console bench-needle bench-ingest lint stack-up stack-down stack-status clean
 
 build:
 	$(GO) build -o bin/custody ./cmd/custody
@@ -71,6 +71,13 @@ bench: stack-up
 bench-archive: stack-up
 	mkdir -p docs/bench
 	$(WITH_STACK) $(GO) test -tags benchend -run '^$$' -bench Archive2M -benchtime 1x -timeout 60m -v ./test/bench/ | tee docs/bench/archive-latest.txt
+
+# custody ingest as a separate process: the realistic dataset posted as
+# NDJSON through the real Kafka; events per CPU-second of ingest alone
+# (docs/BENCHMARKS.md).
+bench-ingest: stack-up
+	mkdir -p docs/bench
+	$(WITH_STACK) $(GO) test -tags benchend -run '^$$' -bench BenchmarkIngest -benchtime 1x -count 3 -timeout 30m -v ./test/bench/ | tee docs/bench/ingest-latest.txt
 
 # hold place over 30 days of 1,000,000 events a day (docs/BENCHMARKS.md):
 # builds a 30M-event archive in MinIO first (about 3 GB), then times two holds.

@@ -13,6 +13,43 @@ import (
 // digits, so that canonical times sort as strings.
 const TimeLayout = "2006-01-02T15:04:05.000000000Z"
 
+// AppendTime appends t in TimeLayout. For years 0 to 9999 it writes the
+// digits directly: time.Time.AppendFormat interprets the layout on every
+// call, which was 6% of ingest's CPU (two times per event). Other years go
+// through AppendFormat, so the result is always AppendFormat's.
+func AppendTime(dst []byte, t time.Time) []byte {
+	t = t.UTC()
+	y, mo, d := t.Date()
+	if y < 0 || y > 9999 {
+		return t.AppendFormat(dst, TimeLayout)
+	}
+	h, mi, s := t.Clock()
+	var b [len(TimeLayout)]byte
+	digits(b[0:4], y)
+	b[4] = '-'
+	digits(b[5:7], int(mo))
+	b[7] = '-'
+	digits(b[8:10], d)
+	b[10] = 'T'
+	digits(b[11:13], h)
+	b[13] = ':'
+	digits(b[14:16], mi)
+	b[16] = ':'
+	digits(b[17:19], s)
+	b[19] = '.'
+	digits(b[20:29], t.Nanosecond())
+	b[29] = 'Z'
+	return append(dst, b[:]...)
+}
+
+// digits writes v into b in decimal, zero-padded to len(b).
+func digits(b []byte, v int) {
+	for i := len(b) - 1; i >= 0; i-- {
+		b[i] = byte('0' + v%10)
+		v /= 10
+	}
+}
+
 // AppendJSON appends the canonical encoding of e and a newline to dst.
 //
 // The canonical encoding is the only one Custody stores: members in the
@@ -26,7 +63,7 @@ func AppendJSON(dst []byte, e *Event) []byte {
 	dst = strconv.AppendInt(dst, Version, 10)
 	dst = appendStr(dst, "id", e.ID)
 	dst = append(dst, `,"time":"`...)
-	dst = e.Time.UTC().AppendFormat(dst, TimeLayout)
+	dst = AppendTime(dst, e.Time)
 	dst = append(dst, '"')
 	dst = appendStr(dst, "kind", string(e.Kind))
 	dst = appendOpt(dst, "class", e.Class)
@@ -35,7 +72,7 @@ func AppendJSON(dst []byte, e *Event) []byte {
 	dst = appendOpt(dst, "source", e.Source)
 	if !e.Received.IsZero() {
 		dst = append(dst, `,"received":"`...)
-		dst = e.Received.UTC().AppendFormat(dst, TimeLayout)
+		dst = AppendTime(dst, e.Received)
 		dst = append(dst, '"')
 	}
 	if e.Late {

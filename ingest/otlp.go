@@ -191,6 +191,7 @@ func (s *Server) otlpEvents(req plog.Logs, digest [sha256.Size]byte, tok *token)
 		}
 	}
 	var salt []byte
+	var enc records
 	sc := &otlpScratch{}
 	rls := req.ResourceLogs()
 	for i := 0; i < rls.Len(); i++ {
@@ -218,7 +219,7 @@ func (s *Server) otlpEvents(req plog.Logs, digest [sha256.Size]byte, tok *token)
 					}
 					continue
 				}
-				recs = append(recs, RecordOf(e))
+				recs = append(recs, enc.of(e))
 			}
 		}
 	}

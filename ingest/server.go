@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"context"
 	"crypto/sha256"
@@ -305,6 +306,7 @@ func (d decodeErrors) Read(p []byte) (int, error) {
 func (s *Server) parse(body io.Reader, tok *token, limit int64) ([]Record, Response, int) {
 	var resp Response
 	var recs []Record
+	var enc records
 	opts := tok.opts
 	opts.Now = s.now()
 	maxEvent := opts.MaxEventBytes
@@ -336,7 +338,7 @@ func (s *Server) parse(body io.Reader, tok *token, limit int64) ([]Record, Respo
 			if err == nil {
 				continue
 			}
-		} else if len(strings.TrimSpace(string(line))) > 0 {
+		} else if len(bytes.TrimSpace(line)) > 0 {
 			e, derr := event.Decode(line, opts)
 			if derr != nil {
 				var fe *event.FieldError
@@ -350,7 +352,7 @@ func (s *Server) parse(body io.Reader, tok *token, limit int64) ([]Record, Respo
 				reject(lineNo, fe.Field, fe.Reason)
 			} else {
 				s.redacted.Add(float64(e.Redacted))
-				recs = append(recs, RecordOf(e))
+				recs = append(recs, enc.of(e))
 				resp.Accepted++
 			}
 		}

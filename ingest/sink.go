@@ -168,6 +168,41 @@ func RecordOf(e *event.Event) Record {
 	return Record{Key: []byte(e.Tenant), Value: b[:len(b)-1]}
 }
 
+// records encodes the records of one request into shared arrays: one
+// allocation for many records, where RecordOf grows a slice several times
+// for each (8% of ingest's CPU). Contract: bytes handed out are never
+// written again (a full array is replaced, never reused), so a record may
+// outlive its request, in the producer or the spool. Not safe for
+// concurrent use; the zero value is ready.
+type records struct {
+	buf  []byte
+	keys map[string][]byte // tenant → key, shared by the request's records
+}
+
+// of is RecordOf(e), encoded into r's current array.
+func (r *records) of(e *event.Event) Record {
+	// A canonical line is at most a few times its members' bytes; when
+	// the room left may not hold one, start a new array (doubling from
+	// 16 KiB to 1 MiB), so that an append almost never reallocates. If it
+	// does, the records before keep the old array, which stays valid.
+	const first, most, room = 16 << 10, 1 << 20, 8 << 10
+	if cap(r.buf)-len(r.buf) < room {
+		r.buf = make([]byte, 0, min(max(2*cap(r.buf), first), most))
+	}
+	start := len(r.buf)
+	r.buf = event.AppendJSON(r.buf, e)
+	end := len(r.buf) - 1 // without the newline
+	key, ok := r.keys[e.Tenant]
+	if !ok {
+		if r.keys == nil {
+			r.keys = map[string][]byte{}
+		}
+		key = []byte(e.Tenant)
+		r.keys[e.Tenant] = key
+	}
+	return Record{Key: key, Value: r.buf[start:end:end]}
+}
+
 // Submit delivers recs durably; see Sink. It returns ErrBusy when the
 // spool is full, and then nothing was kept.
 func (s *Sink) Submit(ctx context.Context, recs []Record) error {

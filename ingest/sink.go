@@ -107,7 +107,7 @@ func NewSink(kc *kafkaconn.Client, sp *spool.Spool, log *zap.Logger, o SinkOptio
 		// on the same partition whichever client produced them.
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		kgo.ProducerBatchCompression(kgo.ZstdCompression()),
+		cfg.ProducerCompression(),
 		kgo.ProducerBatchMaxBytes(1<<20), // the broker's default message.max.bytes
 		kgo.ProducerLinger(2*time.Millisecond),
 		kgo.WithLogger(kgoLogger{log.Named("kafka")}),

@@ -154,3 +154,58 @@ func TestSinkSpoolsOnlyWhatKafkaCannotHold(t *testing.T) {
 		}
 	})
 }
+
+// TestSinkCompression checks that kafka.compression chooses the codec of
+// the batches the sink produces, as a consumer sees them (the record
+// attributes carry the batch's codec), and that unset is zstd.
+func TestSinkCompression(t *testing.T) {
+	for name, want := range map[string]uint8{"": 4, "zstd": 4, "lz4": 3, "snappy": 2, "gzip": 1, "none": 0} {
+		t.Run("codec="+name, func(t *testing.T) {
+			c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(1, "events"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			k := kafkaconn.Defaults()
+			k.Brokers, k.Topic, k.Compression = c.ListenAddrs(), "events", name
+			kc, err := k.NewClient()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer kc.Close()
+			sp, err := spool.Open(filepath.Join(t.TempDir(), "spool"), 1<<20)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sp.Close()
+			s, err := NewSink(kc, sp, zap.NewNop(), SinkOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			s.topics = topicExists{}
+			if err := s.Submit(context.Background(), fakeRecords(50)); err != nil {
+				t.Fatal(err)
+			}
+			cl, err := kgo.NewClient(kgo.SeedBrokers(c.ListenAddrs()...), kgo.ConsumeTopics("events"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cl.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			n := 0
+			for n < 50 && ctx.Err() == nil {
+				cl.PollFetches(ctx).EachRecord(func(r *kgo.Record) {
+					n++
+					if got := r.Attrs.CompressionType(); got != want {
+						t.Fatalf("record %s in a batch of codec %d; want %d", r.Value, got, want)
+					}
+				})
+			}
+			if n != 50 {
+				t.Fatalf("read %d records; want 50", n)
+			}
+		})
+	}
+}

@@ -108,7 +108,7 @@ func (n *Normalizer) Run(ctx context.Context) error {
 		// Murmur2 on the tenant, as ingest: a tenant's events share a
 		// partition whichever producer wrote them.
 		kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)),
-		kgo.ProducerBatchCompression(kgo.ZstdCompression()),
+		n.kc.ProducerCompression(),
 	)
 	if n.cfg.InstanceID != "" {
 		opts = append(opts, kgo.InstanceID(n.cfg.InstanceID))

@@ -136,6 +136,7 @@ func TestBrokenConfigs(t *testing.T) {
 		`kafka.topic: "events/all" has '/' at byte 6; only a-z A-Z 0-9 . _ - are allowed`,
 		"kafka.dlq_topic: is required",
 		"kafka.partitions: 0 is not a positive count",
+		`kafka.compression: "brotli" is not one of zstd, lz4, snappy, gzip, none`,
 		`kafka.sasl.mechanism: "kerberos" is not one of plain, scram-sha-256, scram-sha-512`,
 		`s3.endpoint: "https://s3.example.com" must be host:port without a scheme; set tls.enabled for https`,
 		`s3.bucket: "Custody_Archive" has 'C' at byte 0; only lowercase letters, digits, '-' and '.' are allowed`,

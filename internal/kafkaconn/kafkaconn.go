@@ -45,6 +45,11 @@ type Config struct {
 	DialTimeout       time.Duration    `yaml:"dial_timeout"`
 	TLS               tlsconfig.Config `yaml:"tls"`
 	SASL              SASL             `yaml:"sasl"`
+	// Compression is the codec of the event producers' batches (ingest,
+	// agent, send, hook, normalize), as the Java producer's
+	// compression.type: zstd (the default: the smallest topic), lz4,
+	// snappy, gzip or none; empty is zstd. Consumers read every codec.
+	Compression string `yaml:"compression"`
 	// AllowInsecure permits SASL without TLS, which sends the password
 	// (PLAIN) or a replayable exchange (SCRAM) in clear; every start then
 	// logs a warning. For lab setups only.
@@ -71,6 +76,7 @@ func Defaults() Config {
 		ReplicationFactor: 1,
 		ClientID:          "custody",
 		DialTimeout:       10 * time.Second,
+		Compression:       "zstd",
 	}
 }
 
@@ -113,6 +119,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DialTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("dial_timeout: %s is not a positive duration", c.DialTimeout))
+	}
+	if _, ok := codecs[c.Compression]; !ok && c.Compression != "" {
+		errs = append(errs, fmt.Errorf("compression: %q is not one of zstd, lz4, snappy, gzip, none", c.Compression))
 	}
 	if err := c.TLS.Validate(c.Brokers...); err != nil {
 		errs = append(errs, keyerr.Prefix("tls.", err))
@@ -221,6 +230,25 @@ func (c *Config) ProducerOpts() ([]kgo.Opt, error) {
 		return nil, fmt.Errorf("unknown sasl mechanism %q", c.SASL.Mechanism)
 	}
 	return opts, nil
+}
+
+// codecs are the batch codecs kafka.compression names.
+var codecs = map[string]func() kgo.CompressionCodec{
+	"zstd":   kgo.ZstdCompression,
+	"lz4":    kgo.Lz4Compression,
+	"snappy": kgo.SnappyCompression,
+	"gzip":   kgo.GzipCompression,
+	"none":   kgo.NoCompression,
+}
+
+// ProducerCompression is the producer option for kafka.compression (zstd
+// when unset, so a Config built in code compresses as the default does).
+func (c *Config) ProducerCompression() kgo.Opt {
+	codec, ok := codecs[c.Compression]
+	if !ok {
+		codec = kgo.ZstdCompression
+	}
+	return kgo.ProducerBatchCompression(codec())
 }
 
 // dialTLS connects and completes the TLS handshake itself (kafka-go's own

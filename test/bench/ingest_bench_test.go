@@ -4,6 +4,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"net"
@@ -33,8 +34,10 @@ import (
 // share the same cores and are not counted), and checks that the topic
 // holds exactly the events posted. Issue 16 asks for ≥ 250k events per
 // CPU-second. CUSTODY_BENCH_INGEST_EVENTS sets the count (default
-// 1,000,000); CUSTODY_BENCH_CPUPROFILE=FILE takes a 5 s CPU profile of
-// ingest mid-run.
+// 1,000,000), CUSTODY_BENCH_INGEST_COMPRESSION kafka.compression (default
+// zstd); CUSTODY_BENCH_CPUPROFILE=FILE takes a 5 s CPU profile of ingest
+// mid-run. With the local stack's single broker it also reports the
+// topic's bytes on the broker's disk per event (kafka-B/event).
 func BenchmarkIngest(b *testing.B) {
 	const perReq, clients = 1000, 4
 	n := 1000000
@@ -76,6 +79,7 @@ func BenchmarkIngest(b *testing.B) {
 		os.WriteFile(cfg, []byte(fmt.Sprintf(`kafka:
   brokers: [%s]
   topic: %s
+  compression: %s
 %sretention:
   classes: [{name: security, days: 30}]
 ingest:
@@ -87,7 +91,7 @@ ingest:
       token: %s
       tenants: [%s]
       kinds: [connection, login, source_change]
-`, strings.Join(st.KafkaBrokers, ","), topic, st.KafkaYAML(), listen, metrics, filepath.Join(dir, fmt.Sprintf("spool-%d", i)),
+`, strings.Join(st.KafkaBrokers, ","), topic, cmp.Or(os.Getenv("CUSTODY_BENCH_INGEST_COMPRESSION"), "zstd"), st.KafkaYAML(), listen, metrics, filepath.Join(dir, fmt.Sprintf("spool-%d", i)),
 			token, strings.Join(tl, ", "))), 0o600)
 		args := []string{"ingest", "--config", cfg, "--log-level", "warn"}
 		prof := os.Getenv("CUSTODY_BENCH_CPUPROFILE")
@@ -178,6 +182,15 @@ ingest:
 		b.ReportMetric(total/self.Seconds(), "client-events/cpu-s")
 		b.ReportMetric(float64(raw)/float64(distinct*perReq), "raw-B/event")
 		b.ReportMetric(float64(rss)/(1<<20), "maxrss-MiB")
+		if logs, err := filepath.Glob(filepath.Join(root(), ".stack", "kafka", "data", topic+"-*", "*.log")); err == nil && len(logs) > 0 {
+			var size int64
+			for _, l := range logs {
+				if fi, err := os.Stat(l); err == nil {
+					size += fi.Size()
+				}
+			}
+			b.ReportMetric(float64(size)/float64(n+perReq), "kafka-B/event")
+		}
 		b.Logf("%d events posted in %s: ingest %.2f CPU-s, clients %.2f CPU-s, peak RSS %d MiB", n, elapsed.Round(time.Millisecond), cpu.Seconds(), self.Seconds(), rss>>20)
 	}
 }

@@ -283,12 +283,16 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// root is the repository's top directory.
+func root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
 // buildCustody builds the binary into dir.
 func buildCustody(b *testing.B, dir string) string {
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
 	bin := filepath.Join(dir, "custody")
-	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cmd", "custody")).CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root(), "cmd", "custody")).CombinedOutput(); err != nil {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
 	return bin

@@ -26,6 +26,11 @@ const (
 // built.
 type column struct {
 	key []byte // raw key bytes, between the quotes
+	// name is the key of the block that last used the column: the next
+	// block takes back the same member's column, whose buffers already
+	// have that member's size (a column handed to another member would
+	// grow again, copying as much as it holds).
+	name string
 	// The values' raw JSON text, copied while the line is in cache:
 	// value i is data[ends[i-1]:ends[i]]. Passes over one column then
 	// read memory in order instead of touching every line again.
@@ -62,7 +67,7 @@ type Encoder struct {
 	shapeL  [][]int // each shape's column indexes; nil: verbatim
 	prev    int     // shape of the last non-verbatim row, -1: none
 	row     []int
-	free    []*column
+	free    map[string]*column // by name
 	rowSh   []uint32
 	members []member
 	sig     []byte
@@ -80,7 +85,7 @@ func NewEncoder(level zstd.EncoderLevel) (*Encoder, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cannot create zstd encoder: %w", err)
 	}
-	return &Encoder{z: z, byKey: map[string]int{}, shapes: map[string]uint32{}}, nil
+	return &Encoder{z: z, byKey: map[string]int{}, shapes: map[string]uint32{}, free: map[string]*column{}}, nil
 }
 
 // ErrEmpty is returned for a block of no lines.
@@ -105,7 +110,7 @@ func (e *Encoder) AppendBlock(dst []byte, lines [][]byte) ([]byte, error) {
 func (e *Encoder) reset() {
 	for _, c := range e.cols {
 		c.reset()
-		e.free = append(e.free, c)
+		e.free[c.name] = c
 	}
 	e.cols = e.cols[:0]
 	clear(e.byKey)
@@ -119,13 +124,21 @@ func (e *Encoder) reset() {
 }
 
 func (e *Encoder) newColumn(key []byte) int {
-	var c *column
-	if n := len(e.free); n > 0 {
-		c, e.free = e.free[n-1], e.free[:n-1]
-		c.key = key
+	c, ok := e.free[string(key)]
+	if ok {
+		delete(e.free, c.name)
 	} else {
-		c = &column{key: key}
+		for _, c = range e.free {
+			break
+		}
+		if c != nil {
+			delete(e.free, c.name)
+		} else {
+			c = &column{}
+		}
+		c.name = string(key)
 	}
+	c.key = key
 	e.cols = append(e.cols, c)
 	e.byKey[string(key)] = len(e.cols) - 1
 	return len(e.cols) - 1

@@ -56,9 +56,10 @@ const openMax = BlockBytes + 256<<10
 var openBlocks = sync.Pool{New: func() any { b := make([]byte, 0, openMax); return &b }}
 
 // grow makes room for n more bytes in the open block. It doubles from
-// 16 KiB (append's growth of large slices, a quarter at a time, copied a
-// block five times over) up to a pooled buffer of openMax, so bodies
-// that stay small (late hours) stay cheap and busy ones copy little.
+// 16 KiB to 256 KiB, so that bodies that stay small (late hours) stay
+// cheap, and then takes a pooled buffer of openMax at once: doubling on
+// to 4 MiB copied each busy body's first block three times over, about
+// 5% of the archiver's CPU.
 func (b *Body) grow(n int) {
 	need := len(b.open) + n
 	if need <= cap(b.open) {
@@ -66,7 +67,7 @@ func (b *Body) grow(n int) {
 	}
 	size := max(2*cap(b.open), 16<<10, need)
 	var nb []byte
-	if size >= openMax && need <= openMax {
+	if size > 256<<10 && need <= openMax {
 		nb = (*openBlocks.Get().(*[]byte))[:0]
 	} else {
 		nb = make([]byte, 0, size)

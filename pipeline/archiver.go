@@ -574,15 +574,8 @@ func (w *worker) oldest() key {
 // (skips on replay, dead letters, idle partitions).
 func (w *worker) tick(ctx context.Context) error {
 	now := w.a.now()
-	current := now.Truncate(time.Hour).Add(-time.Hour).Unix()
 	for k, b := range w.buffers {
-		age := w.a.cfg.FlushAge
-		if k.hour < current {
-			// Late data: a longer age, so an old hour gets few segments
-			// however long late events trickle in.
-			age = w.a.cfg.LateFlushAge
-		}
-		if now.Sub(b.opened) >= age {
+		if !now.Before(w.a.cfg.due(k.Hour(), b.opened)) {
 			if err := w.flush(ctx, k); err != nil {
 				return err
 			}

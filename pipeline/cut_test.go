@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/netip"
+	"path"
 	"slices"
 	"strings"
 	"testing"
@@ -42,6 +44,96 @@ func (c *okCommitter) OffsetCommit(_ context.Context, req *kafka.OffsetCommitReq
 		}
 	}
 	return &kafka.OffsetCommitResponse{}, nil
+}
+
+// TestSteadyStreamSegmentPerHour runs the default clock cuts (no
+// flush_age; each hour cut hour_close_delay after it ends) over ten
+// simulated hours of steady traffic, one event every 20 seconds, each
+// arriving 0 to 4 minutes after its time (within the 5-minute close
+// delay), plus one event in a hundred 20 minutes late (after the close).
+// Steady traffic must get one segment per hour and partition, the late
+// events one per late_flush_age, and every event must be stored once.
+func TestSteadyStreamSegmentPerHour(t *testing.T) {
+	start := time.Date(2026, 11, 29, 6, 0, 0, 0, time.UTC)
+	kr := archivetest.KeysAt(t, start)
+	ms := memstore.New()
+	cfg := Defaults()
+	if cfg.FlushAge != 0 || cfg.HourCloseDelay != 5*time.Minute {
+		t.Fatalf("defaults changed: flush_age %s, hour_close_delay %s", cfg.FlushAge, cfg.HourCloseDelay)
+	}
+	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
+	a, err := New(cfg, kafkaconn.Defaults(), ret, ms, kr.Write(), zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &okCommitter{}
+	a.committer = c
+	now := start
+	a.now = func() time.Time { return now }
+	w := &worker{a: a, gen: &kafka.Generation{}, partition: 0, buffers: map[key]*buffer{}, cov: coverage{}, every: a.everyKind()}
+	ctx := context.Background()
+	const steps = 10 * 180 // ten hours of 20-second steps
+	off := int64(0)
+	for i := 0; i < steps; i++ {
+		now = start.Add(time.Duration(i) * 20 * time.Second)
+		delay := time.Duration(i%13) * 20 * time.Second // 0 to 4 minutes
+		if i%100 == 99 {
+			delay = 20 * time.Minute
+		}
+		e := event.Event{ID: fmt.Sprintf("e-%d", off), Time: now.Add(-delay), Kind: event.KindConnection, Class: "security", Tenant: "t", IP: netip.MustParseAddr("192.0.2.1")}
+		l := event.AppendJSON(nil, &e)
+		if err := w.handle(ctx, kafka.Message{Offset: off, Value: l[:len(l)-1]}); err != nil {
+			t.Fatal(err)
+		}
+		off++
+		if err := w.tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Two more hours without traffic: every buffer is due by then.
+	for m := 0; m <= 120; m++ {
+		now = start.Add(10*time.Hour + time.Duration(m)*time.Minute)
+		if err := w.tick(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(w.buffers) != 0 {
+		t.Fatalf("%d buffers still open two idle hours after the last event", len(w.buffers))
+	}
+	perHour := map[string]int{}
+	stored := map[string]int{}
+	for name, obj := range ms.Objects {
+		if strings.HasPrefix(name, chain.Prefix) {
+			continue
+		}
+		perHour[path.Dir(name)]++
+		ids, err := openHeader(obj, name, kr)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for _, id := range ids {
+			stored[id]++
+		}
+	}
+	for o := int64(0); o < off; o++ {
+		if n := stored[fmt.Sprintf("e-%d", o)]; n != 1 {
+			t.Fatalf("event e-%d is stored %d times", o, n)
+		}
+	}
+	// Ten hours, one segment each from its steady traffic; an hour whose
+	// late events (every hundredth) came after its close has one more
+	// for them, cut late_flush_age after the first of them.
+	segs := 0
+	for h, n := range perHour {
+		segs += n
+		if n > 2 {
+			t.Errorf("hour %s has %d segments; want one, and one more for its late events", h, n)
+		}
+	}
+	if len(perHour) != 10 || segs > 20 {
+		t.Errorf("%d segments over %d hours; want one an hour plus at most one of late events: %v", segs, len(perHour), perHour)
+	}
+	t.Logf("%d events in %d segments over %d hours", off, segs, len(perHour))
 }
 
 // TestLateStreamSegmentsBounded feeds one event a minute for ten hours of

@@ -127,6 +127,10 @@ func TestRunScriptPrintsAWorkingQuery(t *testing.T) {
 	}
 }
 
+// notInDemo are the metrics of senders make run does not start (the agent,
+// the syslog listener, custody normalize).
+var notInDemo = regexp.MustCompile(`^custody_(agent|syslog|normalize)_`)
+
 // checkOpsMetrics scrapes the services' /metrics and checks every custody_
 // metric the dashboard and the alert rules name against what they export.
 func checkOpsMetrics(t *testing.T, root string, addrs ...string) {
@@ -157,6 +161,9 @@ func checkOpsMetrics(t *testing.T, root string, addrs ...string) {
 			t.Fatal(err)
 		}
 		for _, m := range name.FindAllString(string(b), -1) {
+			if notInDemo.MatchString(m) {
+				continue // test/repo's TestDashboardCoversMetrics checks the name is declared
+			}
 			named++
 			if !exported[m] {
 				t.Errorf("%s names %s, which no running service exports", f, m)

@@ -110,3 +110,78 @@ func TestDashboard(t *testing.T) {
 		t.Errorf("%d panels", len(ids))
 	}
 }
+
+// TestDashboardCoversMetrics: every metric a Custody command registers
+// (a `Name: "custody_…"` in the source, and the archiver's
+// `custody_archiver_` + name helper) is in some panel's query, so an
+// operator who imports the dashboard sees all of them, and every name a
+// panel queries is one of them.
+func TestDashboardCoversMetrics(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(root(t), "docs", "grafana", "custody.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := regexp.MustCompile(`Name:\s*"(custody_[a-z0-9_]*[a-z0-9])"`) // not the helper's prefix
+	archiver := regexp.MustCompile(`\bc\("([a-z0-9_]+)",`)
+	metrics := map[string]string{}
+	err = filepath.WalkDir(root(t), func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") || d.Name() == "node_modules") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(p, ".go") || strings.HasSuffix(p, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, m := range named.FindAllSubmatch(src, -1) {
+			metrics[string(m[1])] = p
+		}
+		if strings.HasSuffix(p, filepath.Join("pipeline", "archiver.go")) {
+			for _, m := range archiver.FindAllSubmatch(src, -1) {
+				metrics["custody_archiver_"+string(m[1])] = p
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(metrics) < 30 {
+		t.Fatalf("found %d metrics in the source; the patterns no longer match how metrics are declared", len(metrics))
+	}
+	var d struct {
+		Panels []struct {
+			Targets []struct{ Expr string } `json:"targets"`
+		} `json:"panels"`
+	}
+	if err := json.Unmarshal(b, &d); err != nil {
+		t.Fatal(err)
+	}
+	queried := map[string]bool{}
+	word := regexp.MustCompile(`custody_[a-z0-9_]+`)
+	for _, p := range d.Panels {
+		for _, q := range p.Targets {
+			for _, m := range word.FindAllString(q.Expr, -1) {
+				queried[strings.TrimSuffix(m, "_bucket")] = true
+			}
+		}
+	}
+	for m, src := range metrics {
+		if !queried[m] {
+			t.Errorf("metric %s (%s) is in no panel of docs/grafana/custody.json", m, src)
+		}
+	}
+	// And the other way: every name a panel queries is declared (a typo
+	// would draw an empty panel; test/demo checks the exported names of
+	// the services make run starts).
+	for m := range queried {
+		if _, ok := metrics[m]; !ok {
+			t.Errorf("docs/grafana/custody.json queries %s, which no Custody command declares", m)
+		}
+	}
+}

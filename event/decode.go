@@ -543,13 +543,20 @@ func checkID(id string) error {
 		return fieldErr("id", "is %d characters; the limit is 128", len(id))
 	}
 	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':') {
+		if c := id[i]; !idByte[c] {
 			return fieldErr("id", "%q has %q at byte %d; only A-Z a-z 0-9 - _ . : are allowed", id, c, i)
 		}
 	}
 	return nil
 }
+
+// idByte marks the bytes an ID may hold.
+var idByte = func() (t [256]bool) {
+	for c := 0; c < 256; c++ {
+		t[c] = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == ':'
+	}
+	return t
+}()
 
 // text checks a free-text member: at most max bytes and no control
 // characters (which would let one event forge a line in a text export).
@@ -557,9 +564,11 @@ func text(field, v string, max int) (string, error) {
 	if len(v) > max {
 		return "", fieldErr(field, "is %d bytes; the limit is %d", len(v), max)
 	}
-	for i, r := range v {
-		if r < 0x20 || r == 0x7f {
-			return "", fieldErr(field, "has control character %U at byte %d", r, i)
+	// Bytes, not runes: a control character is one byte in UTF-8, and no
+	// byte of a longer sequence is below 0x80.
+	for i := 0; i < len(v); i++ {
+		if c := v[i]; c < 0x20 || c == 0x7f {
+			return "", fieldErr(field, "has control character %U at byte %d", rune(c), i)
 		}
 	}
 	return v, nil

@@ -319,33 +319,8 @@ func (a *Archiver) runPartition(ctx context.Context, gen *kafka.Generation, part
 		r.Close()
 		return false
 	}
-	msgs := make(chan kafka.Message, 1024)
-	pctx, stopPump := context.WithCancel(ctx)
-	var pump sync.WaitGroup
-	pump.Add(1)
-	go func() {
-		defer pump.Done()
-		defer close(msgs)
-		for {
-			m, err := r.FetchMessage(pctx)
-			if err != nil {
-				if pctx.Err() == nil {
-					a.kafkaErr.Store(ptr(fmt.Sprintf("partition %d: %v", partition, err)))
-					log.Warn("fetch failed", zap.Error(err))
-				}
-				return
-			}
-			select {
-			case msgs <- m:
-			case <-pctx.Done():
-				return
-			}
-		}
-	}()
 	defer func() {
-		stopPump()
 		r.Close()
-		pump.Wait()
 		for _, b := range w.buffers {
 			a.mem.Add(-b.size())
 		}
@@ -353,29 +328,41 @@ func (a *Archiver) runPartition(ctx context.Context, gen *kafka.Generation, part
 		a.m.bufferBytes.Set(float64(a.mem.Load()))
 	}()
 
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
+	// Records are fetched on this goroutine, each FetchMessage bounded by
+	// the next tick's deadline: a pump goroutine handing every record over
+	// a channel cost a goroutine switch per record (kafka-go's reader
+	// already hands each one over its own). A deadline that expires while
+	// a record waits leaves it in the reader for the next call.
+	const tickEvery = time.Second
 	for {
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				// The reader stopped: only when ctx ended or a fatal fetch
-				// error; either way the generation restarts the partition.
-				w.shutdown(log)
-				return false
+		fctx, cancel := context.WithTimeout(ctx, tickEvery)
+		var err error
+		for {
+			var m kafka.Message
+			if m, err = r.FetchMessage(fctx); err != nil {
+				break
 			}
 			a.kafkaErr.Store(nil)
 			if err := w.handle(ctx, m); err != nil {
+				cancel()
 				return w.stop(ctx, log, err)
 			}
-		case <-tick.C:
-			a.m.lag.WithLabelValues(strconv.Itoa(partition)).Set(float64(r.Stats().Lag))
-			if err := w.tick(ctx); err != nil {
-				return w.stop(ctx, log, err)
-			}
-		case <-ctx.Done():
+		}
+		cancel()
+		switch {
+		case ctx.Err() != nil:
 			w.shutdown(log)
 			return false
+		case !errors.Is(err, context.DeadlineExceeded):
+			// A fatal fetch error: the generation restarts the partition.
+			a.kafkaErr.Store(ptr(fmt.Sprintf("partition %d: %v", partition, err)))
+			log.Warn("fetch failed", zap.Error(err))
+			w.shutdown(log)
+			return false
+		}
+		a.m.lag.WithLabelValues(strconv.Itoa(partition)).Set(float64(r.Stats().Lag))
+		if err := w.tick(ctx); err != nil {
+			return w.stop(ctx, log, err)
 		}
 	}
 }

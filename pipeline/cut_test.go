@@ -46,6 +46,22 @@ func (c *okCommitter) OffsetCommit(_ context.Context, req *kafka.OffsetCommitReq
 	return &kafka.OffsetCommitResponse{}, nil
 }
 
+// clockWorker is a partition-0 worker of an archiver with cfg, a 30-day
+// class, store ms and keys kr, on the clock now, committing to the
+// returned committer.
+func clockWorker(t *testing.T, cfg Config, ms *memstore.Store, kr archivetest.Keys, now func() time.Time) (*worker, *okCommitter) {
+	t.Helper()
+	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
+	a, err := New(cfg, kafkaconn.Defaults(), ret, ms, kr.Write(), zap.NewNop(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &okCommitter{}
+	a.committer = c
+	a.now = now
+	return &worker{a: a, gen: &kafka.Generation{}, partition: 0, buffers: map[key]*buffer{}, cov: coverage{}, every: a.everyKind()}, c
+}
+
 // TestSteadyStreamSegmentPerHour runs the default clock cuts (no
 // flush_age; each hour cut hour_close_delay after it ends) over ten
 // simulated hours of steady traffic, one event every 20 seconds, each
@@ -61,16 +77,8 @@ func TestSteadyStreamSegmentPerHour(t *testing.T) {
 	if cfg.FlushAge != 0 || cfg.HourCloseDelay != 5*time.Minute {
 		t.Fatalf("defaults changed: flush_age %s, hour_close_delay %s", cfg.FlushAge, cfg.HourCloseDelay)
 	}
-	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
-	a, err := New(cfg, kafkaconn.Defaults(), ret, ms, kr.Write(), zap.NewNop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &okCommitter{}
-	a.committer = c
 	now := start
-	a.now = func() time.Time { return now }
-	w := &worker{a: a, gen: &kafka.Generation{}, partition: 0, buffers: map[key]*buffer{}, cov: coverage{}, every: a.everyKind()}
+	w, c := clockWorker(t, cfg, ms, kr, func() time.Time { return now })
 	ctx := context.Background()
 	const steps = 10 * 180 // ten hours of 20-second steps
 	off := int64(0)
@@ -99,6 +107,9 @@ func TestSteadyStreamSegmentPerHour(t *testing.T) {
 	}
 	if len(w.buffers) != 0 {
 		t.Fatalf("%d buffers still open two idle hours after the last event", len(w.buffers))
+	}
+	if len(c.offsets) == 0 || c.offsets[len(c.offsets)-1] != off {
+		t.Fatalf("commits %v; want the last at %d, every record stored", c.offsets, off)
 	}
 	perHour := map[string]int{}
 	stored := map[string]int{}
@@ -146,16 +157,8 @@ func TestLateStreamSegmentsBounded(t *testing.T) {
 	ms := memstore.New()
 	cfg := Defaults()
 	cfg.FlushAge, cfg.LateFlushAge = 5*time.Minute, time.Hour
-	ret := archive.Retention{DefaultClass: "security", Mode: "GOVERNANCE", Classes: []archive.Class{{Name: "security", Days: 30}}}
-	a, err := New(cfg, kafkaconn.Defaults(), ret, ms, kr.Write(), zap.NewNop(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &okCommitter{}
-	a.committer = c
 	now := start
-	a.now = func() time.Time { return now }
-	w := &worker{a: a, gen: &kafka.Generation{}, partition: 0, buffers: map[key]*buffer{}, cov: coverage{}, every: a.everyKind()}
+	w, c := clockWorker(t, cfg, ms, kr, func() time.Time { return now })
 	lateHour := start.Add(-72 * time.Hour)
 	ctx := context.Background()
 	const minutes = 600

@@ -8,12 +8,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -59,15 +57,7 @@ serve:
     - {name: bench-inv, sha256: %s, role: investigator}
     - {name: bench-legal, sha256: %s, role: legal}
 `, strings.Join(st.KafkaBrokers, ","), stacktest.Topic(b, st, 1), m.bucket, crypto, listen, metrics, serve.HashToken(invTok), serve.HashToken(legalTok))), 0o600)
-	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-level", "warn")
-	cmd.Env = os.Environ()
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	waitReady(b, metrics, &logs)
+	_, logs := startService(b, bin, metrics, false, "serve", "--config", cfg, "--log-level", "warn")
 	base := "http://" + listen
 	body, _ := json.Marshal(serve.CaseRequest{ID: "BENCH-UI", Title: "console bench", LegalBasis: "benchmark"})
 	req, _ := http.NewRequest("POST", base+"/v1/cases", bytes.NewReader(body))

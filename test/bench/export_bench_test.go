@@ -9,11 +9,9 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -70,14 +68,7 @@ serve:
   tokens:
     - {name: bench-legal, sha256: %s, role: legal}
 `, strings.Join(st.KafkaBrokers, ","), stacktest.Topic(b, st, 1), sc.Bucket, crypto, listen, metrics, dir, serve.HashToken(legalTok))), 0o600)
-	cmd := exec.Command(bin, "serve", "--config", cfg, "--log-level", "warn")
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	waitReady(b, metrics, &logs)
+	cmd, logs := startService(b, bin, metrics, false, "serve", "--config", cfg, "--log-level", "warn")
 	base := "http://" + listen
 	call := func(method, path string, body any) []byte {
 		var rd io.Reader

@@ -93,18 +93,8 @@ ingest:
       kinds: [connection, login, source_change]
 `, strings.Join(st.KafkaBrokers, ","), topic, cmp.Or(os.Getenv("CUSTODY_BENCH_INGEST_COMPRESSION"), "zstd"), st.KafkaYAML(), listen, metrics, filepath.Join(dir, fmt.Sprintf("spool-%d", i)),
 			token, strings.Join(tl, ", "))), 0o600)
-		args := []string{"ingest", "--config", cfg, "--log-level", "warn"}
 		prof := os.Getenv("CUSTODY_BENCH_CPUPROFILE")
-		if prof != "" {
-			args = append(args, "--pprof")
-		}
-		cmd := exec.Command(bin, args...)
-		var logs bytes.Buffer
-		cmd.Stderr = &logs
-		if err := cmd.Start(); err != nil {
-			b.Fatal(err)
-		}
-		waitReady(b, metrics, &logs)
+		cmd, logs := startService(b, bin, metrics, prof != "", "ingest", "--config", cfg, "--log-level", "warn")
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: clients}}
 		post := func(body []byte) error {
 			req, _ := http.NewRequest(http.MethodPost, "http://"+listen+"/v1/events", bytes.NewReader(body))

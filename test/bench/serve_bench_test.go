@@ -102,18 +102,7 @@ serve:
 	// CUSTODY_BENCH_SERVE_PROFILE=DIR: CPU profiles of the service and of
 	// the in-process engine during full scans, to DIR/{serve,inproc}.pprof.
 	profDir := os.Getenv("CUSTODY_BENCH_SERVE_PROFILE")
-	args := []string{"serve", "--config", cfg, "--log-level", "warn"}
-	if profDir != "" {
-		args = append(args, "--pprof")
-	}
-	cmd := exec.Command(bin, args...)
-	var logs bytes.Buffer
-	cmd.Stderr = &logs
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
-	waitReady(b, metrics, &logs)
+	cmd, logs := startService(b, bin, metrics, profDir != "", "serve", "--config", cfg, "--log-level", "warn")
 	caPEM, _ := os.ReadFile(caFile)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
@@ -296,6 +285,31 @@ func buildCustody(b *testing.B, dir string) string {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
 	return bin
+}
+
+// startService starts a long-running custody command (args after the
+// binary; --pprof added when pprof) and waits for its /readyz on
+// metrics. Its log is the returned buffer. The caller may stop it with
+// SIGTERM and Wait; if it has not when the benchmark ends, cleanup does.
+func startService(b *testing.B, bin, metrics string, pprof bool, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	if pprof {
+		args = append(args, "--pprof")
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Env = os.Environ()
+	logs := &bytes.Buffer{}
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		}
+	})
+	waitReady(b, metrics, logs)
+	return cmd, logs
 }
 
 // waitReady waits for a service's /readyz (a minute at most).

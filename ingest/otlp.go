@@ -263,7 +263,7 @@ func otlpEvent(sc *otlpScratch, res pcommon.Map, lr plog.LogRecord, opts event.O
 		t = lr.ObservedTimestamp()
 	}
 	if t != 0 {
-		sc.tbuf = t.AsTime().UTC().AppendFormat(sc.tbuf[:0], time.RFC3339Nano)
+		sc.tbuf = event.AppendTime(sc.tbuf[:0], t.AsTime())
 		f.Time = string(sc.tbuf)
 	}
 	switch {

@@ -337,18 +337,22 @@ func (a *Archiver) runPartition(ctx context.Context, gen *kafka.Generation, part
 	for {
 		fctx, cancel := context.WithTimeout(ctx, tickEvery)
 		var err error
+		fetched := false
 		for {
 			var m kafka.Message
 			if m, err = r.FetchMessage(fctx); err != nil {
 				break
 			}
-			a.kafkaErr.Store(nil)
+			fetched = true
 			if err := w.handle(ctx, m); err != nil {
 				cancel()
 				return w.stop(ctx, log, err)
 			}
 		}
 		cancel()
+		if fetched {
+			a.kafkaErr.Store(nil) // Kafka answers again; once a tick, not per record
+		}
 		switch {
 		case ctx.Err() != nil:
 			w.shutdown(log)
@@ -557,8 +561,9 @@ func (w *worker) oldest() key {
 	return ok
 }
 
-// tick flushes buffers by age and commits progress made without flushes
-// (skips on replay, dead letters, idle partitions).
+// tick cuts the buffers the clock has made due (Config.due) and commits
+// progress made without flushes (skips on replay, dead letters, idle
+// partitions).
 func (w *worker) tick(ctx context.Context) error {
 	now := w.a.now()
 	for k, b := range w.buffers {

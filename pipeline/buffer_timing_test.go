@@ -49,4 +49,5 @@ func BenchmarkBufferAdd(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(mem)/float64(n*b.N), "held-B/event") // what the memory cap counted
 }

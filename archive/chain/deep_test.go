@@ -17,15 +17,11 @@ import (
 // kinds wrongly is a finding; a right one is not.
 func TestDeepChecksKinds(t *testing.T) {
 	hour := time.Date(2026, 11, 29, 5, 0, 0, 0, time.UTC)
-	priv, pub := keyring.NewPrivate(), keyring.NewPublic()
+	sk, pub := testSigner(t) // the public keyring trusts it
+	priv := keyring.NewPrivate()
 	if _, err := keyring.GeneratePairs(pub, priv, hour, []string{"security"}, keyring.PeriodDay, hour, hour); err != nil {
 		t.Fatal(err)
 	}
-	sk, err := keyring.NewSigningKey("archiver-a", hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub.AddSigner(sk.Public())
 	pk, err := pub.Current("security", hour)
 	if err != nil {
 		t.Fatal(err)

@@ -204,3 +204,38 @@ func TestParseTime(t *testing.T) {
 		}
 	}
 }
+
+// TestDecodeFieldsAt: the time as a value is checked as its text is, and
+// a refusal quotes it in RFC 3339.
+func TestDecodeFieldsAt(t *testing.T) {
+	base := Fields{Kind: "connection", Tenant: "acme", IP: "203.0.113.7"}
+	for _, tc := range []struct {
+		at   time.Time
+		want string // the refusal, or "" to accept
+	}{
+		{now.Add(-time.Hour), ""},
+		{now.Add(-48 * time.Hour), ""},
+		{now.Add(time.Hour), "ahead of the server clock"},
+		{time.Date(1999, 12, 31, 23, 0, 0, 0, time.UTC), "1999-12-31T23:00:00Z is before 2000-01-01"},
+	} {
+		f := base
+		f.At = tc.at
+		e, err := DecodeFields(&f, opts())
+		if tc.want == "" {
+			if err != nil || !e.Time.Equal(tc.at) || e.Time.Location() != time.UTC || e.Late != (now.Sub(tc.at) > time.Hour) {
+				t.Errorf("%v: %v, %+v", tc.at, err, e)
+			}
+			continue
+		}
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != "time" || !strings.Contains(fe.Reason, tc.want) {
+			t.Errorf("%v: %v; want a time error with %q", tc.at, err, tc.want)
+		}
+	}
+	// Time, when set, wins over At.
+	f := base
+	f.At, f.Time = now.Add(-time.Hour), now.Add(-2*time.Hour).Format(time.RFC3339Nano)
+	if e, err := DecodeFields(&f, opts()); err != nil || !e.Time.Equal(now.Add(-2*time.Hour)) {
+		t.Errorf("Time and At: %v, %v", err, e)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	sjson "github.com/segmentio/encoding/json"
 )
@@ -211,6 +212,21 @@ func FuzzDecodeFields(f *testing.F) {
 		got.Received = want.Received
 		if a, b := AppendJSON(nil, want), AppendJSON(nil, got); string(a) != string(b) {
 			t.Fatalf("Decode and DecodeFields differ:\n%s\n%s", a, b)
+		}
+		// The time as a value (At) decodes as its text does.
+		if at, err := time.Parse(time.RFC3339Nano, w.Time); err == nil {
+			fs.Time, fs.At = "", at
+			byValue, err := DecodeFields(&fs, o)
+			if err != nil {
+				t.Fatalf("%q: DecodeFields refuses the time as a value (%v), accepts its text", line, err)
+			}
+			if w.ID == "" {
+				byValue.ID = want.ID
+			}
+			byValue.Received = want.Received
+			if a, b := AppendJSON(nil, want), AppendJSON(nil, byValue); string(a) != string(b) {
+				t.Fatalf("the time as text and as a value differ:\n%s\n%s", a, b)
+			}
 		}
 	})
 }

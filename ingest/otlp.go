@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/collector/pdata/pcommon"
@@ -65,6 +66,8 @@ func otlpMember(attr string) (member int, rank int) {
 		return mNewCommit, 0
 	case "vcs.ref.base.revision":
 		return mOldCommit, 0
+	case "log.record.uid":
+		return mID, 0
 	case "custody.tenant":
 		return mTenant, 0
 	case "custody.kind":
@@ -79,7 +82,7 @@ func otlpMember(attr string) (member int, rank int) {
 	return -1, 0
 }
 
-// The members an OTLP record can fill, in the order they are written.
+// The members an OTLP record can fill.
 const (
 	mKind = iota
 	mClass
@@ -100,10 +103,11 @@ const (
 	mRef
 	mOldCommit
 	mNewCommit
+	mID
 	nMembers
 )
 
-var memberNames = [nMembers]string{"kind", "class", "tenant", "app", "ip", "port", "session", "login", "user_agent", "action", "protocol", "method", "path", "", "status", "repo", "ref", "old_commit", "new_commit"}
+var memberNames = [nMembers]string{"kind", "class", "tenant", "app", "ip", "port", "session", "login", "user_agent", "action", "protocol", "method", "path", "", "status", "repo", "ref", "old_commit", "new_commit", "id"}
 
 // maxOTLPErrors bounds the reasons quoted in a partial-success message.
 const maxOTLPErrors = 10
@@ -136,7 +140,9 @@ func (s *Server) postLogs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	defer body.Close()
-	b, err := io.ReadAll(io.LimitReader(body, limit+1))
+	bp := readBody(io.LimitReader(body, limit+1), r.ContentLength, limit, body == io.ReadCloser(raw))
+	defer bodyPool.Put(bp)
+	b, err := bp.b, bp.err
 	switch {
 	case err != nil:
 		fail(http.StatusBadRequest, "cannot read the body: "+err.Error())
@@ -157,7 +163,8 @@ func (s *Server) postLogs(w http.ResponseWriter, r *http.Request) {
 	}
 	// The request's digest and a record's position in it name the record:
 	// an exporter's retry of the same request gives the same IDs.
-	recs, rejected, reasons := s.otlpEvents(req, sha256.Sum256(b), tok)
+	recs, rejected, reasons, redacted := s.otlpEvents(req, sha256.Sum256(b), tok)
+	s.redacted.Add(float64(redacted))
 	if len(recs) > 0 {
 		if err := s.sink.Submit(r.Context(), recs); err != nil {
 			s.events.WithLabelValues("unavailable").Add(float64(len(recs)))
@@ -181,7 +188,7 @@ func (s *Server) postLogs(w http.ResponseWriter, r *http.Request) {
 
 // otlpEvents turns every log record into an event record, or a reason
 // naming the record by its indexes.
-func (s *Server) otlpEvents(req plog.Logs, digest [sha256.Size]byte, tok *token) (recs []Record, rejected int, reasons []string) {
+func (s *Server) otlpEvents(req plog.Logs, digest [sha256.Size]byte, tok *token) (recs []Record, rejected int, reasons []string, redacted int) {
 	opts := tok.opts
 	opts.Now = s.now()
 	defaultTenant := ""
@@ -194,6 +201,13 @@ func (s *Server) otlpEvents(req plog.Logs, digest [sha256.Size]byte, tok *token)
 	var enc records
 	sc := &otlpScratch{}
 	rls := req.ResourceLogs()
+	n := 0
+	for i := 0; i < rls.Len(); i++ {
+		for j, sls := 0, rls.At(i).ScopeLogs(); j < sls.Len(); j++ {
+			n += sls.At(j).LogRecords().Len()
+		}
+	}
+	recs = make([]Record, 0, n)
 	for i := 0; i < rls.Len(); i++ {
 		rl := rls.At(i)
 		res := rl.Resource().Attributes()
@@ -219,11 +233,54 @@ func (s *Server) otlpEvents(req plog.Logs, digest [sha256.Size]byte, tok *token)
 					}
 					continue
 				}
+				redacted += e.Redacted
 				recs = append(recs, enc.of(e))
 			}
 		}
 	}
-	return recs, rejected, reasons
+	return recs, rejected, reasons, redacted
+}
+
+// bodyBuf is a request body read whole, from bodyPool.
+type bodyBuf struct {
+	b   []byte
+	err error
+}
+
+// bodyPool holds the buffers OTLP bodies are read into: pdata copies
+// every string and byte field it decodes, so a buffer is free again once
+// the request is unmarshalled and digested. Buffers over 4 MiB are not
+// kept, so that one large request does not pin its memory.
+var bodyPool = sync.Pool{New: func() any { return new(bodyBuf) }}
+
+// readBody reads r whole into a pooled buffer. With an exact length (an
+// uncompressed body that states its Content-Length, at most limit) the
+// buffer is sized once instead of grown by doubling. The caller puts the
+// result back into bodyPool when it is done with b.
+func readBody(r io.Reader, contentLength, limit int64, exact bool) *bodyBuf {
+	bp := bodyPool.Get().(*bodyBuf)
+	if cap(bp.b) > 4<<20 {
+		bp.b = nil
+	}
+	b := bp.b[:0]
+	if exact && contentLength > 0 && contentLength <= limit && int64(cap(b)) < contentLength+1 {
+		b = make([]byte, 0, contentLength+1) // +1: the read that sees EOF
+	}
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			bp.b, bp.err = b, nil
+			return bp
+		}
+		if err != nil {
+			bp.b, bp.err = b, err
+			return bp
+		}
+	}
 }
 
 // otlpEvent maps one log record: its attributes over its resource's, the
@@ -263,8 +320,7 @@ func otlpEvent(sc *otlpScratch, res pcommon.Map, lr plog.LogRecord, opts event.O
 		t = lr.ObservedTimestamp()
 	}
 	if t != 0 {
-		sc.tbuf = event.AppendTime(sc.tbuf[:0], t.AsTime())
-		f.Time = string(sc.tbuf)
+		f.At = t.AsTime()
 	}
 	switch {
 	case set[mKind]:
@@ -332,6 +388,8 @@ func otlpEvent(sc *otlpScratch, res pcommon.Map, lr plog.LogRecord, opts event.O
 			f.OldCommit = str
 		case mNewCommit:
 			f.NewCommit = str
+		case mID:
+			f.ID = str
 		}
 	}
 	if set[mQuery] && !set[mPath] {
@@ -406,7 +464,6 @@ type otlpScratch struct {
 	rank  [nMembers]int
 	extra []kv
 	buf   []byte // attrs JSON
-	tbuf  []byte
 }
 
 type kv struct {

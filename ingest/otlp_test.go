@@ -5,14 +5,17 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	commonv1 "go.opentelemetry.io/proto/otlp/common/v1"
 	logsv1 "go.opentelemetry.io/proto/otlp/logs/v1"
 	resourcev1 "go.opentelemetry.io/proto/otlp/resource/v1"
@@ -42,7 +45,7 @@ func num(k string, v int64) *commonv1.KeyValue {
 	return &commonv1.KeyValue{Key: k, Value: &commonv1.AnyValue{Value: &commonv1.AnyValue_IntValue{IntValue: v}}}
 }
 
-func otlpServer(t *testing.T) (*httptest.Server, *memSink) {
+func otlpServer(t *testing.T) (*httptest.Server, *memSink, *Server) {
 	t.Helper()
 	sink := &memSink{}
 	s, err := NewServer(testConfig(), baseOptions(), sink, zaptest.NewLogger(t), nil)
@@ -51,7 +54,7 @@ func otlpServer(t *testing.T) (*httptest.Server, *memSink) {
 	}
 	hs := httptest.NewServer(s.Handler())
 	t.Cleanup(hs.Close)
-	return hs, sink
+	return hs, sink, s
 }
 
 func testLogs(now time.Time) *logsv1.LogsData {
@@ -128,7 +131,7 @@ func partialSuccess(t *testing.T, b []byte) (rejected uint64, msg string) {
 // conventions to members, the rest to attrs, redacts, and refuses the
 // records that cannot be events with a partial success that names them.
 func TestOTLPLogs(t *testing.T) {
-	hs, sink := otlpServer(t)
+	hs, sink, s := otlpServer(t)
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	body, err := proto.Marshal(testLogs(now))
 	if err != nil {
@@ -167,6 +170,9 @@ func TestOTLPLogs(t *testing.T) {
 			}
 		}
 	}
+	if n := testutil.ToFloat64(s.redacted); n != 1 {
+		t.Errorf("custody_ingest_redacted_total %v; want 1 (the password attribute)", n)
+	}
 	attrs, _ := ev[0]["attrs"].(map[string]any)
 	if attrs["host.name"] != "web1" || attrs["body"] != "GET /cart" || attrs["trace_id"] != strings.Repeat("ab", 16) {
 		t.Errorf("attrs %v", attrs)
@@ -186,9 +192,47 @@ func TestOTLPLogs(t *testing.T) {
 	}
 }
 
+// TestOTLPRecordUID: log.record.uid is the event's ID, so a record sent
+// again in another request (an exporter's queue re-batched after a
+// restart) keeps it; a uid that cannot be an ID is refused by name.
+func TestOTLPRecordUID(t *testing.T) {
+	hs, sink, _ := otlpServer(t)
+	ts := uint64(time.Now().Add(-time.Minute).UnixNano())
+	rec := func(uid, ip string) *logsv1.LogRecord {
+		return &logsv1.LogRecord{TimeUnixNano: ts, Attributes: []*commonv1.KeyValue{str("log.record.uid", uid), str("client.address", ip)}}
+	}
+	req := func(recs ...*logsv1.LogRecord) []byte {
+		b, err := proto.Marshal(&logsv1.LogsData{ResourceLogs: []*logsv1.ResourceLogs{{
+			Resource:  &resourcev1.Resource{Attributes: []*commonv1.KeyValue{str("custody.tenant", "acme")}},
+			ScopeLogs: []*logsv1.ScopeLogs{{LogRecords: recs}}}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	const uid = "01JDQ7ZC2Y5V8M3K4N6P9R0S1T"
+	postOTLP(t, hs.URL, "application/x-protobuf", req(rec(uid, "203.0.113.7"), rec("", "203.0.113.8")), false)
+	resp, b := postOTLP(t, hs.URL, "application/x-protobuf", req(rec("", "198.51.100.1"), rec(uid, "203.0.113.7"), rec("not an id", "203.0.113.9")), false)
+	if rejected, msg := partialSuccess(t, b); resp.StatusCode != http.StatusOK || rejected != 1 || !strings.Contains(msg, `log_records[2]: field "id"`) {
+		t.Fatalf("status %d, partial success %d %q", resp.StatusCode, rejected, msg)
+	}
+	ids := map[string][]string{}
+	for _, r := range sink.recs {
+		var e struct{ ID, IP string }
+		json.Unmarshal(r.Value, &e)
+		ids[e.IP] = append(ids[e.IP], e.ID)
+	}
+	if got := ids["203.0.113.7"]; len(got) != 2 || got[0] != uid || got[1] != uid {
+		t.Errorf("the record with log.record.uid has IDs %q; want %s twice", got, uid)
+	}
+	if got := ids["203.0.113.8"]; len(got) != 1 || got[0] == uid || got[0] == "" {
+		t.Errorf("a record without log.record.uid has ID %q", got)
+	}
+}
+
 // TestOTLPLogsJSON: OTLP/JSON, hex trace IDs and all.
 func TestOTLPLogsJSON(t *testing.T) {
-	hs, sink := otlpServer(t)
+	hs, sink, _ := otlpServer(t)
 	doc := `{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"api"}}]},
 	  "scopeLogs":[{"logRecords":[{"timeUnixNano":"` + jsonNanos(time.Now()) + `","severityNumber":9,"traceId":"5b8efff798038103d269b633813fc60c","spanId":"eee19b7ec3c1b174",
 	  "attributes":[{"key":"client.address","value":{"stringValue":"198.51.100.9"}},{"key":"client.port","value":{"intValue":"4242"}}]}]}]}]}`
@@ -290,5 +334,42 @@ func TestOTLPSpoolFull(t *testing.T) {
 	defer busy.mu.Unlock()
 	if len(busy.got) != 0 {
 		t.Fatalf("the sink kept %d records", len(busy.got))
+	}
+}
+
+// TestReadBody: a body is read whole however the reader splits it, into a
+// buffer sized once when its length is known, and a read error is kept.
+func TestReadBody(t *testing.T) {
+	want := bytes.Repeat([]byte("0123456789abcdef"), 10_000)
+	for _, tc := range []struct {
+		name  string
+		r     io.Reader
+		cl    int64
+		exact bool
+	}{
+		{"exact", bytes.NewReader(want), int64(len(want)), true},
+		{"unknown length", bytes.NewReader(want), -1, true},
+		{"compressed", bytes.NewReader(want), 100, false},
+		{"one byte a read", iotest.OneByteReader(bytes.NewReader(want)), int64(len(want)), true},
+		{"half reads", iotest.HalfReader(bytes.NewReader(want)), -1, false},
+	} {
+		bp := readBody(tc.r, tc.cl, 1<<30, tc.exact)
+		if bp.err != nil || !bytes.Equal(bp.b, want) {
+			t.Errorf("%s: %d bytes, %v", tc.name, len(bp.b), bp.err)
+		}
+		bodyPool.Put(bp)
+	}
+	bp := readBody(iotest.TimeoutReader(bytes.NewReader(want)), -1, 1<<30, false)
+	if !errors.Is(bp.err, iotest.ErrTimeout) {
+		t.Errorf("a failed read gave %v", bp.err)
+	}
+	// An exact length allocates once: the buffer is not grown by doubling.
+	allocs := testing.AllocsPerRun(20, func() {
+		bp := readBody(bytes.NewReader(want), int64(len(want)), 1<<30, true)
+		bp.b = nil // as if the pool were empty
+		bodyPool.Put(bp)
+	})
+	if allocs > 2 {
+		t.Errorf("%v allocations for a body of known length", allocs)
 	}
 }

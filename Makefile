@@ -8,7 +8,7 @@ GOTESTSUM := $(GO) run gotest.tools/gotestsum@v1.13.0
 # The stack's addresses and generated credentials, exported for the command.
 WITH_STACK := set -a; . .stack/env; set +a;
 
-.PHONY: build test test-unit test-faults test-cluster run bench bench-archive bench-hold bench-serve bench-export bench-console bench-needle bench-ingest lint stack-up stack-down stack-status clean
+.PHONY: build test test-unit test-faults test-cluster run bench bench-archive bench-hold bench-serve bench-export bench-console bench-needle bench-ingest bench-otlp lint stack-up stack-down stack-status clean
 
 build:
 	$(GO) build -o bin/custody ./cmd/custody
@@ -78,6 +78,12 @@ bench-archive: stack-up
 bench-ingest: stack-up
 	mkdir -p docs/bench
 	$(WITH_STACK) $(GO) test -tags benchend -run '^$$' -bench BenchmarkIngest -benchtime 1x -count 3 -timeout 30m -v ./test/bench/ | tee docs/bench/ingest-latest.txt
+
+# issue 17: OTLP/HTTP protobuf against NDJSON through the real Kafka, the
+# same realistic events in one run; events per CPU-second (docs/BENCHMARKS.md).
+bench-otlp: stack-up
+	mkdir -p docs/bench
+	$(WITH_STACK) $(GO) test -run '^$$' -bench 'BenchmarkIngestOTLP$$' -benchtime 60x -count 3 -timeout 30m ./ingest/ | tee docs/bench/otlp-latest.txt
 
 # hold place over 30 days of 1,000,000 events a day (docs/BENCHMARKS.md):
 # builds a 30M-event archive in MinIO first (about 3 GB), then times two holds.

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"regexp"
 	"time"
+
+	"github.com/custodylog/custody/archive/segment"
 )
 
 // Retention is the `retention` section.
@@ -104,6 +106,21 @@ func (r *Retention) Class(name string) (Class, bool) {
 // end of that hour plus the class's retention period.
 func (c Class) RetainUntil(hour time.Time) time.Time {
 	return hour.UTC().Truncate(time.Hour).Add(time.Hour).AddDate(0, 0, c.Days)
+}
+
+// SegmentRetainUntil is RetainUntil for the segment of the given object
+// name, from its class and hour. A name that is not a segment's, or of no
+// configured class, gives the zero time: nothing says to keep it.
+func (r Retention) SegmentRetainUntil(name string) time.Time {
+	m, err := segment.ParseName(name)
+	if err != nil {
+		return time.Time{}
+	}
+	c, ok := r.Class(m.Class)
+	if !ok {
+		return time.Time{}
+	}
+	return c.RetainUntil(m.Hour)
 }
 
 // MaxDays is the longest retention of the configured classes.

@@ -35,3 +35,18 @@ func TestRetentionValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestSegmentRetainUntil(t *testing.T) {
+	r := Retention{DefaultClass: "security", Classes: []Class{{Name: "security", Days: 365}, {Name: "analytics", Days: 30}}}
+	for name, want := range map[string]time.Time{
+		"security/2026/11/29/05/events+3+00000000000000000042.cseg":        time.Date(2027, 11, 29, 6, 0, 0, 0, time.UTC),
+		"analytics/login/2026/11/29/05/events+0+00000000000000000000.cseg": time.Date(2026, 12, 29, 6, 0, 0, 0, time.UTC),
+		"other/2026/11/29/05/events+0+00000000000000000000.cseg":           {},
+		"security/2026/11/29/05/not-a-segment.json":                        {},
+		"security/chain/events+0+00000000000000000000.json":                {},
+	} {
+		if got := r.SegmentRetainUntil(name); !got.Equal(want) {
+			t.Errorf("%s: %v; want %v", name, got, want)
+		}
+	}
+}

@@ -4,6 +4,7 @@ package query
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"github.com/custodylog/custody/internal/bytesize"
 )
@@ -19,11 +20,20 @@ type Config struct {
 	// being emitted and the next, read meanwhile); past it
 	// they are sorted into temporary files and merged from there.
 	MemoryBudget bytesize.Size `yaml:"memory_budget"`
+	// HeadCache keeps segments' heads on local disk (custody serve).
+	HeadCache HeadCacheConfig `yaml:"head_cache"`
 }
 
 // Defaults returns the documented defaults.
 func Defaults() Config {
-	return Config{Concurrency: 4, MaxSegmentBytes: 1 << 30, MemoryBudget: 256 << 20}
+	return Config{Concurrency: 4, MaxSegmentBytes: 1 << 30, MemoryBudget: 256 << 20, HeadCache: HeadCacheConfig{MaxBytes: 2 << 30}}
+}
+
+// ResolvePaths makes the head cache's directory relative to baseDir.
+func (c *Config) ResolvePaths(baseDir string) {
+	if c.HeadCache.Dir != "" && !filepath.IsAbs(c.HeadCache.Dir) && baseDir != "" {
+		c.HeadCache.Dir = filepath.Join(baseDir, c.HeadCache.Dir)
+	}
 }
 
 // Validate reports each problem as "key: reason".
@@ -38,5 +48,6 @@ func (c *Config) Validate() error {
 	if c.MemoryBudget < 1<<20 {
 		errs = append(errs, fmt.Errorf("memory_budget: %s is below the 1 MiB minimum", c.MemoryBudget))
 	}
+	errs = append(errs, c.HeadCache.Validate())
 	return errors.Join(errs...)
 }

@@ -35,6 +35,7 @@ type Engine struct {
 	src     objects
 	keys    keyring.Set
 	escrow  escrow
+	heads   *HeadCache // nil: none
 	classes []string
 	noPrune bool // benchmarks only: read every segment to measure the index
 }
@@ -432,7 +433,11 @@ func (q *Engine) scanSegment(ctx context.Context, f Filter, obj store.Object, st
 	if obj.Version != "" {
 		src = versionRanger{q.escrow, obj.Version}
 	}
-	r, fetched, err := OpenStored(ctx, src, obj, ks, segment.ReaderOptions{MaxPlaintext: int64(q.cfg.MaxSegmentBytes)})
+	heads := q.heads
+	if obj.Version != "" {
+		heads = nil // a held version, read through the escrow
+	}
+	r, fetched, err := openStored(ctx, src, obj, ks, segment.ReaderOptions{MaxPlaintext: int64(q.cfg.MaxSegmentBytes)}, heads)
 	if err != nil {
 		st.bytes.Add(fetched)
 		return 0, err
@@ -606,6 +611,14 @@ func (s *Stored) Close() error {
 // whether read or not). ks is what segment.Open takes. On error it still
 // reports the bytes it fetched.
 func OpenStored(ctx context.Context, src ranger, obj store.Object, ks any, opts segment.ReaderOptions) (*Stored, int64, error) {
+	return openStored(ctx, src, obj, ks, opts, nil)
+}
+
+// openStored is OpenStored taking the head from heads when it holds it,
+// and keeping it there once it has opened. A cached head that does not
+// open is dropped and the segment opened again from the store, so the
+// cache can never make a segment unreadable.
+func openStored(ctx context.Context, src ranger, obj store.Object, ks any, opts segment.ReaderOptions, heads *HeadCache) (*Stored, int64, error) {
 	name := obj.Name
 	var fetched int64
 	get := func(off, n int64) ([]byte, error) {
@@ -628,9 +641,16 @@ func OpenStored(ctx context.Context, src ranger, obj store.Object, ks any, opts 
 		}
 		return b[:m], nil
 	}
-	head, err := get(0, min(headProbe, obj.Size))
-	if err != nil {
-		return nil, fetched, err
+	var head []byte
+	if heads != nil {
+		head = heads.get(name, obj.Size)
+	}
+	cached := head != nil
+	if !cached {
+		var err error
+		if head, err = get(0, min(headProbe, obj.Size)); err != nil {
+			return nil, fetched, err
+		}
 	}
 	// At most two more requests: one to learn the index length when the
 	// header is long, one for the rest of the index.
@@ -651,14 +671,30 @@ func OpenStored(ctx context.Context, src ranger, obj store.Object, ks any, opts 
 		return src.GetRange(ctx, name, int64(len(head)), obj.Size-int64(len(head)))
 	}, empty: int64(len(head)) >= obj.Size}
 	cr := &countingReader{r: tail}
-	in := io.MultiReader(bytes.NewReader(head), bufio.NewReaderSize(cr, 256<<10))
+	in := io.MultiReader(bytes.NewReader(head), &lazyBuffer{r: cr})
 	r, err := segment.Open(in, name, ks, opts)
 	if err != nil {
 		tail.Close()
+		if cached { // dropped, so the retry fetches it (and keeps it if it opens)
+			heads.drop(name)
+			r, more, err := openStored(ctx, src, obj, ks, opts, heads)
+			return r, fetched + cr.n + more, err
+		}
 		return nil, fetched + cr.n, err
+	}
+	if heads != nil && !cached && cr.n == 0 {
+		// What Open read, and no more: the head, and the 64 bytes a v2
+		// reader looks ahead.
+		if n, ok := segment.HeadLen(head); ok {
+			heads.put(name, obj.Size, head[:min(len(head), n+64)])
+		}
 	}
 	return &Stored{Reader: r, head: fetched, tail: tail, cr: cr}, fetched, nil
 }
+
+// UseHeadCache has the engine keep segments' heads in c (docs/QUERY.md
+// §6). Call it before the first query.
+func (q *Engine) UseHeadCache(c *HeadCache) { q.heads = c }
 
 // escrow is what legal holds keep (docs/HOLDS.md): the data keys of held
 // segments whose period key was shredded, and held segments that
@@ -718,6 +754,21 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// lazyBuffer buffers r from its first Read: most segments opened are
+// ruled out on their head and never read further, and a 256 KiB buffer
+// each would be most of what a needle query allocates.
+type lazyBuffer struct {
+	r  io.Reader
+	br *bufio.Reader
+}
+
+func (l *lazyBuffer) Read(p []byte) (int, error) {
+	if l.br == nil {
+		l.br = bufio.NewReaderSize(l.r, 256<<10)
+	}
+	return l.br.Read(p)
 }
 
 // lazyRange opens its source on the first Read: the body of a segment is

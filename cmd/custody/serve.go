@@ -64,6 +64,18 @@ the only process that holds the private keyring. See docs/SERVE.md.`,
 				defer audit.Close()
 				eng := query.NewEngine(cfg.Query, st, keys, cfg.Retention.Names())
 				eng.UseEscrow(hold.NewVault(st, keys.Holds, keys.Public))
+				if hc := cfg.Query.HeadCache; hc.Dir != "" {
+					heads, err := query.OpenHeadCache(hc, cfg.Retention.SegmentRetainUntil)
+					if err != nil {
+						return err
+					}
+					if err := heads.Register(tel.Registry); err != nil {
+						return err
+					}
+					eng.UseHeadCache(heads)
+					st := heads.Stats()
+					log.Info("head cache open", zap.String("dir", hc.Dir), zap.Int("heads", st.Heads), zap.Int64("bytes", st.Bytes))
+				}
 				v, _ := buildVersion()
 				days := map[string]int{}
 				for _, c := range cfg.Retention.Classes {

@@ -181,7 +181,7 @@ func (c *Config) Check(sections ...Section) error {
 	check(Syslog, func() error { c.Syslog.TLS.ResolvePaths(d); return nil }, c.Syslog.Validate)
 	check(Normalize, nil, c.Normalize.Validate)
 	check(Archive, nil, c.Archive.Validate)
-	check(Query, nil, c.Query.Validate)
+	check(Query, func() error { c.Query.ResolvePaths(d); return nil }, c.Query.Validate)
 	check(Retention, nil, c.Retention.Validate)
 	check(Serve, func() error { return c.Serve.Resolve(d) }, c.Serve.Validate)
 	if use[Ingest] && use[Events] && int64(c.Ingest.MaxRequestBytes) < int64(c.Events.MaxEventBytes) {

@@ -36,13 +36,15 @@ type Engine struct {
 	keys    keyring.Set
 	escrow  escrow
 	heads   *HeadCache // nil: none
+	deks    *dekMemo
 	classes []string
 	noPrune bool // benchmarks only: read every segment to measure the index
+	onUnit  func(hours int) // tests only: each unit of reading, as read
 }
 
 // NewEngine returns an engine over the retention classes' prefixes.
 func NewEngine(cfg Config, src objects, keys keyring.Set, classes []string) *Engine {
-	return &Engine{cfg: cfg, src: src, keys: keys, classes: classes}
+	return &Engine{cfg: cfg, src: src, keys: keys, deks: newDEKMemo(dekMemoSize), classes: classes}
 }
 
 // Stats is a query's progress and outcome.
@@ -181,35 +183,81 @@ func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]by
 	if opts.MemoryBudget > 0 {
 		budget = int64(opts.MemoryBudget)
 	}
-	// The next hour is read while this one is emitted, so a slow consumer
+	// The range is read in units of whole hours, in order. A unit's
+	// matches are merged alone (an hour's segments hold exactly that
+	// hour's events, so units in order are events in order, and an
+	// event sent twice has one time, so one unit). A unit is one hour
+	// while hours are busy; after a unit whose matches held little memory
+	// the next is twice as long, up to a day: a needle's hours, a few
+	// segments each and almost all ruled out on their heads, are read
+	// many at once across query.concurrency instead of one hour at a
+	// time.
+	span := 1
+	grow := func(u hourResult) {
+		if u.hits != nil && len(u.hits.files) == 0 && (budget <= 0 || u.hits.memBytes() <= budget/16) {
+			span = min(2*span, maxUnitHours)
+		} else {
+			span = 1
+		}
+	}
+	unit := func(i int) []time.Time { return hours[i:min(i+span, len(hours))] }
+	// The next unit is read while this one is emitted, so a slow consumer
 	// (a network client, a file) and the segment reads overlap instead of
-	// taking turns. The prefetch is owned here: every path out of the loop
-	// cancels it and waits for its result, and closes what it returns.
-	var next chan hourResult
+	// taking turns; and while units are sparse (span > 1), two are read
+	// at once, so that one's listing and the other's heads overlap. The
+	// reads are owned here: every path out of the loop cancels them and
+	// waits for their results, and closes what they return.
+	type unitRead struct {
+		end time.Time // of its last hour
+		ch  chan hourResult
+	}
+	var queue []unitRead
+	pctx, pcancel := context.WithCancel(ctx)
 	defer func() {
-		if next != nil {
-			if r := <-next; r.hits != nil {
+		pcancel()
+		for _, u := range queue {
+			if r := <-u.ch; r.hits != nil {
 				r.hits.close()
 			}
 		}
 	}()
-	pctx, pcancel := context.WithCancel(ctx)
-	defer pcancel()
 	days := &dayLister{now: time.Now()}
-	cur := q.readHour(ctx, f, opts, kinds, hours[0], budget, st, days)
+	next := 0 // the first hour no read has taken
+	start := func(budget int64) {
+		hs := unit(next)
+		next += len(hs)
+		ch := make(chan hourResult, 1)
+		go func() { ch <- q.readHours(pctx, f, opts, kinds, hs, budget, st, days) }()
+		queue = append(queue, unitRead{end: hs[len(hs)-1].Add(time.Hour), ch: ch})
+	}
+	start(budget)
 	emitted := 0
-	for i := range hours {
+	for len(queue) > 0 {
+		u := queue[0]
+		cur := <-u.ch
+		queue = queue[1:]
 		if cur.err != nil {
 			return cur.err
 		}
-		// Prefetch only while the hour being emitted holds at most half
-		// the budget, and give the next hour what is left: the matches
-		// held in memory by one query stay within memory_budget.
-		if held := cur.hits.memBytes(); i+1 < len(hours) && (budget <= 0 || held <= budget/2) {
-			next = make(chan hourResult, 1)
-			go func(h time.Time, budget int64) {
-				next <- q.readHour(pctx, f, opts, kinds, h, budget, st, days)
-			}(hours[i+1], max(budget-held, 0))
+		days.forget(u.end)
+		grow(cur)
+		// The matches one query holds in memory stay within
+		// memory_budget. Busy units: the next is read only while the
+		// unit being emitted holds at most half the budget, and gets
+		// what is left. Sparse units: two reads at a time, each with a
+		// quarter.
+		held := cur.hits.memBytes()
+		switch {
+		case span > 1:
+			quarter := budget / 4
+			if budget > 0 {
+				quarter = max(quarter, 1) // 0 would be no bound
+			}
+			for len(queue) < 2 && next < len(hours) {
+				start(quarter)
+			}
+		case len(queue) == 0 && next < len(hours) && (budget <= 0 || held <= budget/2):
+			start(max(budget-held, 0))
 		}
 		err := cur.hits.each(func(x hit) error {
 			if opts.Limit > 0 && emitted >= opts.Limit {
@@ -221,23 +269,21 @@ func (q *Engine) run(ctx context.Context, f Filter, opts Options, emit func([]by
 		}, st)
 		cur.hits.close()
 		if err != nil {
-			pcancel()
 			if errors.Is(err, errLimit) {
 				return nil
 			}
 			return err
 		}
-		if i+1 == len(hours) {
-			break
-		}
-		if next != nil {
-			cur, next = <-next, nil
-		} else {
-			cur = q.readHour(ctx, f, opts, kinds, hours[i+1], budget, st, days)
+		if len(queue) == 0 && next < len(hours) {
+			start(budget)
 		}
 	}
 	return nil
 }
+
+// maxUnitHours bounds a unit of reading (run): a day, the span one
+// listing covers (dayLister).
+const maxUnitHours = 24
 
 // hourResult is one hour read: its matches, or why it could not be read.
 type hourResult struct {
@@ -245,9 +291,28 @@ type hourResult struct {
 	err  error
 }
 
-// readHour lists the hour's segments (including held versions that
-// lifecycle hid) and scans them.
-func (q *Engine) readHour(ctx context.Context, f Filter, opts Options, kinds []string, h time.Time, budget int64, st *counters, days *dayLister) hourResult {
+// readHours lists the hours' segments (including held versions that
+// lifecycle hid) and scans them together.
+func (q *Engine) readHours(ctx context.Context, f Filter, opts Options, kinds []string, hours []time.Time, budget int64, st *counters, days *dayLister) hourResult {
+	if q.onUnit != nil {
+		q.onUnit(len(hours))
+	}
+	var objs []store.Object
+	for _, h := range hours {
+		got, err := q.listHour(ctx, kinds, h, days)
+		if err != nil {
+			return hourResult{err: err}
+		}
+		objs = append(objs, got...)
+	}
+	st.total.Add(int64(len(objs)))
+	hits, err := q.scanHour(ctx, f, opts, objs, budget, st)
+	return hourResult{hits: hits, err: err}
+}
+
+// listHour lists one hour's segments, held versions that lifecycle hid
+// included.
+func (q *Engine) listHour(ctx context.Context, kinds []string, h time.Time, days *dayLister) ([]store.Object, error) {
 	var objs []store.Object
 	for _, c := range q.classes {
 		// Each kind's own segments, then those of every kind (their
@@ -256,7 +321,7 @@ func (q *Engine) readHour(ctx context.Context, f Filter, opts Options, kinds []s
 			listed := map[string]bool{}
 			got, err := days.list(ctx, q.src, prefix, h)
 			if err != nil {
-				return hourResult{err: err}
+				return nil, err
 			}
 			for _, o := range got {
 				objs = append(objs, o)
@@ -269,7 +334,7 @@ func (q *Engine) readHour(ctx context.Context, f Filter, opts Options, kinds []s
 			// the held version) are read by version.
 			held, err := q.escrow.Held(ctx, prefix, h, func(name string) bool { return listed[name] })
 			if err != nil {
-				return hourResult{err: err}
+				return nil, err
 			}
 			for _, o := range held {
 				if !listed[o.Name] {
@@ -279,9 +344,7 @@ func (q *Engine) readHour(ctx context.Context, f Filter, opts Options, kinds []s
 			}
 		}
 	}
-	st.total.Add(int64(len(objs)))
-	hits, err := q.scanHour(ctx, f, opts, objs, budget, st)
-	return hourResult{hits: hits, err: err}
+	return objs, nil
 }
 
 // dayLister lists a query's hour prefixes. A day that ended before the
@@ -290,13 +353,22 @@ func (q *Engine) readHour(ctx context.Context, f Filter, opts Options, kinds []s
 // LIST instead of 24, most of a needle query's time over many days once
 // segments are few per hour. Hours of more recent days are listed one at
 // a time, when they are reached, so segments stored while the query runs
-// are seen as before. A query reads its hours one at a time, in order;
-// mu guards the cache all the same (the read-ahead runs in a goroutine).
+// are seen as before. Units of a query read at once (run) share the
+// listings: mu guards the cache, and each day prefix is listed once
+// (dayListing) while others wait for it.
 type dayLister struct {
 	now   time.Time
 	mu    sync.Mutex
-	day   time.Time
-	cache map[string][]store.Object // day prefix -> its segments
+	cache map[string]*dayListing // day prefix -> its listing
+}
+
+// dayListing is one day prefix listed once: done closes when objs and
+// err are set. Units read at once (run) may want the same day.
+type dayListing struct {
+	done chan struct{}
+	day  time.Time
+	objs []store.Object
+	err  error
 }
 
 // dayListAfter is how long after a day ends its listing is taken to be
@@ -308,29 +380,54 @@ func (l *dayLister) list(ctx context.Context, src objects, prefix string, h time
 	if !day.Add(24*time.Hour + dayListAfter).Before(l.now) {
 		return collect(src.List(ctx, prefix))
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.day.Equal(day) {
-		l.day, l.cache = day, map[string][]store.Object{}
-	}
 	// HourPrefix ends ".../<yyyy>/<mm>/<dd>/<hh>/": the day's prefix
 	// drops "<hh>/".
 	dp := prefix[:len(prefix)-3]
-	objs, ok := l.cache[dp]
+	l.mu.Lock()
+	if l.cache == nil {
+		l.cache = map[string]*dayListing{}
+	}
+	e, ok := l.cache[dp]
 	if !ok {
-		var err error
-		if objs, err = collect(src.List(ctx, dp)); err != nil {
-			return nil, err
-		}
-		l.cache[dp] = objs
+		e = &dayListing{done: make(chan struct{}), day: day}
+		l.cache[dp] = e
+	}
+	l.mu.Unlock()
+	if !ok {
+		e.objs, e.err = collect(src.List(ctx, dp))
+		close(e.done)
+	}
+	select {
+	case <-e.done:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	if e.err != nil {
+		return nil, e.err
 	}
 	var out []store.Object
-	for _, o := range objs {
+	for _, o := range e.objs {
 		if strings.HasPrefix(o.Name, prefix) {
 			out = append(out, o)
 		}
 	}
 	return out, nil
+}
+
+// forget drops the listings of days that end at or before t: the query
+// has read past them.
+func (l *dayLister) forget(t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for dp, e := range l.cache {
+		if !e.day.Add(24 * time.Hour).After(t) {
+			select {
+			case <-e.done:
+				delete(l.cache, dp)
+			default: // still being listed by a unit that wants it
+			}
+		}
+	}
 }
 
 func collect(seq iter.Seq2[store.Object, error]) ([]store.Object, error) {
@@ -425,9 +522,10 @@ const headProbe = 64 << 10
 // whether read or not).
 func (q *Engine) scanSegment(ctx context.Context, f Filter, obj store.Object, st *counters, chunk int64, hh *hourHits) (int, error) {
 	name := obj.Name
-	ks := any(q.keys)
+	mk := memoKeys{Set: q.keys, memo: q.deks}
+	ks := any(mk)
 	if q.escrow != nil {
-		ks = escrowKeys{Set: q.keys, lookup: func() ([]byte, bool, error) { return q.escrow.DataKey(ctx, name) }}
+		ks = escrowKeys{memoKeys: mk, lookup: func() ([]byte, bool, error) { return q.escrow.DataKey(ctx, name) }}
 	}
 	var src ranger = q.src
 	if obj.Version != "" {
@@ -723,12 +821,12 @@ func (q *Engine) UseEscrow(e escrow) { q.escrow = e }
 // escrow when the period key is gone. A wrong escrowed key fails like any
 // wrong key: the index does not authenticate.
 type escrowKeys struct {
-	keyring.Set
+	memoKeys
 	lookup func() ([]byte, bool, error)
 }
 
 func (k escrowKeys) OpenKey(id string, info, sealed []byte) ([]byte, error) {
-	dek, err := k.Set.OpenKey(id, info, sealed)
+	dek, err := k.memoKeys.OpenKey(id, info, sealed)
 	var nf *keyring.NotFoundError
 	if !errors.As(err, &nf) {
 		return dek, err

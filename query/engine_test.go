@@ -21,6 +21,7 @@ import (
 	"github.com/custodylog/custody/archive/store"
 	"github.com/custodylog/custody/crypto/keyring"
 	"github.com/custodylog/custody/event"
+	"github.com/custodylog/custody/internal/bytesize"
 	"github.com/custodylog/custody/internal/testkit/archivetest"
 	"github.com/custodylog/custody/internal/testkit/dataset"
 	"github.com/custodylog/custody/internal/testkit/pipelinetest"
@@ -169,9 +170,40 @@ func run(t *testing.T, eng *Engine, f Filter, opts Options) ([]string, Stats, er
 
 func TestQueryAgainstReference(t *testing.T) {
 	fx := archiveCorpus(t)
-	cfg := Defaults()
-	cfg.MemoryBudget = 1 << 10 // tiny: every hour's matches spill to disk and merge back
-	eng := NewEngine(cfg, fx.store, fx.keys, []string{"security"})
+	// A tiny budget: every hour's matches spill to disk and merge back,
+	// and each hour is read alone. The default: hours of few matches
+	// are read together, up to a day at once (run's units).
+	for _, budget := range []int64{1 << 10, int64(Defaults().MemoryBudget)} {
+		t.Run(fmt.Sprintf("budget=%d", budget), func(t *testing.T) {
+			cfg := Defaults()
+			cfg.MemoryBudget = bytesize.Size(budget)
+			eng := NewEngine(cfg, fx.store, fx.keys, []string{"security"})
+			var mu sync.Mutex
+			widest := 0
+			eng.onUnit = func(n int) {
+				mu.Lock()
+				widest = max(widest, n)
+				mu.Unlock()
+			}
+			queryAgainstReference(t, fx, eng)
+			if widest != maxUnitHours {
+				t.Errorf("the widest unit read was %d hours; want %d (hours of no match)", widest, maxUnitHours)
+			}
+			if budget < 1<<20 {
+				// Every hour of a day inside the corpus holds more than
+				// budget/16: each is read alone.
+				widest = 0
+				day := fx.base.Truncate(24 * time.Hour).Add(24 * time.Hour)
+				run(t, eng, Filter{From: day, To: day.Add(24 * time.Hour)}, Options{})
+				if widest != 1 {
+					t.Errorf("a busy day under a tiny budget was read %d hours at a time; want 1", widest)
+				}
+			}
+		})
+	}
+}
+
+func queryAgainstReference(t *testing.T, fx *fixture, eng *Engine) {
 	pfx := func(s string) *netip.Prefix {
 		p, err := ParseIP(s)
 		if err != nil {

@@ -75,6 +75,11 @@ func TestHeadCache(t *testing.T) {
 	if st := hc.Stats(); st.Hits != cold.Total {
 		t.Fatalf("warm: %+v; want %d hits", st, cold.Total)
 	}
+	// The engine remembered every segment's data key: the warm query
+	// opened none (dekMemo).
+	if n := eng.deks.lru.Len(); int64(n) != cold.Total {
+		t.Errorf("%d data keys remembered; want %d, one a segment", n, cold.Total)
+	}
 
 	// Damage: a flipped byte in one head's sealed index, another head's
 	// file moved over a third's (its name field still its own), and that

@@ -380,7 +380,9 @@ func readIndex(src io.Reader, k segKeys, aad []byte) (*Index, error) {
 	if err != nil {
 		return nil, err
 	}
-	plain, err := ia.Open(nil, make([]byte, ia.NonceSize()), sealed, aad)
+	// In place: the index is opened into the bytes it was sealed in,
+	// which nothing else holds (one allocation of its size, not two).
+	plain, err := ia.Open(sealed[:0], make([]byte, ia.NonceSize()), sealed, aad)
 	if err != nil {
 		return nil, ErrAuth
 	}

@@ -156,16 +156,33 @@ point, a restart stores every event exactly once. See docs/PIPELINE.md.`,
 var publicKeyringPoll = time.Minute
 
 // watchPublicKeyring hands the archiver the public keyring at path each
-// time its content changes, until ctx ends: on SIGHUP and every
-// publicKeyringPoll. A file that does not parse, or no longer trusts the
-// archiver's signing key, is logged and the keyring in use stays.
+// time its content changes, until ctx ends (watchKeyring). A file that
+// does not parse, or no longer trusts the archiver's signing key, is
+// logged and the keyring in use stays.
 func watchPublicKeyring(ctx context.Context, log *zap.Logger, path string, a *pipeline.Archiver) {
+	watchKeyring(ctx, log, path, "public keyring", publicKeyringPoll, func(b []byte) error {
+		kr, err := keyring.ParsePublic(b)
+		if err == nil {
+			err = a.SetPublic(kr)
+		}
+		if err == nil {
+			log.Info("public keyring reloaded", zap.String("path", path), zap.Int("keys", len(kr.Keys())))
+		}
+		return err
+	})
+}
+
+// watchKeyring calls take with the file at path each time its content
+// changes, until ctx ends: on SIGHUP and every poll. The content read at
+// start counts as taken. When take fails, the error is logged once for
+// that content and the keyring in use stays.
+func watchKeyring(ctx context.Context, log *zap.Logger, path, what string, poll time.Duration, take func(b []byte) error) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	t := time.NewTicker(publicKeyringPoll)
+	t := time.NewTicker(poll)
 	defer t.Stop()
-	last, _ := os.ReadFile(path) // what LoadWriteKeys read at start
+	last, _ := os.ReadFile(path) // what the command loaded at start
 	var refused []byte           // logged once, not at every poll
 	for {
 		select {
@@ -176,23 +193,18 @@ func watchPublicKeyring(ctx context.Context, log *zap.Logger, path string, a *pi
 		}
 		b, err := os.ReadFile(path)
 		if err != nil {
-			log.Error("cannot read the public keyring; the one in use stays", zap.String("path", path), zap.Error(err))
+			log.Error("cannot read the "+what+"; the one in use stays", zap.String("path", path), zap.Error(err))
 			continue
 		}
 		if bytes.Equal(b, last) || bytes.Equal(b, refused) {
 			continue
 		}
-		kr, err := keyring.ParsePublic(b)
-		if err == nil {
-			err = a.SetPublic(kr)
-		}
-		if err != nil {
-			log.Error("public keyring not taken; the one in use stays", zap.String("path", path), zap.Error(err))
+		if err := take(b); err != nil {
+			log.Error(what+" not taken; the one in use stays", zap.String("path", path), zap.Error(err))
 			refused = b
 			continue
 		}
 		last = b
-		log.Info("public keyring reloaded", zap.String("path", path), zap.Int("keys", len(kr.Keys())))
 	}
 }
 

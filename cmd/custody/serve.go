@@ -92,6 +92,15 @@ the only process that holds the private keyring. See docs/SERVE.md.`,
 				tel.AddCheck("kafka", kc.Ping)
 				tel.AddCheck("s3", st.Ping)
 				var wg sync.WaitGroup
+				// A shredded key stops opening anything, and a new period's
+				// key starts, without a restart (docs/SERVE.md).
+				kctx, stopKeys := context.WithCancel(ctx)
+				defer stopKeys()
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					watchPrivateKeyring(kctx, log, cfg.Crypto, keys.Private)
+				}()
 				hctx, stopHUP := context.WithCancel(ctx)
 				defer stopHUP()
 				ln, scheme, err := listenTLS(hctx, log, &wg, "serve", cfg.Serve.Listen, cfg.Serve.TLS)
@@ -135,6 +144,7 @@ the only process that holds the private keyring. See docs/SERVE.md.`,
 				}
 				stopHUP()
 				stopExports()
+				stopKeys()
 				wg.Wait()
 				return runErr
 			})
@@ -169,4 +179,25 @@ func newToken() (string, error) {
 		return "", err
 	}
 	return "cst_" + base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// privateKeyringPoll is how often a running custody serve reads its
+// private keyring again; SIGHUP reads it at once.
+var privateKeyringPoll = time.Minute
+
+// watchPrivateKeyring gives kr, the keyring every reader in the process
+// holds, the keys of the private keyring file each time it changes
+// (watchKeyring): the keys `custody retention run` shredded stop opening
+// anything and the keys `custody keys generate` added start.
+func watchPrivateKeyring(ctx context.Context, log *zap.Logger, c keyring.Config, kr *keyring.PrivateKeyring) {
+	watchKeyring(ctx, log, c.PrivateKeyringFile, "private keyring", privateKeyringPoll, func([]byte) error {
+		now, err := keyring.LoadPrivate(c.PrivateKeyringFile, c.Passphrase())
+		if err != nil {
+			return err
+		}
+		added, removed := kr.Take(now)
+		log.Info("private keyring reloaded", zap.String("path", c.PrivateKeyringFile), zap.Int("keys", len(now.Keys())),
+			zap.Strings("added", added), zap.Strings("removed", removed))
+		return nil
+	})
 }

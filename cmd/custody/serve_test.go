@@ -24,56 +24,12 @@ import (
 func TestServeAndRemoteQuery(t *testing.T) {
 	r := newShredRig(t, stacktest.Get(t))
 	bin := custodyBin(t)
-	listen, metrics := stacktest.FreePort(t), stacktest.FreePort(t)
-	const invTok, legalTok, audTok = "cst_investigator_token_for_the_serve_test_0123", "cst_legal_token_for_the_serve_test_0123456789", "cst_auditor_token_for_the_serve_test_0123456789"
-	f, err := os.OpenFile(r.cfg, os.O_APPEND|os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fmt.Fprintf(f, "serve:\n  listen: %s\n  metrics_listen: %s\n  tokens:\n    - {name: inv, sha256: %s, role: investigator, tenants: [acme]}\n    - {name: counsel, sha256: %s, role: legal}\n    - {name: aud, sha256: %s, role: auditor}\n",
-		listen, metrics, serve.HashToken(invTok), serve.HashToken(legalTok), serve.HashToken(audTok))
-	f.Close()
 	// Today's key pairs: an export seals its package to the current key.
 	r.addToday(t)
-	tokFile := filepath.Join(r.dir, "token")
-	os.WriteFile(tokFile, []byte(invTok+"\n"), 0o600)
-
-	cmd := exec.Command(bin, "serve", "--config", r.cfg)
-	logs := &syncBuffer{}
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stopped := false
-	t.Cleanup(func() {
-		if !stopped {
-			cmd.Process.Signal(syscall.SIGTERM)
-			cmd.Wait()
-		}
-	})
-	waitFor(t, 60*time.Second, "serve ready", func() bool { return httpCode("http://"+metrics+"/readyz") == 200 }, logs.String)
-
-	req, _ := http.NewRequest("POST", "http://"+listen+"/v1/cases", strings.NewReader(`{"id":"LE-7","title":"preservation order","legal_basis":"court order 7/2026"}`))
-	req.Header.Set("Authorization", "Bearer "+legalTok)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil || resp.StatusCode != http.StatusCreated {
-		t.Fatalf("open case: %v %v\n%s", resp, err, logs.String())
-	}
-	resp.Body.Close()
-
-	day := func(i int) string { return r.days[i].Format("2006-01-02") }
-	query := func(args ...string) (string, string, int) {
-		c := exec.Command(bin, append([]string{"query", "--server", "http://" + listen, "--token-file", tokFile, "--from", day(0), "--to", day(2)}, args...)...)
-		c.Env = append(os.Environ(), "CUSTODY_SERVER=", "CUSTODY_TOKEN=")
-		var o, e bytes.Buffer
-		c.Stdout, c.Stderr = &o, &e
-		err := c.Run()
-		code := 0
-		if err != nil {
-			code = c.ProcessState.ExitCode()
-		}
-		return o.String(), e.String(), code
-	}
+	sv := startRigServe(t, r, bin)
+	listen, logs, cmd := sv.listen, sv.logs, sv.cmd
+	const legalTok, audTok = rigLegalToken, rigAuditorToken
+	day, query := sv.day, sv.query
 	out, errOut, code := query("--case", "LE-7", "--purpose", "order 7", "--format", "csv")
 	if code != 0 || strings.Count(out, "\n") != 4 || !strings.HasPrefix(out, "time,id,kind,") || !strings.Contains(out, "short-2") {
 		t.Errorf("query --server: code %d\n%s\n%s", code, out, errOut)
@@ -153,8 +109,105 @@ func TestServeAndRemoteQuery(t *testing.T) {
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	err = cmd.Wait()
-	stopped = true
+	sv.stopped = true
 	if err != nil || !strings.Contains(logs.String(), "stopped cleanly") {
 		t.Errorf("serve after SIGTERM: %v\n%s", err, logs.String())
+	}
+}
+
+const (
+	rigInvestigatorToken = "cst_investigator_token_for_the_serve_test_0123"
+	rigLegalToken        = "cst_legal_token_for_the_serve_test_0123456789"
+	rigAuditorToken      = "cst_auditor_token_for_the_serve_test_0123456789"
+)
+
+// rigServe is custody serve running over a shred rig, with case LE-7
+// open and an investigator of acme (tokFile).
+type rigServe struct {
+	listen, tokFile string
+	cmd             *exec.Cmd
+	logs            *syncBuffer
+	stopped         bool
+	day             func(i int) string
+	// query runs custody query --server over the rig's three days.
+	query func(args ...string) (stdout, stderr string, code int)
+}
+
+func startRigServe(t *testing.T, r *shredRig, bin string) *rigServe {
+	t.Helper()
+	listen, metrics := stacktest.FreePort(t), stacktest.FreePort(t)
+	f, err := os.OpenFile(r.cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "serve:\n  listen: %s\n  metrics_listen: %s\n  tokens:\n    - {name: inv, sha256: %s, role: investigator, tenants: [acme]}\n    - {name: counsel, sha256: %s, role: legal}\n    - {name: aud, sha256: %s, role: auditor}\n",
+		listen, metrics, serve.HashToken(rigInvestigatorToken), serve.HashToken(rigLegalToken), serve.HashToken(rigAuditorToken))
+	f.Close()
+	sv := &rigServe{listen: listen, tokFile: filepath.Join(r.dir, "token"), logs: &syncBuffer{}}
+	os.WriteFile(sv.tokFile, []byte(rigInvestigatorToken+"\n"), 0o600)
+	sv.cmd = exec.Command(bin, "serve", "--config", r.cfg)
+	sv.cmd.Stderr = sv.logs
+	if err := sv.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if !sv.stopped {
+			sv.cmd.Process.Signal(syscall.SIGTERM)
+			sv.cmd.Wait()
+		}
+	})
+	waitFor(t, 60*time.Second, "serve ready", func() bool { return httpCode("http://"+metrics+"/readyz") == 200 }, sv.logs.String)
+	req, _ := http.NewRequest("POST", "http://"+listen+"/v1/cases", strings.NewReader(`{"id":"LE-7","title":"preservation order","legal_basis":"court order 7/2026"}`))
+	req.Header.Set("Authorization", "Bearer "+rigLegalToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != http.StatusCreated {
+		t.Fatalf("open case: %v %v\n%s", resp, err, sv.logs.String())
+	}
+	resp.Body.Close()
+	sv.day = func(i int) string { return r.days[i].Format("2006-01-02") }
+	sv.query = func(args ...string) (string, string, int) {
+		c := exec.Command(bin, append([]string{"query", "--server", "http://" + listen, "--token-file", sv.tokFile, "--from", sv.day(0), "--to", sv.day(2)}, args...)...)
+		c.Env = append(os.Environ(), "CUSTODY_SERVER=", "CUSTODY_TOKEN=")
+		var o, e bytes.Buffer
+		c.Stdout, c.Stderr = &o, &e
+		err := c.Run()
+		code := 0
+		if err != nil {
+			code = c.ProcessState.ExitCode()
+		}
+		return o.String(), e.String(), code
+	}
+	return sv
+}
+
+// TestServeForgetsShreddedKeys: custody serve reads its private keyring
+// again when it changes. A day read once (its data key opened and
+// remembered, its head cached) is no longer readable through the running
+// service once custody retention run has shredded its key; the other days
+// still are.
+func TestServeForgetsShreddedKeys(t *testing.T) {
+	r := newShredRig(t, stacktest.Get(t))
+	bin := custodyBin(t)
+	f, err := os.OpenFile(r.cfg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(f, "query:\n  head_cache: {dir: heads, max_bytes: 64MiB}\n")
+	f.Close()
+	sv := startRigServe(t, r, bin)
+	out, errOut, code := sv.query("--case", "LE-7", "--purpose", "before", "--format", "csv")
+	if code != 0 || strings.Count(out, "\n") != 4 || !strings.Contains(out, "short-0") {
+		t.Fatalf("before the shredding: code %d\n%s\n%s", code, out, errOut)
+	}
+	if o, err := exec.Command(bin, "retention", "run", "--config", r.cfg, "--test-now", r.dueAt(0)).CombinedOutput(); err != nil || !strings.Contains(string(o), "shredded short/"+sv.day(0)) {
+		t.Fatalf("retention run: %v\n%s", err, o)
+	}
+	sv.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 30*time.Second, "the keyring reloaded", func() bool {
+		return strings.Contains(sv.logs.String(), "private keyring reloaded") && strings.Contains(sv.logs.String(), "short/"+sv.day(0)+".v1")
+	}, sv.logs.String)
+	out, errOut, code = sv.query("--case", "LE-7", "--purpose", "after", "--format", "csv")
+	if strings.Contains(out, "short-0") || !strings.Contains(out, "short-1") || !strings.Contains(out, "short-2") || !strings.Contains(errOut, "shredded") {
+		t.Errorf("after the shredding: code %d\n%s\n%s", code, out, errOut)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"sync"
 	"strconv"
 	"time"
 
@@ -297,10 +298,53 @@ func (k PrivateKey) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	return nil
 }
 
-// PrivateKeyring is what the one reader holds. Safe for concurrent reads.
+// PrivateKeyring is what the one reader holds. Safe for concurrent use:
+// a running reader replaces its keys (Take) when the file changes, so
+// that a shredded key stops opening anything and a new period's key
+// starts, without a restart.
 type PrivateKeyring struct {
+	mu   sync.RWMutex // guards keys
 	keys []PrivateKey
 	pass secret.String // when set, Save seals the file with age (scrypt)
+}
+
+// Take replaces kr's keys with other's, for every holder of kr at once.
+// It returns the IDs added and removed.
+func (kr *PrivateKeyring) Take(other *PrivateKeyring) (added, removed []string) {
+	other.mu.RLock()
+	keys := append([]PrivateKey(nil), other.keys...)
+	other.mu.RUnlock()
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	had := map[string]bool{}
+	for _, k := range kr.keys {
+		had[k.ID] = true
+	}
+	for _, k := range keys {
+		if !had[k.ID] {
+			added = append(added, k.ID)
+		}
+		delete(had, k.ID)
+	}
+	for _, k := range kr.keys {
+		if had[k.ID] {
+			removed = append(removed, k.ID)
+		}
+	}
+	kr.keys = keys
+	return added, removed
+}
+
+// Has reports whether kr holds the key named id.
+func (kr *PrivateKeyring) Has(id string) bool {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	for _, k := range kr.keys {
+		if k.ID == id {
+			return true
+		}
+	}
+	return false
 }
 
 // SetPassphrase makes Save seal the file with age's scrypt recipient
@@ -438,12 +482,19 @@ func ParsePrivate(b []byte) (*PrivateKeyring, error) {
 }
 
 // Keys returns the private keys, without their material.
-func (kr *PrivateKeyring) Keys() []PrivateKey { return append([]PrivateKey(nil), kr.keys...) }
+func (kr *PrivateKeyring) Keys() []PrivateKey {
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	return append([]PrivateKey(nil), kr.keys...)
+}
 
 // OpenKey opens a data key sealed to the key named id. A missing key is a
 // *NotFoundError; anything else that fails is ErrAuth.
 func (kr *PrivateKeyring) OpenKey(id string, info, sealed []byte) ([]byte, error) {
-	for _, k := range kr.keys {
+	kr.mu.RLock()
+	keys := kr.keys
+	kr.mu.RUnlock()
+	for _, k := range keys {
 		if k.ID == id {
 			dek, err := hpkeOpen(k, info, sealed)
 			if err != nil {
@@ -457,7 +508,7 @@ func (kr *PrivateKeyring) OpenKey(id string, info, sealed []byte) ([]byte, error
 
 // Save writes the private keyring with mode 0600, atomically.
 func (kr *PrivateKeyring) Save(path string) error {
-	keys, err := fileKeys(kr.keys)
+	keys, err := fileKeys(kr.Keys())
 	if err != nil {
 		return err
 	}

@@ -141,3 +141,49 @@ func TestHorizon(t *testing.T) {
 		t.Errorf("Horizon in January = %v; want the month key's end", h)
 	}
 }
+
+// TestPrivateTake: a keyring held by readers takes another's keys in
+// place: a key removed stops opening what it sealed, a key added starts,
+// and Take names both.
+func TestPrivateTake(t *testing.T) {
+	now := time.Date(2026, 11, 29, 5, 0, 0, 0, time.UTC)
+	pub, priv := NewPublic(), NewPrivate()
+	if _, err := GeneratePairs(pub, priv, now, []string{"security"}, PeriodDay, now, now.AddDate(0, 0, 1)); err != nil {
+		t.Fatal(err)
+	}
+	held := NewPrivate()
+	held.Take(priv)
+	k0, err := pub.Current("security", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, err := k0.Seal([]byte("info"), []byte("a data key of 32 bytes, exactly!"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dek, err := held.OpenKey(k0.ID, []byte("info"), sealed); err != nil || string(dek) != "a data key of 32 bytes, exactly!" || !held.Has(k0.ID) {
+		t.Fatalf("before: %q, %v", dek, err)
+	}
+	// The file as custody retention run leaves it: day 0 shredded; and a
+	// new day generated.
+	next := NewPrivate()
+	for _, k := range priv.Keys() {
+		if k.ID != k0.ID {
+			next.keys = append(next.keys, k)
+		}
+	}
+	if _, err := GeneratePairs(NewPublic(), next, now, []string{"security"}, PeriodDay, now.AddDate(0, 0, 2), now.AddDate(0, 0, 2)); err != nil {
+		t.Fatal(err)
+	}
+	added, removed := held.Take(next)
+	if len(removed) != 1 || removed[0] != k0.ID || len(added) != 1 || added[0] != "security/2026-12-01.v1" {
+		t.Fatalf("Take: added %v, removed %v", added, removed)
+	}
+	var nf *NotFoundError
+	if _, err := held.OpenKey(k0.ID, []byte("info"), sealed); !errors.As(err, &nf) || held.Has(k0.ID) {
+		t.Errorf("a removed key: %v", err)
+	}
+	if !held.Has("security/2026-12-01.v1") || len(held.Keys()) != 2 {
+		t.Errorf("after Take: %v", held.Keys())
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/custodylog/custody/archive"
+	"github.com/custodylog/custody/archive/segment"
+	"github.com/custodylog/custody/event"
 	"github.com/custodylog/custody/internal/testkit/stacktest"
 	"github.com/custodylog/custody/query"
 )
@@ -66,8 +68,29 @@ func BenchmarkNeedle30d(b *testing.B) {
 		var nn int64
 		var ns query.Stats
 		var ncpu time.Duration
-		// CUSTODY_BENCH_NEEDLE_PROFILE=FILE: a CPU profile of the needle
-		// runs alone.
+		// The range's LISTs alone, as the engine sends them (a day's
+		// prefix per kind and one of every kind), one at a time.
+		l0 := time.Now()
+		lists, listed := 0, 0
+		for d := 0; d < days; d++ {
+			for _, p := range segment.HourPrefixes("security", kindNames(), d0.AddDate(0, 0, d)) {
+				for _, err := range m.store.List(context.Background(), p[:len(p)-3]) {
+					if err != nil {
+						b.Fatal(err)
+					}
+					listed++
+				}
+				lists++
+			}
+		}
+		listWall := time.Since(l0)
+		b.ReportMetric(listWall.Seconds(), "list-s")
+		b.Logf("the range's %d LISTs one at a time: %s, %d objects", lists, listWall.Round(time.Millisecond), listed)
+		// The first needle, with the head cache empty: every head from
+		// the store.
+		cn, cstats, cwall, ccpu := run(needle)
+		// CUSTODY_BENCH_NEEDLE_PROFILE=FILE: a CPU profile of the five
+		// needle runs after the first.
 		if p := os.Getenv("CUSTODY_BENCH_NEEDLE_PROFILE"); p != "" {
 			f, err := os.Create(p)
 			if err != nil {
@@ -75,9 +98,6 @@ func BenchmarkNeedle30d(b *testing.B) {
 			}
 			pprof.StartCPUProfile(f)
 		}
-		// The first needle, with the head cache empty: every head from
-		// the store.
-		cn, cstats, cwall, ccpu := run(needle)
 		for r := 0; r < 5; r++ {
 			n, stats, wall, cpu := run(needle)
 			if n != cn {
@@ -113,4 +133,12 @@ func BenchmarkNeedle30d(b *testing.B) {
 			nn, nw.Round(time.Millisecond), ncpu.Round(time.Millisecond), ns.Scanned, ns.Total, float64(ns.Bytes)/1e6,
 			fn, fw.Round(time.Millisecond), fcpu.Round(time.Millisecond), float64(fs.Bytes)/1e6, fw.Seconds()/nw.Seconds())
 	}
+}
+
+func kindNames() []string {
+	var out []string
+	for _, k := range event.Kinds {
+		out = append(out, string(k))
+	}
+	return out
 }

@@ -38,7 +38,7 @@ type Engine struct {
 	heads   *HeadCache // nil: none
 	deks    *dekMemo
 	classes []string
-	noPrune bool // benchmarks only: read every segment to measure the index
+	noPrune bool            // benchmarks only: read every segment to measure the index
 	onUnit  func(hours int) // tests only: each unit of reading, as read
 }
 

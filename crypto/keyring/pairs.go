@@ -13,8 +13,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
-	"sync"
 	"strconv"
+	"sync"
 	"time"
 
 	"filippo.io/age"

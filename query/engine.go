@@ -359,7 +359,8 @@ func (q *Engine) listHour(ctx context.Context, kinds []string, h time.Time, days
 type dayLister struct {
 	now   time.Time
 	mu    sync.Mutex
-	cache map[string]*dayListing // day prefix -> its listing
+	cache map[string]*dayListing     // day prefix -> its listing
+	dirs  map[string]map[string]bool // class -> its directories ("<class>/<name>/")
 }
 
 // dayListing is one day prefix listed once: done closes when objs and
@@ -379,6 +380,9 @@ func (l *dayLister) list(ctx context.Context, src objects, prefix string, h time
 	day := h.UTC().Truncate(24 * time.Hour)
 	if !day.Add(24*time.Hour + dayListAfter).Before(l.now) {
 		return collect(src.List(ctx, prefix))
+	}
+	if none, err := l.noSuchDir(ctx, src, prefix); none || err != nil {
+		return nil, err
 	}
 	// HourPrefix ends ".../<yyyy>/<mm>/<dd>/<hh>/": the day's prefix
 	// drops "<hh>/".
@@ -412,6 +416,48 @@ func (l *dayLister) list(ctx context.Context, src objects, prefix string, h time
 		}
 	}
 	return out, nil
+}
+
+// dirLister is what a store may offer to list a prefix's directories
+// (*store.Store does).
+type dirLister interface {
+	Dirs(ctx context.Context, prefix string) ([]string, error)
+}
+
+// noSuchDir reports whether prefix is a kind's hour prefix,
+// "<class>/<kind>/<yyyy>/...", under a class that has no such kind
+// directory at all: an archive written in every-kind segments (format 3)
+// has none, and each closed day would cost one empty LIST per kind. The
+// class's directories are listed once per query; a store that cannot
+// list directories has every prefix listed.
+func (l *dayLister) noSuchDir(ctx context.Context, src objects, prefix string) (bool, error) {
+	dl, ok := src.(dirLister)
+	if !ok {
+		return false, nil
+	}
+	class, rest, _ := strings.Cut(prefix, "/")
+	kind, _, _ := strings.Cut(rest, "/")
+	if kind == "" || kind[0] >= '0' && kind[0] <= '9' { // a year: every kind's
+		return false, nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	dirs, ok := l.dirs[class]
+	if !ok {
+		got, err := dl.Dirs(ctx, class+"/")
+		if err != nil {
+			return false, err
+		}
+		dirs = map[string]bool{}
+		for _, d := range got {
+			dirs[d] = true
+		}
+		if l.dirs == nil {
+			l.dirs = map[string]map[string]bool{}
+		}
+		l.dirs[class] = dirs
+	}
+	return !dirs[class+"/"+kind+"/"], nil
 }
 
 // forget drops the listings of days that end at or before t: the query

@@ -800,4 +800,72 @@ func TestDaysListedOnce(t *testing.T) {
 	if got, wantLists := m.lists.Load(), int64(len(event.Kinds)+1)*perFamily; got != wantLists {
 		t.Errorf("%d LIST requests; want %d", got, wantLists)
 	}
+
+	// A store that lists directories: a class with no kind directory (an
+	// archive of every-kind segments) has no kind's prefix listed for its
+	// closed days; open hours are listed as before.
+	var closedDays, openHours int64
+	for d := d0; d.Before(to); d = d.AddDate(0, 0, 1) {
+		if d.Add(24*time.Hour + dayListAfter).Before(time.Now()) {
+			closedDays++
+		} else {
+			openHours += int64(min(to.Sub(d), 24*time.Hour) / time.Hour)
+		}
+	}
+	withDirs := &dirObjects{countingLists: &countingLists{memObjects: m.memObjects}}
+	count := func() (int, Stats) {
+		t.Helper()
+		withDirs.lists.Store(0)
+		n := 0
+		st, err := NewEngine(Defaults(), withDirs, keyring.Set{Private: priv, Public: pub}, []string{"security"}).
+			Run(context.Background(), Filter{From: d0, To: to}, Options{}, func([]byte) error { n++; return nil })
+		if err != nil || len(st.Failed) > 0 {
+			t.Fatalf("run: %v, failed %v", err, st.Failed)
+		}
+		return n, st
+	}
+	if n, _ := count(); n != want || withDirs.lists.Load() != closedDays+int64(len(event.Kinds)+1)*openHours || withDirs.dirs.Load() != 1 {
+		t.Errorf("no kind directory: %d events, %d LISTs, %d directory listings; want %d, %d, 1", n, withDirs.lists.Load(), withDirs.dirs.Load(),
+			want, closedDays+int64(len(event.Kinds)+1)*openHours)
+	}
+	// A login segment of one kind (format 2) in the first closed day: its
+	// kind's prefix is listed for the closed days, and it is found.
+	h := d0.Add(5 * time.Hour)
+	pk, _ := pub.Current("security", h)
+	e := event.Event{ID: "one-kind", Time: h, Kind: event.KindLogin, Class: "security", Tenant: "t"}
+	var seg bytes.Buffer
+	w, err := segment.NewWriterV3(&seg, segment.Meta{Class: "security", Kind: "login", Hour: h, Topic: "t", Count: 1, MinTime: h, MaxTime: h}, segment.NewIndexBuilder(), pk, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(event.AppendJSON(nil, &e))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m.names = append(m.names, w.Name())
+	m.data[w.Name()] = seg.Bytes()
+	if n, _ := count(); n != want+1 || withDirs.lists.Load() != 2*closedDays+int64(len(event.Kinds)+1)*openHours {
+		t.Errorf("with a login directory: %d events, %d LISTs; want %d, %d", n, withDirs.lists.Load(), want+1, 2*closedDays+int64(len(event.Kinds)+1)*openHours)
+	}
+}
+
+// dirObjects is a store that lists directories, and counts it.
+type dirObjects struct {
+	*countingLists
+	dirs atomic.Int64
+}
+
+func (d *dirObjects) Dirs(_ context.Context, prefix string) ([]string, error) {
+	d.dirs.Add(1)
+	seen := map[string]bool{}
+	var out []string
+	for _, n := range d.names {
+		if rest, ok := strings.CutPrefix(n, prefix); ok {
+			if i := strings.IndexByte(rest, '/'); i >= 0 && !seen[rest[:i]] {
+				seen[rest[:i]] = true
+				out = append(out, prefix+rest[:i+1])
+			}
+		}
+	}
+	return out, nil
 }

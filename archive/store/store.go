@@ -9,6 +9,7 @@ import (
 	"io"
 	"iter"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -188,6 +189,23 @@ func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[Object, error
 			}
 		}
 	}
+}
+
+// Dirs lists the "directories" directly under prefix (which ends in
+// "/"): the distinct next path elements, each with its trailing "/".
+func (s *Store) Dirs(ctx context.Context, prefix string) ([]string, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var out []string
+	for o := range s.mc.ListObjects(ctx, s.bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: false}) {
+		if o.Err != nil {
+			return nil, fmt.Errorf("cannot list %s/%s: %w", s.bucket, prefix, o.Err)
+		}
+		if strings.HasSuffix(o.Key, "/") {
+			out = append(out, o.Key)
+		}
+	}
+	return out, nil
 }
 
 // Stat returns the object's size, or ErrNotFound.

@@ -162,6 +162,15 @@ func TestPutFencedGetList(t *testing.T) {
 	if len(names) != 3 || !strings.Contains(names[0], "/01/") || !strings.Contains(names[2], "/03/") {
 		t.Errorf("List = %q; want the three login segments in order", names)
 	}
+	// The class's directories: the kind "login" and whatever else is
+	// directly under security/ (the first object's path), each once.
+	dirs, err := s.Dirs(ctx, "security/")
+	if err != nil || !slices.Contains(dirs, "security/login/") || len(dirs) != len(slices.Compact(slices.Sorted(slices.Values(dirs)))) {
+		t.Errorf("Dirs(security/) = %q, %v; want security/login/ among them, each once", dirs, err)
+	}
+	if dirs, err := s.Dirs(ctx, "security/login/2026/11/29/"); err != nil || len(dirs) != 3 || dirs[0] != "security/login/2026/11/29/01/" {
+		t.Errorf("Dirs of the day = %q, %v; want its three hours", dirs, err)
+	}
 	if err := s.Ping(ctx); err != nil {
 		t.Errorf("Ping: %v", err)
 	}

@@ -753,23 +753,7 @@ func TestDaysListedOnce(t *testing.T) {
 			if h.After(time.Now()) {
 				continue
 			}
-			pk, err := pub.Current("security", h)
-			if err != nil {
-				t.Fatal(err)
-			}
-			e := event.Event{ID: "e-" + h.Format("2006010215"), Time: h, Kind: event.KindLogin, Class: "security", Tenant: "t"}
-			meta := segment.Meta{Class: "security", Kinds: map[string]int64{"login": 1}, Hour: h, Topic: "t", Count: 1, MinTime: e.Time, MaxTime: e.Time}
-			var seg bytes.Buffer
-			w, err := segment.NewWriterV3(&seg, meta, segment.NewIndexBuilder(), pk, sk)
-			if err != nil {
-				t.Fatal(err)
-			}
-			w.Write(event.AppendJSON(nil, &e))
-			if err := w.Close(); err != nil {
-				t.Fatal(err)
-			}
-			m.names = append(m.names, w.Name())
-			m.data[w.Name()] = seg.Bytes()
+			putLogin(t, m.memObjects, pub, sk, "e-"+h.Format("2006010215"), h, "")
 			want++
 		}
 	}
@@ -830,11 +814,27 @@ func TestDaysListedOnce(t *testing.T) {
 	}
 	// A login segment of one kind (format 2) in the first closed day: its
 	// kind's prefix is listed for the closed days, and it is found.
-	h := d0.Add(5 * time.Hour)
-	pk, _ := pub.Current("security", h)
-	e := event.Event{ID: "one-kind", Time: h, Kind: event.KindLogin, Class: "security", Tenant: "t"}
+	putLogin(t, m.memObjects, pub, sk, "one-kind", d0.Add(5*time.Hour), "login")
+	if n, _ := count(); n != want+1 || withDirs.lists.Load() != 2*closedDays+int64(len(event.Kinds)+1)*openHours {
+		t.Errorf("with a login directory: %d events, %d LISTs; want %d, %d", n, withDirs.lists.Load(), want+1, 2*closedDays+int64(len(event.Kinds)+1)*openHours)
+	}
+}
+
+// putLogin stores a segment of one login event at h: of every kind
+// (kind ""), or of that one kind.
+func putLogin(t *testing.T, m *memObjects, pub *keyring.PublicKeyring, sk keyring.SigningKey, id string, h time.Time, kind string) {
+	t.Helper()
+	pk, err := pub.Current("security", h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := event.Event{ID: id, Time: h, Kind: event.KindLogin, Class: "security", Tenant: "t"}
+	meta := segment.Meta{Class: "security", Kind: kind, Hour: h, Topic: "t", Count: 1, MinTime: h, MaxTime: h}
+	if kind == "" {
+		meta.Kinds = map[string]int64{"login": 1}
+	}
 	var seg bytes.Buffer
-	w, err := segment.NewWriterV3(&seg, segment.Meta{Class: "security", Kind: "login", Hour: h, Topic: "t", Count: 1, MinTime: h, MaxTime: h}, segment.NewIndexBuilder(), pk, sk)
+	w, err := segment.NewWriterV3(&seg, meta, segment.NewIndexBuilder(), pk, sk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -844,9 +844,6 @@ func TestDaysListedOnce(t *testing.T) {
 	}
 	m.names = append(m.names, w.Name())
 	m.data[w.Name()] = seg.Bytes()
-	if n, _ := count(); n != want+1 || withDirs.lists.Load() != 2*closedDays+int64(len(event.Kinds)+1)*openHours {
-		t.Errorf("with a login directory: %d events, %d LISTs; want %d, %d", n, withDirs.lists.Load(), want+1, 2*closedDays+int64(len(event.Kinds)+1)*openHours)
-	}
 }
 
 // dirObjects is a store that lists directories, and counts it.

@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -101,14 +103,34 @@ func OpenHeadCache(c HeadCacheConfig, expires func(name string) time.Time) (*Hea
 		mod time.Time
 	}
 	var all []found
+	// Only what the cache writes is looked at, or deleted: files named by
+	// 64 hex digits (or left temporary, ".tmp-*") in directories named
+	// by 2. Anything else in the directory is left alone, so a dir set
+	// by mistake to a directory of other files loses none of them.
 	err := filepath.WalkDir(c.Dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil {
 			return err
+		}
+		if d.IsDir() {
+			if path != c.Dir && !isHex(d.Name(), 2) {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if filepath.Dir(path) == c.Dir {
+			return nil
+		}
+		if strings.HasPrefix(d.Name(), ".tmp-") {
+			os.Remove(path) // a write a crash interrupted
+			return nil
+		}
+		if !isHex(d.Name(), 64) {
+			return nil
 		}
 		name, objSize, ok := readHeadName(path)
 		info, ierr := d.Info()
-		if !ok || ierr != nil || filepath.Base(path) != headFile(name) {
-			os.Remove(path) // a torn or foreign file: nothing to keep
+		if !ok || ierr != nil || d.Name() != headFile(name) {
+			os.Remove(path) // torn, or not the head it is named for
 			return nil
 		}
 		all = append(all, found{headEntry{name: name, objSize: objSize, file: info.Size()}, info.ModTime()})
@@ -143,6 +165,19 @@ func (h *HeadCache) path(name string) string {
 	return filepath.Join(h.dir, f[:2], f)
 }
 
+// isHex reports whether s is n lowercase hex digits.
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // readHeadName reads a cache file's object name and size.
 func readHeadName(path string) (name string, objSize int64, ok bool) {
 	f, err := os.Open(path)
@@ -151,13 +186,13 @@ func readHeadName(path string) (name string, objSize int64, ok bool) {
 	}
 	defer f.Close()
 	var pre [len(headMagic) + 8 + 2]byte
-	if _, err := f.Read(pre[:]); err != nil || string(pre[:len(headMagic)]) != headMagic {
+	if _, err := io.ReadFull(f, pre[:]); err != nil || string(pre[:len(headMagic)]) != headMagic {
 		return "", 0, false
 	}
 	objSize = int64(binary.BigEndian.Uint64(pre[len(headMagic):]))
 	n := int(binary.BigEndian.Uint16(pre[len(headMagic)+8:]))
 	b := make([]byte, n)
-	if m, err := f.Read(b); err != nil || m != n {
+	if _, err := io.ReadFull(f, b); err != nil {
 		return "", 0, false
 	}
 	return string(b), objSize, true

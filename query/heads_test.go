@@ -116,10 +116,18 @@ func TestHeadCache(t *testing.T) {
 		t.Fatalf("the damaged heads were not cached again: %d head GETs", cs.heads.Load())
 	}
 
-	// Reopened: the same heads; a stray file is deleted.
-	stray := filepath.Join(dir, "ab", "stray")
+	// Reopened: the same heads; a torn head and a temporary file left by
+	// a crash are deleted; files the cache did not write are left alone.
+	stray := filepath.Join(dir, "ab", strings.Repeat("ab", 32))
+	tmp := filepath.Join(dir, "ab", ".tmp-123")
 	os.MkdirAll(filepath.Dir(stray), 0o700)
-	os.WriteFile(stray, []byte("not a head"), 0o600)
+	os.WriteFile(stray, []byte("CSTHEAD1 torn"), 0o600)
+	os.WriteFile(tmp, []byte("half a head"), 0o600)
+	foreign := []string{filepath.Join(dir, "README"), filepath.Join(dir, "ab", "notes.txt"), filepath.Join(dir, "keys", strings.Repeat("cd", 32))}
+	for _, f := range foreign {
+		os.MkdirAll(filepath.Dir(f), 0o700)
+		os.WriteFile(f, []byte("not the cache's"), 0o600)
+	}
 	again, err := OpenHeadCache(HeadCacheConfig{Dir: dir, MaxBytes: 1 << 30}, retainTestClass)
 	if err != nil {
 		t.Fatal(err)
@@ -127,9 +135,18 @@ func TestHeadCache(t *testing.T) {
 	if s := again.Stats(); s.Heads != int(cold.Total) || s.Bytes != hc.Stats().Bytes {
 		t.Fatalf("reopened: %+v; want %+v", s, hc.Stats())
 	}
-	if _, err := os.Stat(stray); !os.IsNotExist(err) {
-		t.Errorf("a stray file survived the reopening: %v", err)
+	for _, f := range []string{stray, tmp} {
+		if _, err := os.Stat(f); !os.IsNotExist(err) {
+			t.Errorf("%s survived the reopening: %v", f, err)
+		}
 	}
+	for _, f := range foreign {
+		if _, err := os.Stat(f); err != nil {
+			t.Errorf("a file the cache did not write was touched: %v", err)
+		}
+		os.Remove(f)
+	}
+	os.Remove(filepath.Join(dir, "keys"))
 
 	// The bound: a third of what is held, least recently used out first.
 	// names[0] was written first; used now, it must stay.

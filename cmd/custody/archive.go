@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -174,16 +176,24 @@ func watchPublicKeyring(ctx context.Context, log *zap.Logger, path string, a *pi
 
 // watchKeyring calls take with the file at path each time its content
 // changes, until ctx ends: on SIGHUP and every poll. The content read at
-// start counts as taken. When take fails, the error is logged once for
-// that content and the keyring in use stays.
+// start counts as taken; a missing file reads as empty (take decides
+// what that means). When take fails, the error is logged once for that
+// content and the keyring in use stays.
 func watchKeyring(ctx context.Context, log *zap.Logger, path, what string, poll time.Duration, take func(b []byte) error) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	t := time.NewTicker(poll)
 	defer t.Stop()
-	last, _ := os.ReadFile(path) // what the command loaded at start
-	var refused []byte           // logged once, not at every poll
+	read := func() ([]byte, error) {
+		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return []byte{}, nil
+		}
+		return b, err
+	}
+	last, _ := read()  // what the command loaded at start
+	var refused []byte // logged once, not at every poll
 	for {
 		select {
 		case <-ctx.Done():
@@ -191,12 +201,12 @@ func watchKeyring(ctx context.Context, log *zap.Logger, path, what string, poll 
 		case <-hup:
 		case <-t.C:
 		}
-		b, err := os.ReadFile(path)
+		b, err := read()
 		if err != nil {
 			log.Error("cannot read the "+what+"; the one in use stays", zap.String("path", path), zap.Error(err))
 			continue
 		}
-		if bytes.Equal(b, last) || bytes.Equal(b, refused) {
+		if bytes.Equal(b, last) || refused != nil && bytes.Equal(b, refused) {
 			continue
 		}
 		if err := take(b); err != nil {
@@ -204,7 +214,7 @@ func watchKeyring(ctx context.Context, log *zap.Logger, path, what string, poll 
 			refused = b
 			continue
 		}
-		last = b
+		last, refused = b, nil
 	}
 }
 

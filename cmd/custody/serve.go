@@ -96,10 +96,14 @@ the only process that holds the private keyring. See docs/SERVE.md.`,
 				// key starts, without a restart (docs/SERVE.md).
 				kctx, stopKeys := context.WithCancel(ctx)
 				defer stopKeys()
-				wg.Add(1)
+				wg.Add(2)
 				go func() {
 					defer wg.Done()
 					watchPrivateKeyring(kctx, log, cfg.Crypto, keys.Private)
+				}()
+				go func() {
+					defer wg.Done()
+					watchHoldKeyring(kctx, log, cfg.Crypto, keys.Holds)
 				}()
 				hctx, stopHUP := context.WithCancel(ctx)
 				defer stopHUP()
@@ -198,6 +202,22 @@ func watchPrivateKeyring(ctx context.Context, log *zap.Logger, c keyring.Config,
 		added, removed := kr.Take(now)
 		log.Info("private keyring reloaded", zap.String("path", c.PrivateKeyringFile), zap.Int("keys", len(now.Keys())),
 			zap.Strings("added", added), zap.Strings("removed", removed))
+		return nil
+	})
+}
+
+// watchHoldKeyring does the same for the hold keyring
+// (crypto.hold_keyring_file): a case `custody hold place` put under hold
+// has its escrow read, and one released no longer does. A missing file is
+// an empty keyring: no case under hold.
+func watchHoldKeyring(ctx context.Context, log *zap.Logger, c keyring.Config, kr *keyring.HoldKeyring) {
+	watchKeyring(ctx, log, c.HoldKeyringFile, "hold keyring", privateKeyringPoll, func([]byte) error {
+		now, err := keyring.LoadHolds(c.HoldKeyringFile, c.Passphrase())
+		if err != nil {
+			return err
+		}
+		added, removed := kr.Take(now)
+		log.Info("hold keyring reloaded", zap.String("path", c.HoldKeyringFile), zap.Strings("cases_added", added), zap.Strings("cases_removed", removed))
 		return nil
 	})
 }

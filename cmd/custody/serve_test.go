@@ -211,3 +211,28 @@ func TestServeForgetsShreddedKeys(t *testing.T) {
 		t.Errorf("after the shredding: code %d\n%s\n%s", code, out, errOut)
 	}
 }
+
+// TestServeReadsNewHolds: a hold placed while custody serve runs (its
+// case key added to the hold keyring file) is taken without a restart,
+// so the held day stays readable through the service after its key is
+// shredded.
+func TestServeReadsNewHolds(t *testing.T) {
+	r := newShredRig(t, stacktest.Get(t))
+	bin := custodyBin(t)
+	sv := startRigServe(t, r, bin)
+	if out, code := r.run(t, "hold", "place", "--case", "LE-9", "--from", sv.day(0), "--to", sv.day(0), "--tenant", "acme"); code != 0 || !strings.Contains(out, "hold LE-9 placed") {
+		t.Fatalf("hold place: code %d\n%s", code, out)
+	}
+	if out, code := r.run(t, "retention", "run", "--test-now", r.dueAt(0)); code != 0 || !strings.Contains(out, "shredded short/"+sv.day(0)) {
+		t.Fatalf("retention run: code %d\n%s", code, out)
+	}
+	sv.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, 30*time.Second, "both keyrings reloaded", func() bool {
+		l := sv.logs.String()
+		return strings.Contains(l, "hold keyring reloaded") && strings.Contains(l, "LE-9") && strings.Contains(l, "private keyring reloaded")
+	}, sv.logs.String)
+	out, errOut, code := sv.query("--case", "LE-7", "--purpose", "held", "--format", "csv")
+	if code != 0 || strings.Count(out, "\n") != 4 || !strings.Contains(out, "short-0") || strings.Contains(errOut, "shredded") {
+		t.Errorf("the held, shredded day through serve: code %d\n%s\n%s", code, out, errOut)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/custodylog/custody/internal/secret"
@@ -42,8 +43,45 @@ func HoldKeyID(caseRef string) string { return "hold/" + caseRef }
 // HoldKeyring is the private keys of the cases under hold. Not safe for
 // concurrent mutation; reads are safe.
 type HoldKeyring struct {
+	mu   sync.RWMutex // guards keys; a running reader replaces them (Take)
 	keys []PrivateKey // ID hold/<case>, sorted
 	pass secret.String
+}
+
+// Take replaces kr's keys with other's, for every holder of kr at once:
+// a released case's key stops opening its escrow, a new hold's starts.
+// It returns the cases added and removed.
+func (kr *HoldKeyring) Take(other *HoldKeyring) (added, removed []string) {
+	keys := other.snapshot()
+	kr.mu.Lock()
+	defer kr.mu.Unlock()
+	had := map[string]bool{}
+	for _, k := range kr.keys {
+		had[k.ID] = true
+	}
+	for _, k := range keys {
+		if !had[k.ID] {
+			added = append(added, k.ID[len("hold/"):])
+		}
+		delete(had, k.ID)
+	}
+	for _, k := range kr.keys {
+		if had[k.ID] {
+			removed = append(removed, k.ID[len("hold/"):])
+		}
+	}
+	kr.keys = keys
+	return added, removed
+}
+
+// snapshot is the keys now; Take replaces the slice, never its elements.
+func (kr *HoldKeyring) snapshot() []PrivateKey {
+	if kr == nil {
+		return nil
+	}
+	kr.mu.RLock()
+	defer kr.mu.RUnlock()
+	return kr.keys
 }
 
 type holdFile struct {
@@ -117,18 +155,16 @@ func (kr *HoldKeyring) Cases() []string {
 	if kr == nil {
 		return nil
 	}
-	out := make([]string, 0, len(kr.keys))
-	for _, k := range kr.keys {
+	keys := kr.snapshot()
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
 		out = append(out, k.ID[len("hold/"):])
 	}
 	return out
 }
 
 func (kr *HoldKeyring) find(caseRef string) (PrivateKey, bool) {
-	if kr == nil {
-		return PrivateKey{}, false
-	}
-	for _, k := range kr.keys {
+	for _, k := range kr.snapshot() {
 		if k.ID == HoldKeyID(caseRef) {
 			return k, true
 		}
@@ -149,8 +185,11 @@ func (kr *HoldKeyring) Add(caseRef string, now time.Time) (PublicKey, error) {
 			return PublicKey{}, err
 		}
 		k = PrivateKey{ID: HoldKeyID(caseRef), Created: now.UTC().Truncate(time.Second), key: sk}
-		kr.keys = append(kr.keys, k)
-		sort.Slice(kr.keys, func(i, j int) bool { return kr.keys[i].ID < kr.keys[j].ID })
+		kr.mu.Lock()
+		keys := append(append([]PrivateKey(nil), kr.keys...), k) // a new slice: readers hold the old
+		sort.Slice(keys, func(i, j int) bool { return keys[i].ID < keys[j].ID })
+		kr.keys = keys
+		kr.mu.Unlock()
 	}
 	return PublicKey{ID: k.ID, Created: k.Created, key: k.key.PublicKey()}, nil
 }
@@ -181,7 +220,7 @@ func (kr *HoldKeyring) Open(caseRef string, info, sealed []byte) ([]byte, error)
 // Save writes the hold keyring with mode 0600, atomically (sealed with the
 // passphrase when there is one).
 func (kr *HoldKeyring) Save(path string) error {
-	keys, err := fileKeys(kr.keys)
+	keys, err := fileKeys(kr.snapshot())
 	if err != nil {
 		return err
 	}

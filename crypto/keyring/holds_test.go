@@ -101,3 +101,35 @@ func FuzzParseHolds(f *testing.F) {
 		}
 	})
 }
+
+// TestHoldTake: the hold keyring readers hold takes another's cases in
+// place, naming what it added and removed.
+func TestHoldTake(t *testing.T) {
+	now := time.Date(2026, 11, 29, 5, 0, 0, 0, time.UTC)
+	held, file := NewHolds(""), NewHolds("")
+	if _, err := held.Add("LE-1", now); err != nil {
+		t.Fatal(err)
+	}
+	file.Take(held)
+	pk2, err := file.Add("LE-2", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sealed, _ := pk2.Seal([]byte("info"), []byte("dek"))
+	if _, err := held.Open("LE-2", []byte("info"), sealed); err == nil {
+		t.Fatal("a case not yet taken opened")
+	}
+	next := NewHolds("")
+	next.Take(file)
+	next.keys = next.keys[1:] // LE-1 released
+	added, removed := held.Take(next)
+	if len(added) != 1 || added[0] != "LE-2" || len(removed) != 1 || removed[0] != "LE-1" {
+		t.Fatalf("Take: added %v, removed %v", added, removed)
+	}
+	if b, err := held.Open("LE-2", []byte("info"), sealed); err != nil || string(b) != "dek" {
+		t.Errorf("the new case: %q, %v", b, err)
+	}
+	if got := held.Cases(); len(got) != 1 || got[0] != "LE-2" {
+		t.Errorf("cases %v; want [LE-2]", got)
+	}
+}

@@ -55,19 +55,10 @@ func (kr *HoldKeyring) Take(other *HoldKeyring) (added, removed []string) {
 	keys := other.snapshot()
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
-	had := map[string]bool{}
-	for _, k := range kr.keys {
-		had[k.ID] = true
-	}
-	for _, k := range keys {
-		if !had[k.ID] {
-			added = append(added, k.ID[len("hold/"):])
-		}
-		delete(had, k.ID)
-	}
-	for _, k := range kr.keys {
-		if had[k.ID] {
-			removed = append(removed, k.ID[len("hold/"):])
+	added, removed = changedIDs(kr.keys, keys)
+	for _, ids := range [][]string{added, removed} {
+		for i, id := range ids {
+			ids[i] = strings.TrimPrefix(id, "hold/")
 		}
 	}
 	kr.keys = keys

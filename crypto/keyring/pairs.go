@@ -316,22 +316,28 @@ func (kr *PrivateKeyring) Take(other *PrivateKeyring) (added, removed []string) 
 	other.mu.RUnlock()
 	kr.mu.Lock()
 	defer kr.mu.Unlock()
+	added, removed = changedIDs(kr.keys, keys)
+	kr.keys = keys
+	return added, removed
+}
+
+// changedIDs are the IDs of next not in was, and of was not in next.
+func changedIDs(was, next []PrivateKey) (added, removed []string) {
 	had := map[string]bool{}
-	for _, k := range kr.keys {
+	for _, k := range was {
 		had[k.ID] = true
 	}
-	for _, k := range keys {
+	for _, k := range next {
 		if !had[k.ID] {
 			added = append(added, k.ID)
 		}
 		delete(had, k.ID)
 	}
-	for _, k := range kr.keys {
+	for _, k := range was {
 		if had[k.ID] {
 			removed = append(removed, k.ID)
 		}
 	}
-	kr.keys = keys
 	return added, removed
 }
 
